@@ -1,0 +1,1 @@
+"""Official checkpoints: safe loading, key maps, strict verification, conversion, download."""

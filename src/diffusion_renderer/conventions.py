@@ -1,0 +1,99 @@
+"""G-buffer conventions: the one place that defines names, ranges, frames, condition order and indices.
+
+Every other module (models, pipelines, data engine, training, evaluation) imports from here.
+
+Frames and ranges (what the official DiffusionRenderer models were trained with):
+
+* ``basecolor``: sRGB, [0, 1], 3 channels.
+* ``normal``: camera space, OpenGL axes (+x right, +y up, +z toward the camera), unit vectors in [-1, 1];
+  stored in images as (n + 1) / 2.
+* ``depth``: relative depth normalised to [-1, 1] as the official model expects; stored as (d + 1) / 2.
+* ``roughness``, ``metallic``: [0, 1], one channel; replicated to 3 channels only at the model boundary.
+* ``env_ldr``, ``env_log``: environment-map encodings in [0, 1]; ``env_nrm``: unit directions in [-1, 1].
+
+At the model boundary every image is a 3-channel video (B, 3, T, H, W) in [-1, 1] (``x * 2 - 1``), except
+``env_nrm``, which the official code feeds as raw unit vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Inverse renderer: the row of the context ("domain") embedding that selects the G-buffer pass.
+# Official GBUFFER_INDEX_MAPPING (diffusion_renderer_utils/rendering_utils.py); the table has 16 rows.
+CONTEXT_INDEX: Final[dict[str, int]] = {
+    "basecolor": 0,
+    "metallic": 1,
+    "roughness": 2,
+    "normal": 3,
+    "depth": 4,
+    "diffuse_albedo": 5,
+    "specular_albedo": 6,
+}
+NUM_CONTEXT_EMBEDDINGS: Final[int] = 16
+
+# Passes the official inverse script runs by default, in its order.
+INVERSE_PASSES: Final[tuple[str, ...]] = ("basecolor", "normal", "depth", "roughness", "metallic")
+
+# Forward renderer: order of the condition latents in the 8 x (16 + 1) = 136 condition channels.
+FORWARD_CONDITION_KEYS: Final[tuple[str, ...]] = (
+    "basecolor",
+    "normal",
+    "metallic",
+    "roughness",
+    "depth",
+    "env_ldr",
+    "env_log",
+    "env_nrm",
+)
+GBUFFER_KEYS: Final[tuple[str, ...]] = FORWARD_CONDITION_KEYS[:5]
+LIGHTING_KEYS: Final[tuple[str, ...]] = FORWARD_CONDITION_KEYS[5:]
+
+# Value range of each quantity in the package's own arrays (before the model's x * 2 - 1).
+VALUE_RANGE: Final[dict[str, tuple[float, float]]] = {
+    "rgb": (0.0, 1.0),
+    "basecolor": (0.0, 1.0),
+    "normal": (-1.0, 1.0),
+    "depth": (-1.0, 1.0),
+    "roughness": (0.0, 1.0),
+    "metallic": (0.0, 1.0),
+    "env_ldr": (0.0, 1.0),
+    "env_log": (0.0, 1.0),
+    "env_nrm": (-1.0, 1.0),
+}
+SINGLE_CHANNEL_KEYS: Final[frozenset[str]] = frozenset({"roughness", "metallic"})
+
+# EDM / sampler constants of the official release.
+SIGMA_DATA: Final[float] = 0.5
+SIGMA_MIN: Final[float] = 0.02
+SIGMA_MAX: Final[float] = 80.0
+RHO: Final[float] = 7.0
+NUM_INFERENCE_STEPS: Final[int] = 15
+GUIDANCE_SCALE: Final[float] = 0.0
+
+# RoPE time positions are seq / fps * BASE_FPS; the official datasets always pass fps = 24.
+BASE_FPS: Final[int] = 24
+DEFAULT_FPS: Final[float] = 24.0
+
+# Tokenizer (Cosmos-Tokenize1-CV8x8x8-720p): 57-frame chunks -> 8 latent frames; images are 1 frame.
+PIXEL_CHUNK_DURATION: Final[int] = 57
+SPATIAL_COMPRESSION: Final[int] = 8
+TEMPORAL_COMPRESSION: Final[int] = 8
+LATENT_CHANNELS: Final[int] = 16
+
+# Official model resolution (H, W) and the DiT limits: multiples of 16, at most 1920 px per side.
+DEFAULT_RESOLUTION: Final[tuple[int, int]] = (704, 1280)
+
+
+def context_index(pass_name: str) -> int:
+    """Context-embedding row of an inverse-rendering pass."""
+    try:
+        return CONTEXT_INDEX[pass_name]
+    except KeyError:
+        known = ", ".join(CONTEXT_INDEX)
+        raise ValueError(f"unknown G-buffer pass {pass_name!r} (known: {known})") from None
+
+
+def num_condition_channels(num_keys: int, latent_channels: int = LATENT_CHANNELS, with_mask: bool = True) -> int:
+    """Channels of an assembled latent condition: each key is a latent plus an optional mask channel."""
+    return num_keys * (latent_channels + int(with_mask))

@@ -1,0 +1,1 @@
+"""Input/output: atomic writes, images, video, HDR maps, output layout."""

@@ -1,0 +1,477 @@
+"""The DiffusionRenderer DiT: the official ``DiffusionRendererGeneralDIT`` on diffusers' Cosmos-1 transformer.
+
+diffusers' ``CosmosTransformer3DModel`` already implements the Cosmos-Predict1 GeneralDIT (patch embedding,
+AdaLN-LoRA, FA-CA-MLP blocks, 3D RoPE, final layer) with the official numerics. What the renderer adds, and
+what a subclass supplies here:
+
+* extra latent-condition channels concatenated before the patch embedding (``in_channels`` counts them:
+  16 + 16 inverse, 16 + 136 forward), then the padding-mask channel;
+* the sin-cos per-block absolute position embedding (diffusers only has a learnable one);
+* the context (domain) embedding ``Embedding(16, text_embed_dim)`` whose row replaces the cross-attention
+  tokens of the inverse model;
+* q/k RMSNorm eps 1e-6 (diffusers' ``Attention`` default is 1e-5);
+* RoPE tables computed by a module whose buffers follow the model dtype, as the official bf16 inference does;
+* a cross-attention skip when there is no context (the forward model's context is all zeros, and with
+  bias-free K/V projections its cross-attention adds exactly 0).
+
+The stock ``forward`` cannot be reused: it resizes the padding mask with torchvision (the CPU path must not
+need it), knows no sin-cos embedding or context embedding, and computes RoPE in float32 only. ``forward``
+below reuses every stock submodule (patch embedding, time embedding, blocks, output norm and projection).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.transformers.transformer_cosmos import CosmosTransformer3DModel, CosmosTransformerBlock
+
+SUPPORTED_EXTRA_POS_EMBED = ("sincos", None)
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """[sin(p * w_k), cos(p * w_k)] with w_k = 10000^(-k / (dim / 2)), computed in float64 as the official code."""
+    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
+    omega = 1.0 / 10000**omega  # (dim/2,)
+    angles = torch.outer(positions.to(torch.float64), omega)  # (N, dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (N, dim)
+
+
+def axis_split(dim: int) -> tuple[int, int, int]:
+    """(t, h, w) share of a feature dimension: h = w = dim // 6 * 2, t takes the rest."""
+    dim_hw = dim // 6 * 2
+    return dim - 2 * dim_hw, dim_hw, dim_hw
+
+
+class SinCosPosEmbed3D(nn.Module):
+    """Official ``SinCosPosEmbAxis``: fixed [t | h | w] sin-cos tables, cropped to the token grid.
+
+    The tables are non-persistent buffers (absent from checkpoints) so that ``.to(dtype)`` casts them with the
+    model, as the official inference does.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        max_size: tuple[int, int, int],
+        patch_size: tuple[int, int, int],
+        scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        lengths = [size // patch for size, patch in zip(max_size, patch_size, strict=True)]
+        for name, dim, length, ratio in zip("thw", axis_split(hidden_size), lengths, scale, strict=True):
+            table = sincos_1d(dim, torch.arange(length, dtype=torch.float64) / ratio).float()
+            self.register_buffer(f"pos_emb_{name}", table, persistent=False)  # (len, dim)
+
+    def forward(self, num_frames: int, height: int, width: int) -> torch.Tensor:
+        t, h, w = self.pos_emb_t[:num_frames], self.pos_emb_h[:height], self.pos_emb_w[:width]
+        grid = (num_frames, height, width)
+        emb = torch.cat(
+            [
+                t[:, None, None, :].expand(*grid, -1),
+                h[None, :, None, :].expand(*grid, -1),
+                w[None, None, :, :].expand(*grid, -1),
+            ],
+            dim=-1,
+        )
+        return emb.reshape(1, num_frames * height * width, -1)  # (1, THW, D)
+
+
+class RotaryPosEmbed3D(nn.Module):
+    """Official ``VideoRopePosition3DEmb`` (rope3d): angles [t | h | w] * 2 per token, rotate-half pairing.
+
+    ``seq`` and the frequency ranges are buffers, so a model cast to bfloat16 computes the angles in bfloat16
+    arithmetic exactly like the official bf16 inference (fixture ``rope_tables_7b``); in float32 they are the
+    float32 angles. Time positions are ``seq / fps * base_fps``.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        max_size: tuple[int, int, int],
+        patch_size: tuple[int, int, int],
+        rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        base_fps: int = 24,
+    ) -> None:
+        super().__init__()
+        self.max_size = [size // patch for size, patch in zip(max_size, patch_size, strict=True)]
+        self.base_fps = base_fps
+        dim_t, dim_h, _ = axis_split(head_dim)
+        # NTK-aware theta per axis: 10000 * ratio^(d / (d - 2)); python floats, as in the official module.
+        self.theta_t = 10000.0 * rope_scale[0] ** (dim_t / (dim_t - 2))
+        self.theta_h = 10000.0 * rope_scale[1] ** (dim_h / (dim_h - 2))
+        self.theta_w = 10000.0 * rope_scale[2] ** (dim_h / (dim_h - 2))
+        self.register_buffer("seq", torch.arange(max(self.max_size), dtype=torch.float32), persistent=False)
+        spatial = torch.arange(0, dim_h, 2)[: dim_h // 2].float() / dim_h
+        temporal = torch.arange(0, dim_t, 2)[: dim_t // 2].float() / dim_t
+        self.register_buffer("dim_spatial_range", spatial, persistent=False)
+        self.register_buffer("dim_temporal_range", temporal, persistent=False)
+
+    def angle_tables(
+        self, num_frames: int, height: int, width: int, fps: torch.Tensor | float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-axis half-angle tables (T, dim_t/2), (H, dim_h/2), (W, dim_w/2) in the buffers' dtype."""
+        if height > self.max_size[1] or width > self.max_size[2] or num_frames > self.max_size[0]:
+            raise ValueError(
+                f"token grid {num_frames}x{height}x{width} exceeds the RoPE table {tuple(self.max_size)}"
+            )
+        freqs_h = 1.0 / (self.theta_h**self.dim_spatial_range)
+        freqs_w = 1.0 / (self.theta_w**self.dim_spatial_range)
+        freqs_t = 1.0 / (self.theta_t**self.dim_temporal_range)
+        positions_t = self.seq[:num_frames]
+        if fps is not None:
+            # The official code uses the first sample's fps for the whole batch.
+            fps_t = torch.as_tensor(fps, device=self.seq.device).flatten()[:1].to(self.seq.dtype)
+            positions_t = positions_t / fps_t * self.base_fps
+        return (
+            torch.outer(positions_t, freqs_t),
+            torch.outer(self.seq[:height], freqs_h),
+            torch.outer(self.seq[:width], freqs_w),
+        )
+
+    def forward(
+        self, num_frames: int, height: int, width: int, fps: torch.Tensor | float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        half_t, half_h, half_w = self.angle_tables(num_frames, height, width, fps)
+        grid = (num_frames, height, width)
+        half = torch.cat(
+            [
+                half_t[:, None, None, :].expand(*grid, -1),
+                half_h[None, :, None, :].expand(*grid, -1),
+                half_w[None, None, :, :].expand(*grid, -1),
+            ],
+            dim=-1,
+        ).reshape(num_frames * height * width, -1)
+        angles = torch.cat([half, half], dim=-1).float()  # (THW, head_dim), rows (t h w)
+        return torch.cos(angles), torch.sin(angles)
+
+
+class DiffusionRendererTransformerBlock(CosmosTransformerBlock):
+    """The stock FA-CA-MLP block, plus a skip of the cross-attention when there is no context.
+
+    A zero context through bias-free K/V projections and RMSNorm gives k = v = 0, so the cross-attention adds
+    exactly zero: the forward renderer's cross-attention (its context is the dummy all-zero T5 embedding) can be
+    skipped without changing a bit. ``encoder_hidden_states=None`` means "no context".
+    """
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
+        embedded_timestep: torch.Tensor,
+        temb: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        extra_pos_emb: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        controlnet_residual: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        block_idx: int | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            return super().forward(
+                hidden_states,
+                encoder_hidden_states,
+                embedded_timestep,
+                temb,
+                image_rotary_emb,
+                extra_pos_emb,
+                attention_mask,
+                controlnet_residual,
+            )
+        if extra_pos_emb is not None:
+            hidden_states = hidden_states + extra_pos_emb
+        norm_hidden_states, gate = self.norm1(hidden_states, embedded_timestep, temb)
+        hidden_states = hidden_states + gate * self.attn1(norm_hidden_states, image_rotary_emb=image_rotary_emb)
+        norm_hidden_states, gate = self.norm3(hidden_states, embedded_timestep, temb)
+        return hidden_states + gate * self.ff(norm_hidden_states)
+
+
+class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
+    """DiffusionRenderer DiT (inverse or forward), numerically the official ``DiffusionRendererGeneralDIT``.
+
+    Config differences from the parent: ``in_channels`` counts the denoised latent plus the latent condition
+    (32 inverse, 152 forward); ``out_channels`` is the denoised latent (16). ``extra_pos_embed_type="sincos"``
+    builds the official sin-cos per-block embedding; ``num_context_embeddings > 0`` builds the inverse model's
+    context embedding; ``qk_norm_eps`` is the official 1e-6.
+    """
+
+    _repeated_blocks = ["DiffusionRendererTransformerBlock"]
+    _no_split_modules = ["DiffusionRendererTransformerBlock"]
+    _keep_in_fp32_modules: list[str] = []  # noqa: RUF012 - diffusers reads this class attribute
+    _skip_layerwise_casting_patterns = ["patch_embed", "norm", "rope", "extra_pos_embed", "context_embedding"]  # noqa: RUF012
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 32,
+        out_channels: int = 16,
+        num_attention_heads: int = 32,
+        attention_head_dim: int = 128,
+        num_layers: int = 28,
+        mlp_ratio: float = 4.0,
+        text_embed_dim: int = 1024,
+        adaln_lora_dim: int = 256,
+        max_size: tuple[int, int, int] = (128, 240, 240),
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        concat_padding_mask: bool = True,
+        extra_pos_embed_type: str | None = "sincos",
+        use_crossattn_projection: bool = False,
+        crossattn_proj_in_channels: int = 1024,
+        encoder_hidden_states_channels: int = 1024,
+        controlnet_block_every_n: int | None = None,
+        img_context_dim_in: int | None = None,
+        img_context_num_tokens: int = 256,
+        img_context_dim_out: int = 2048,
+        extra_pos_embed_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        num_context_embeddings: int = 16,
+        qk_norm_eps: float = 1e-6,
+        base_fps: int = 24,
+    ) -> None:
+        if extra_pos_embed_type not in SUPPORTED_EXTRA_POS_EMBED:
+            raise ValueError(f"extra_pos_embed_type must be one of {SUPPORTED_EXTRA_POS_EMBED}")
+        if in_channels < out_channels:
+            raise ValueError("in_channels counts the denoised latent plus the condition: in >= out")
+        max_size, patch_size = tuple(max_size), tuple(patch_size)
+        super().__init__(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            num_layers=num_layers,
+            mlp_ratio=mlp_ratio,
+            text_embed_dim=text_embed_dim,
+            adaln_lora_dim=adaln_lora_dim,
+            max_size=max_size,
+            patch_size=patch_size,
+            rope_scale=tuple(rope_scale),
+            concat_padding_mask=concat_padding_mask,
+            extra_pos_embed_type=extra_pos_embed_type,
+            use_crossattn_projection=use_crossattn_projection,
+            crossattn_proj_in_channels=crossattn_proj_in_channels,
+            encoder_hidden_states_channels=encoder_hidden_states_channels,
+            controlnet_block_every_n=controlnet_block_every_n,
+            img_context_dim_in=img_context_dim_in,
+            img_context_num_tokens=img_context_num_tokens,
+            img_context_dim_out=img_context_dim_out,
+        )
+        self.reset_fixed_embeddings()
+        self.context_embedding = (
+            nn.Embedding(num_context_embeddings, text_embed_dim) if num_context_embeddings > 0 else None
+        )
+        for block in self.transformer_blocks:
+            # Re-class the stock blocks (no new state) rather than building 28 blocks twice at 7B.
+            block.__class__ = DiffusionRendererTransformerBlock
+            for attn in (block.attn1, block.attn2):
+                attn.norm_q.eps = qk_norm_eps
+                attn.norm_k.eps = qk_norm_eps
+
+    def reset_fixed_embeddings(self, device: torch.device | str | None = None) -> None:
+        """(Re)build the RoPE and sin-cos modules, whose buffers are computed, not loaded.
+
+        Needed after constructing on the meta device or ``to_empty``, which leave these buffers unset.
+        """
+        cfg = self.config
+        max_size, patch_size = tuple(cfg.max_size), tuple(cfg.patch_size)
+        dtype = None if device is None else self.dtype
+        self.rope = RotaryPosEmbed3D(
+            cfg.attention_head_dim, max_size, patch_size, tuple(cfg.rope_scale), cfg.base_fps
+        ).to(device=device, dtype=dtype)
+        self.extra_pos_embed = None
+        if cfg.extra_pos_embed_type == "sincos":
+            hidden_size = cfg.num_attention_heads * cfg.attention_head_dim
+            self.extra_pos_embed = SinCosPosEmbed3D(
+                hidden_size, max_size, patch_size, tuple(cfg.extra_pos_embed_scale)
+            ).to(device=device, dtype=dtype)
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels of the latent condition concatenated after the denoised latent."""
+        return self.config.in_channels - self.config.out_channels
+
+    def prepare_context(
+        self,
+        batch_size: int,
+        encoder_hidden_states: torch.Tensor | None,
+        context_index: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor | None:
+        """Cross-attention tokens: the context-embedding row for the inverse model, else the given context.
+
+        The official inverse DiT repeats the row to the length of the (dummy) T5 context; with identical keys the
+        softmax is uniform, so a single token is the same attention (used when no context is given).
+        """
+        if self.context_embedding is None:
+            return encoder_hidden_states
+        if context_index is None:
+            raise ValueError("this model has a context embedding: pass context_index (the G-buffer pass)")
+        index = torch.as_tensor(context_index, device=self.context_embedding.weight.device).long()
+        index = index.reshape(-1, 1)[:, :1]  # (B or 1, 1)
+        emb = self.context_embedding(index)  # (B, 1, Dc)
+        num_tokens = 1 if encoder_hidden_states is None else encoder_hidden_states.shape[1]
+        emb = emb.expand(max(batch_size, emb.shape[0]), num_tokens, -1)
+        return emb.to(encoder_hidden_states.dtype if encoder_hidden_states is not None else dtype)
+
+    def concat_inputs(
+        self,
+        hidden_states: torch.Tensor,
+        latent_condition: torch.Tensor | None,
+        padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """[x, latent_condition, padding mask] along channels: (B, in_channels (+1), T, H, W)."""
+        batch_size, _, num_frames, height, width = hidden_states.shape
+        if self.condition_channels:
+            if latent_condition is None:
+                raise ValueError(f"this model expects a latent_condition with {self.condition_channels} channels")
+            if latent_condition.shape[1] != self.condition_channels:
+                raise ValueError(
+                    f"latent_condition has {latent_condition.shape[1]} channels, "
+                    f"expected {self.condition_channels}"
+                )
+            hidden_states = torch.cat([hidden_states, latent_condition.to(hidden_states.dtype)], dim=1)
+        if not self.config.concat_padding_mask:
+            return hidden_states
+        if padding_mask is None:
+            mask = hidden_states.new_zeros(batch_size, 1, num_frames, height, width)
+        else:
+            mask = resize_nearest(padding_mask.to(hidden_states.dtype), (height, width))  # (B|1, 1, H, W)
+            mask = mask.unsqueeze(2).expand(batch_size, 1, num_frames, height, width)
+        return torch.cat([hidden_states, mask], dim=1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        latent_condition: torch.Tensor | None = None,
+        context_index: torch.Tensor | None = None,
+        fps: torch.Tensor | float | None = None,
+        padding_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
+        """Raw network output F (B, out_channels, T, H, W) for input x = c_in * x_sigma and timestep c_noise.
+
+        Args:
+            hidden_states: (B, out_channels, T, H, W) preconditioned noisy latent.
+            timestep: c_noise, a 0-d, (1,) or (B,) tensor (flattened as in the official net).
+            encoder_hidden_states: (B, M, text_embed_dim) context; ``None`` skips the cross-attention of a model
+                without context embedding (exactly what a zero context gives).
+            latent_condition: (B, in_channels - out_channels, T, H, W).
+            context_index: (B, 1) or (B,) pass index for a model with a context embedding.
+            fps: frames per second for the RoPE time positions (official: always 24); ``None`` for images.
+            padding_mask: (B|1, 1, H_pixels, W_pixels), resized with nearest to the latent size; ``None``
+                means zeros (what the official datasets pass).
+            attention_mask: not used by the official net (``use_cross_attn_mask=False``); rejected.
+        """
+        if attention_mask is not None:
+            raise ValueError("DiffusionRenderer ignores cross-attention masks; pass attention_mask=None")
+        batch_size, _, num_frames, height, width = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        if num_frames % p_t or height % p_h or width % p_w:
+            raise ValueError(f"latent size {(num_frames, height, width)} is not a multiple of {(p_t, p_h, p_w)}")
+        grid = (num_frames // p_t, height // p_h, width // p_w)
+
+        # 1. Inputs and positional embeddings
+        x = self.concat_inputs(hidden_states, latent_condition, padding_mask)
+        image_rotary_emb = self.rope(*grid, fps=fps)
+        extra_pos_emb = self.extra_pos_embed(*grid).to(x.dtype) if self.extra_pos_embed is not None else None
+
+        # 2. Patchify: (B, C, T, H, W) -> (B, THW, D)
+        x = self.patch_embed(x).flatten(1, 3)
+
+        # 3. Timestep embedding (AdaLN-LoRA term temb and the RMS-normalised sinusoid)
+        temb, embedded_timestep = self.time_embed(x, timestep.flatten())
+
+        # 4. Context
+        context = self.prepare_context(batch_size, encoder_hidden_states, context_index, x.dtype)
+
+        # 5. Blocks
+        for block in self.transformer_blocks:
+            args = (x, context, embedded_timestep, temb, image_rotary_emb, extra_pos_emb)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, *args)
+            else:
+                x = block(*args)
+
+        # 6. Output norm, projection and unpatchify: feature order (p_h, p_w, p_t, C)
+        x = self.norm_out(x, embedded_timestep, temb)
+        x = self.proj_out(x)  # (B, THW, p_h * p_w * p_t * C)
+        x = x.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, grid)  # (B, T, H, W, p_h, p_w, p_t, C)
+        x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, T, p_t, H, p_h, W, p_w)
+        x = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if not return_dict:
+            return (x,)
+        return Transformer2DModelOutput(sample=x)
+
+
+def resize_nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """torchvision ``resize(..., NEAREST)`` on a (B, C, H, W) tensor: source index floor(dst * in / out).
+
+    Written here so the CPU path needs no torchvision (whose PyPI builds do not import beside CPU torch).
+    """
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    return F.interpolate(mask, size=size, mode="nearest")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
+
+
+def official_net_to_config(net: dict[str, Any]) -> dict[str, Any]:
+    """Config of :class:`DiffusionRendererTransformer3DModel` from an official ``DiffusionRendererGeneralDIT`` dict.
+
+    Raises ``ValueError`` on official options this implementation does not reproduce, rather than guessing.
+    """
+    expected = {
+        "block_config": "FA-CA-MLP",
+        "pos_emb_cls": "rope3d",
+        "use_adaln_lora": True,
+        "affline_emb_norm": True,
+        "use_cross_attn_mask": False,
+        "pos_emb_learnable": False,
+    }
+    for key, value in expected.items():
+        if key in net and net[key] != value:
+            raise ValueError(f"official net option {key}={net[key]!r} is not supported (expected {value!r})")
+    extra = net.get("extra_per_block_abs_pos_emb", False)
+    extra_type = net.get("extra_per_block_abs_pos_emb_type", "sincos") if extra else None
+    if extra_type not in SUPPORTED_EXTRA_POS_EMBED:
+        raise ValueError(f"extra_per_block_abs_pos_emb_type={extra_type!r} is not supported")
+    model_channels, num_heads = int(net["model_channels"]), int(net["num_heads"])
+    if model_channels % num_heads:
+        raise ValueError("model_channels must be divisible by num_heads")
+    in_channels = int(net.get("in_channels", 16))
+    return {
+        "in_channels": in_channels + int(net.get("additional_concat_ch", 0)),
+        "out_channels": int(net.get("out_channels", in_channels)),
+        "num_attention_heads": num_heads,
+        "attention_head_dim": model_channels // num_heads,
+        "num_layers": int(net["num_blocks"]),
+        "mlp_ratio": float(net.get("mlp_ratio", 4.0)),
+        "text_embed_dim": int(net.get("crossattn_emb_channels", 1024)),
+        "adaln_lora_dim": int(net.get("adaln_lora_dim", 256)),
+        "max_size": (int(net["max_frames"]), int(net["max_img_h"]), int(net["max_img_w"])),
+        "patch_size": (int(net["patch_temporal"]), int(net["patch_spatial"]), int(net["patch_spatial"])),
+        "rope_scale": (
+            float(net.get("rope_t_extrapolation_ratio", 1.0)),
+            float(net.get("rope_h_extrapolation_ratio", 1.0)),
+            float(net.get("rope_w_extrapolation_ratio", 1.0)),
+        ),
+        "concat_padding_mask": bool(net.get("concat_padding_mask", True)),
+        "extra_pos_embed_type": extra_type,
+        "extra_pos_embed_scale": (
+            float(net.get("extra_t_extrapolation_ratio", 1.0)),
+            float(net.get("extra_h_extrapolation_ratio", 1.0)),
+            float(net.get("extra_w_extrapolation_ratio", 1.0)),
+        ),
+        # The official DiT hard-codes Embedding(16, crossattn_emb_channels).
+        "num_context_embeddings": 16 if net.get("use_context_embedding", False) else 0,
+        "qk_norm_eps": 1e-6,
+    }

@@ -1,0 +1,1 @@
+"""Pipelines: sampling, condition assembly, inverse and forward rendering."""

@@ -1,0 +1,45 @@
+"""Shared test helpers: the official fixture folder and readers for its files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fixture_dir() -> Path:
+    """``DR_OFFICIAL_FIXTURES`` or ``../shared/fixtures/official`` beside the repository."""
+    return Path(os.environ.get("DR_OFFICIAL_FIXTURES", REPO.parent / "shared" / "fixtures" / "official"))
+
+
+def fixture_files(pattern: str) -> list[Path]:
+    """Every fixture file matching ``pattern`` (sorted); an empty list when the folder is absent."""
+    folder = fixture_dir()
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+
+
+def read_fixture(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata JSON) of a fixture safetensors file."""
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("json", "{}"))
+        return {k: f.get_tensor(k) for k in f.keys()}, meta
+
+
+def params(files: list[Path]) -> list:
+    """pytest parameters named after the fixture files; one skipped entry when there are none."""
+    if not files:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no fixtures in {fixture_dir()}"))]
+    return [pytest.param(f, id=f.name) for f in files]
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, tol: float = 1e-4) -> None:
+    """atol = rtol = ``tol`` (the issue's float32 parity tolerance), with the worst error in the message."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
+    err = (actual.double() - expected.double()).abs().max().item()
+    torch.testing.assert_close(actual.double(), expected.double(), atol=tol, rtol=tol, msg=f"{name}: max {err}")
