@@ -93,7 +93,11 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "python": platform.python_version(),
+        },
         "steps": {},
         "bf16_vs_fp32": {},
     }

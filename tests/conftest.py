@@ -28,7 +28,8 @@ def read_fixture(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata JSON) of a fixture safetensors file."""
     with safe_open(str(path), "pt") as f:
         meta = json.loads((f.metadata() or {}).get("json", "{}"))
-        return {k: f.get_tensor(k) for k in f.keys()}, meta
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    return tensors, meta
 
 
 def params(files: list[Path]) -> list:

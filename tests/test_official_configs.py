@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, fixture_dir, fixture_files, params, read_fixture
 
+from conftest import assert_close, fixture_dir, fixture_files, params, read_fixture
 from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key
 from diffusion_renderer.conventions import CONTEXT_INDEX, DEFAULT_FPS, FORWARD_CONDITION_KEYS, INVERSE_PASSES
 from diffusion_renderer.models.configs import OFFICIAL_DIT_DIRS, OFFICIAL_NETS
@@ -79,8 +79,13 @@ def test_official_rope_tables(path: Path) -> None:
         module = RotaryPosEmbed3D(head_dim, max_size, patch).to(getattr(torch, dtype_name))
         t, h, w = module.angle_tables(len_t, len_h, io[f"{dtype_name}.w_angles"].shape[0], fps)
         tables[dtype_name] = t
-        for axis, ours in zip("thw", (t, h, w), strict=True):
+        # The path the model's forward takes: float32 buffers, angles computed in the weights' dtype.
+        computed = RotaryPosEmbed3D(head_dim, max_size, patch).angle_tables(
+            len_t, len_h, io[f"{dtype_name}.w_angles"].shape[0], fps, dtype=getattr(torch, dtype_name)
+        )
+        for axis, ours, via_dtype in zip("thw", (t, h, w), computed, strict=True):
             assert_close(ours.float(), io[f"{dtype_name}.{axis}_angles"], f"{dtype_name}.{axis}_angles")
+            assert torch.equal(ours, via_dtype)
     if len(tables) > 1:
         # The bf16 tables really differ from float32 ones: the test above would catch fp32-only RoPE.
         values = list(tables.values())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, fixture_files, params, read_fixture
 
+from conftest import assert_close, fixture_files, params, read_fixture
 from diffusion_renderer.checkpoints.official import dit_from_official_state_dict
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
 
@@ -158,7 +158,9 @@ def test_official_dit_internals(weights: Path) -> None:
             "rope_angles_cos": cos,
         }
         if model.context_embedding is not None:
-            ours["context_embedding_output"] = model.prepare_context(batch, None, inputs["context_index"], torch.float32)
+            ours["context_embedding_output"] = model.prepare_context(
+                batch, None, inputs["context_index"], torch.float32
+            )
     ours["x_embedder_output"] = captured["x_embedder_output"]
     for i in range(len(model.transformer_blocks)):
         # official layout (T, H, W, B, D); ours (B, THW, D)

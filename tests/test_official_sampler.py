@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close, fixture_dir, fixture_files, params, read_fixture
 
+from conftest import assert_close, fixture_dir, fixture_files, params, read_fixture
 from diffusion_renderer.checkpoints.official import dit_from_official_state_dict
 from diffusion_renderer.models import edm
 from diffusion_renderer.pipelines.sampling import ConditionInputs, make_scheduler, sample_edm_euler
@@ -94,7 +94,11 @@ def test_official_sampler_run(path: Path) -> None:
     assert scheduler.init_noise_sigma == pytest.approx(meta.get("init_noise_sigma", scheduler.init_noise_sigma))
     scheduler.set_timesteps(num_steps)
     assert_close(scheduler.sigmas, io["sigmas"], "sigmas")
-    assert_close(edm.karras_sigmas(num_steps, scheduler.config.sigma_min, scheduler.config.sigma_max), io["sigmas"], "karras")
+    assert_close(
+        edm.karras_sigmas(num_steps, scheduler.config.sigma_min, scheduler.config.sigma_max),
+        io["sigmas"],
+        "karras",
+    )
     assert_close(scheduler.timesteps, io["timesteps"], "timesteps")
 
     records: dict[int, dict[str, torch.Tensor]] = {}
@@ -146,6 +150,11 @@ def test_guidance_zero_skips_the_unconditional_branch() -> None:
     sample_edm_euler(model, condition, shape, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert len(calls) == 2
     sample_edm_euler(
-        model, condition, shape, num_inference_steps=2, guidance_scale=1.5, generator=torch.Generator().manual_seed(0)
+        model,
+        condition,
+        shape,
+        num_inference_steps=2,
+        guidance_scale=1.5,
+        generator=torch.Generator().manual_seed(0),
     )
     assert len(calls) == 2 + 4

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key, official_to_dit_key
+from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key
 from diffusion_renderer.checkpoints.safe_load import CheckpointError, torch_load_weights, unwrap_state_dict
 from diffusion_renderer.models.configs import OFFICIAL_DIT_DIRS, OFFICIAL_NETS, OFFICIAL_TOKENIZER_DIR
 from diffusion_renderer.models.transformer_diffusion_renderer import (
@@ -139,6 +139,13 @@ def infer_official_net(state_dict: Mapping[str, Any], source: str | Path = "chec
     }
 
 
+def _is_arange(value: Any) -> bool:
+    """The RoPE position buffer the official model always saves: arange(max_len)."""
+    if not isinstance(value, torch.Tensor) or value.ndim != 1:
+        return False
+    return torch.equal(value.float().cpu(), torch.arange(value.numel(), dtype=torch.float32))
+
+
 def _listing(items: list[str]) -> str:
     shown = ", ".join(items[:MAX_LISTED])
     return shown + (f", ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
@@ -156,9 +163,8 @@ def check_dit_state_dict(
     unexpected, wrong, mapped = [], [], {}
     for key, value in state_dict.items():
         if is_ignored_dit_key(key):
-            if key == "net.pos_embedder.seq" and isinstance(value, torch.Tensor):
-                if not torch.equal(value.float().cpu(), torch.arange(value.numel(), dtype=torch.float32)):
-                    wrong.append(f"{key}: values are not arange({value.numel()})")
+            if key == "net.pos_embedder.seq" and not _is_arange(value):
+                wrong.append(f"{key}: values are not arange(N)")
             continue
         if key not in expected:
             unexpected.append(key)
@@ -207,12 +213,15 @@ def load_official_dit(
     """Official ``model.pt`` -> checked DiT. A known role uses the official 7B configuration."""
     state_dict = load_official_dit_state_dict(path)
     role = role or role_from_name(Path(path).parent.name)
-    net = None
-    if role is not None and state_dict.get("net.x_embedder.proj.1.weight") is not None:
-        # Named 7B config when the file has the 7B width; otherwise (tiny/other sizes) infer from shapes.
+    net = infer_official_net(state_dict, path)
+    if role is not None:
+        # The role fixes the condition layout; the official 7B width means the official 7B configuration.
+        # Everything else is inferred from shapes (other sizes of the same layout) and then checked strictly.
         named = OFFICIAL_NETS[f"{role}-7b"]
-        if _shape(state_dict["net.x_embedder.proj.1.weight"])[0] == named["model_channels"]:
-            net = named
+        if net["model_channels"] == named["model_channels"]:
+            net = dict(named)
+        else:
+            net.update({k: named[k] for k in ("additional_concat_ch", "use_context_embedding")})
     return dit_from_official_state_dict(state_dict, net, path, dtype, device)
 
 
@@ -222,7 +231,7 @@ def load_official_dit(
 def load_official_tokenizer(directory: str | Path, dtype: torch.dtype | None = None):
     """``Cosmos-Tokenize1-CV8x8x8-720p`` folder -> :class:`CosmosTokenizer` (tensors only, strict keys)."""
     from diffusion_renderer.checkpoints.safe_load import read_torchscript_tensors
-    from diffusion_renderer.models.tokenizer import CosmosTokenizer
+    from diffusion_renderer.models.tokenizer import CV8X8X8_720P_CONFIG, CosmosTokenizer
 
     directory = Path(directory)
     missing = [name for name in TOKENIZER_FILES if not (directory / name).is_file()]
@@ -232,8 +241,14 @@ def load_official_tokenizer(directory: str | Path, dtype: torch.dtype | None = N
     decoder = read_torchscript_tensors(directory / "decoder.jit")
     video_stats = _mean_std(directory / "mean_std.pt")
     image_stats = _mean_std(directory / "image_mean_std.pt")
+    # The released tokenizer is the 720p configuration; other widths of the same layout (the test fixtures)
+    # are recognised by the first convolution. Every other key and shape is still checked strictly.
+    config = dict(CV8X8X8_720P_CONFIG)
+    width = _shape(encoder.get("encoder.conv_in.0.conv3d.weight"))
+    if width is not None:
+        config["channels"] = width[0]
     try:
-        tokenizer = CosmosTokenizer.from_official_state_dicts(encoder, decoder, video_stats, image_stats)
+        tokenizer = CosmosTokenizer.from_official_state_dicts(encoder, decoder, video_stats, image_stats, config)
     except ValueError as exc:
         raise CheckpointError(f"{directory}: {exc}") from None
     return tokenizer if dtype is None else tokenizer.to(dtype=dtype)
@@ -285,4 +300,3 @@ def convert_official(
         manifest = {"format": 1, "source": str(Path(checkpoint_dir).resolve()), "components": components}
         (tmp / CONVERTED_MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
-

@@ -88,8 +88,10 @@ class _Storage:
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *args: Any) -> torch.Tensor:
-    flat = torch.frombuffer(bytearray(storage.data), dtype=storage.dtype) if storage.data else torch.empty(
-        0, dtype=storage.dtype
+    flat = (
+        torch.frombuffer(bytearray(storage.data), dtype=storage.dtype)
+        if storage.data
+        else torch.empty(0, dtype=storage.dtype)
     )
     return flat.as_strided(tuple(size), tuple(stride), offset).clone()
 

@@ -69,9 +69,7 @@ def cmd_check_model(args: argparse.Namespace) -> int:
             else:
                 # G-buffers present, lighting absent (zero latents, zero masks: "random lighting")
                 gbuffers = dict.fromkeys(GBUFFER_KEYS, latent)
-                condition = ConditionInputs(
-                    assemble_latent_condition(gbuffers, FORWARD_CONDITION_KEYS, latent.shape)
-                )
+                condition = ConditionInputs(assemble_latent_condition(gbuffers, FORWARD_CONDITION_KEYS, latent.shape))
             sample = sample_edm_euler(
                 net,
                 condition,
@@ -92,7 +90,9 @@ def cmd_check_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Neural inverse and forward rendering (DiffusionRenderer).")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Neural inverse and forward rendering (DiffusionRenderer)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert-official", help="convert official checkpoints to diffusers-style folders")

@@ -68,8 +68,10 @@ class SinCosPosEmbed3D(nn.Module):
             table = sincos_1d(dim, torch.arange(length, dtype=torch.float64) / ratio).float()
             self.register_buffer(f"pos_emb_{name}", table, persistent=False)  # (len, dim)
 
-    def forward(self, num_frames: int, height: int, width: int) -> torch.Tensor:
-        t, h, w = self.pos_emb_t[:num_frames], self.pos_emb_h[:height], self.pos_emb_w[:width]
+    def forward(self, num_frames: int, height: int, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        t, h, w = (
+            table.to(dtype) for table in (self.pos_emb_t[:num_frames], self.pos_emb_h[:height], self.pos_emb_w[:width])
+        )
         grid = (num_frames, height, width)
         emb = torch.cat(
             [
@@ -85,9 +87,9 @@ class SinCosPosEmbed3D(nn.Module):
 class RotaryPosEmbed3D(nn.Module):
     """Official ``VideoRopePosition3DEmb`` (rope3d): angles [t | h | w] * 2 per token, rotate-half pairing.
 
-    ``seq`` and the frequency ranges are buffers, so a model cast to bfloat16 computes the angles in bfloat16
-    arithmetic exactly like the official bf16 inference (fixture ``rope_tables_7b``); in float32 they are the
-    float32 angles. Time positions are ``seq / fps * base_fps``.
+    The angles are computed in the model's dtype (``dtype``, default: the buffers'): the official bf16
+    inference casts the whole module, buffers included, so its angles come from bfloat16 arithmetic (fixture
+    ``rope_tables_7b``); in float32 they are the float32 angles. Time positions are ``seq / fps * base_fps``.
     """
 
     def __init__(
@@ -113,31 +115,41 @@ class RotaryPosEmbed3D(nn.Module):
         self.register_buffer("dim_temporal_range", temporal, persistent=False)
 
     def angle_tables(
-        self, num_frames: int, height: int, width: int, fps: torch.Tensor | float | None = None
+        self,
+        num_frames: int,
+        height: int,
+        width: int,
+        fps: torch.Tensor | float | None = None,
+        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-axis half-angle tables (T, dim_t/2), (H, dim_h/2), (W, dim_w/2) in the buffers' dtype."""
         if height > self.max_size[1] or width > self.max_size[2] or num_frames > self.max_size[0]:
-            raise ValueError(
-                f"token grid {num_frames}x{height}x{width} exceeds the RoPE table {tuple(self.max_size)}"
-            )
-        freqs_h = 1.0 / (self.theta_h**self.dim_spatial_range)
-        freqs_w = 1.0 / (self.theta_w**self.dim_spatial_range)
-        freqs_t = 1.0 / (self.theta_t**self.dim_temporal_range)
-        positions_t = self.seq[:num_frames]
+            raise ValueError(f"token grid {num_frames}x{height}x{width} exceeds the RoPE table {tuple(self.max_size)}")
+        seq = self.seq.to(dtype)
+        spatial, temporal = self.dim_spatial_range.to(dtype), self.dim_temporal_range.to(dtype)
+        freqs_h = 1.0 / (self.theta_h**spatial)
+        freqs_w = 1.0 / (self.theta_w**spatial)
+        freqs_t = 1.0 / (self.theta_t**temporal)
+        positions_t = seq[:num_frames]
         if fps is not None:
             # The official code uses the first sample's fps for the whole batch.
-            fps_t = torch.as_tensor(fps, device=self.seq.device).flatten()[:1].to(self.seq.dtype)
+            fps_t = torch.as_tensor(fps, device=seq.device).flatten()[:1].to(seq.dtype)
             positions_t = positions_t / fps_t * self.base_fps
         return (
             torch.outer(positions_t, freqs_t),
-            torch.outer(self.seq[:height], freqs_h),
-            torch.outer(self.seq[:width], freqs_w),
+            torch.outer(seq[:height], freqs_h),
+            torch.outer(seq[:width], freqs_w),
         )
 
     def forward(
-        self, num_frames: int, height: int, width: int, fps: torch.Tensor | float | None = None
+        self,
+        num_frames: int,
+        height: int,
+        width: int,
+        fps: torch.Tensor | float | None = None,
+        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        half_t, half_h, half_w = self.angle_tables(num_frames, height, width, fps)
+        half_t, half_h, half_w = self.angle_tables(num_frames, height, width, fps, dtype)
         grid = (num_frames, height, width)
         half = torch.cat(
             [
@@ -200,9 +212,10 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     context embedding; ``qk_norm_eps`` is the official 1e-6.
     """
 
-    _repeated_blocks = ["DiffusionRendererTransformerBlock"]
-    _no_split_modules = ["DiffusionRendererTransformerBlock"]
-    _keep_in_fp32_modules: list[str] = []  # noqa: RUF012 - diffusers reads this class attribute
+    # Class attributes that diffusers reads: block-wise torch.compile and device-map splitting use them.
+    _repeated_blocks = ["DiffusionRendererTransformerBlock"]  # noqa: RUF012
+    _no_split_modules = ["DiffusionRendererTransformerBlock"]  # noqa: RUF012
+    _keep_in_fp32_modules = None  # the parent's learnable embedding is not built; nothing stays float32
     _skip_layerwise_casting_patterns = ["patch_embed", "norm", "rope", "extra_pos_embed", "context_embedding"]  # noqa: RUF012
 
     @register_to_config
@@ -330,8 +343,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
                 raise ValueError(f"this model expects a latent_condition with {self.condition_channels} channels")
             if latent_condition.shape[1] != self.condition_channels:
                 raise ValueError(
-                    f"latent_condition has {latent_condition.shape[1]} channels, "
-                    f"expected {self.condition_channels}"
+                    f"latent_condition has {latent_condition.shape[1]} channels, expected {self.condition_channels}"
                 )
             hidden_states = torch.cat([hidden_states, latent_condition.to(hidden_states.dtype)], dim=1)
         if not self.config.concat_padding_mask:
@@ -379,8 +391,11 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
 
         # 1. Inputs and positional embeddings
         x = self.concat_inputs(hidden_states, latent_condition, padding_mask)
-        image_rotary_emb = self.rope(*grid, fps=fps)
-        extra_pos_emb = self.extra_pos_embed(*grid).to(x.dtype) if self.extra_pos_embed is not None else None
+        # Position tables in the weights' dtype: what the official inference gets by casting the whole model
+        # (buffers included) to bf16, whatever path loaded this one.
+        dtype = self.patch_embed.proj.weight.dtype
+        image_rotary_emb = self.rope(*grid, fps=fps, dtype=dtype)
+        extra_pos_emb = self.extra_pos_embed(*grid, dtype=dtype) if self.extra_pos_embed is not None else None
 
         # 2. Patchify: (B, C, T, H, W) -> (B, THW, D)
         x = self.patch_embed(x).flatten(1, 3)

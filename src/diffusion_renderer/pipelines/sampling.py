@@ -61,7 +61,10 @@ class ConditionInputs:
 
 
 def make_scheduler(
-    sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, sigma_data: float = SIGMA_DATA, rho: float = RHO
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    sigma_data: float = SIGMA_DATA,
+    rho: float = RHO,
 ) -> EDMEulerScheduler:
     """The scheduler of the official ``DiffusionRendererModel`` (Karras schedule, epsilon prediction)."""
     return EDMEulerScheduler(
