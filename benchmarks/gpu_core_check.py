@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -24,6 +25,8 @@ from diffusion_renderer.models.specs import random_transformer
 
 
 def git_commit() -> str:
+    if os.environ.get("DR_GIT_COMMIT"):  # the device copy of the tree carries no git history
+        return os.environ["DR_GIT_COMMIT"]
     try:
         return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True).strip()
     except (OSError, subprocess.CalledProcessError):
@@ -63,7 +66,7 @@ def bf16_vs_fp32(role: str, latent: tuple[int, ...]) -> dict:
     model = random_transformer(f"{role}-7b", seed=1, device="cuda", dtype=torch.float32)
     kwargs = inputs(model, latent, torch.float32)
     reference = model(**kwargs).sample.double()
-    model.to(torch.bfloat16)  # as the official set_up_model: parameters and buffers
+    torch.nn.Module.to(model, torch.bfloat16)  # as the official set_up_model: parameters and buffers
     kwargs_bf16 = {k: (v.to(torch.bfloat16) if v.is_floating_point() and k != "fps" else v) for k, v in kwargs.items()}
     out = model(**kwargs_bf16).sample.double()
     del model

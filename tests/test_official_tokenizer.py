@@ -16,13 +16,12 @@ import torch
 from diffusers import AutoencoderKLCosmos
 
 from conftest import assert_close, fixture_files, params, read_fixture
-from diffusion_renderer.checkpoints.keys import TOKENIZER_IGNORED, official_to_tokenizer_key
+from diffusion_renderer.checkpoints.keys import TOKENIZER_IGNORED, official_to_tokenizer_key, vae_key_to_official
 from diffusion_renderer.models.tokenizer import (
     CV8X8X8_720P_CONFIG,
     CosmosTokenizer,
     LatentTokenizer,
     official_tokenizer_to_vae_config,
-    vae_key_to_official,
 )
 
 TOKENIZER_IO = fixture_files("tokenizer_*.io.safetensors")

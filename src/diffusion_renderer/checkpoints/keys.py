@@ -12,7 +12,9 @@ problems in the official names users see in their files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from typing import Any
+
+import torch
 
 # Official DiT keys that carry no model weights: training-only log-variance head, TransformerEngine FP8
 # metadata, and the RoPE position buffer (always arange(max_len)).
@@ -135,11 +137,56 @@ def official_to_tokenizer_key(key: str, num_up_levels: int) -> str | None:
     return key
 
 
-def map_keys(keys: Iterable[str], fn) -> dict[str, str]:
-    """{source key: mapped key} for the keys ``fn`` maps (``fn`` returns ``None`` to drop a key)."""
-    out = {}
-    for key in keys:
-        mapped = fn(key)
-        if mapped is not None:
-            out[key] = mapped
-    return out
+# Inverse of keys.official_to_tokenizer_key (ours -> official), used to report problems in official names.
+_INVERSE_RULES: tuple[tuple[str, str], ...] = (
+    (r"^(post_)?quant_conv\.", r"\1quant_conv.conv3d."),
+    (r"^encoder\.down_blocks\.(\d+)\.", r"encoder.down.\1."),
+    (r"\.downsamplers\.0\.", ".downsample."),
+    (r"\.upsamplers\.0\.", ".upsample."),
+    (r"\.mid_block\.attentions\.0\.", ".mid.attn_1.0."),
+    (r"\.mid_block\.temp_attentions\.0\.", ".mid.attn_1.1."),
+    (r"\.resnets\.(\d+)\.", r".block.\1."),
+    (r"\.to_(q|k|v)\.", r".\1.conv3d."),
+    (r"\.to_out\.0\.", ".proj_out.conv3d."),
+    (r"\.conv_shortcut\.", ".nin_shortcut.conv3d."),
+    (r"\.conv_s\.", ".0.conv3d."),
+    (r"\.conv_t\.", ".1.conv3d."),
+    (r"\.(conv\d)\.(weight|bias)$", r".\1.conv3d.\2"),
+)
+
+
+def vae_key_to_official(key: str, num_up_levels: int) -> str:
+    """Official encoder.jit/decoder.jit key of an ``AutoencoderKLCosmos`` state-dict key."""
+    up = re.match(r"^decoder\.up_blocks\.(\d+)\.", key)
+    if up:
+        key = f"decoder.up.{num_up_levels - 1 - int(up.group(1))}." + key[up.end() :]
+    mid = re.search(r"\.mid_block\.resnets\.(\d+)\.", key)
+    if mid:
+        key = key[: mid.start()] + f".mid.block_{int(mid.group(1)) + 1}." + key[mid.end() :]
+    for pattern, replacement in _INVERSE_RULES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+# ----------------------------------------------------------------------------------- strict reports
+
+MAX_LISTED = 8
+
+
+def shape_of(value: Any) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f", ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+def mismatch_report(missing: list[str], unexpected: list[str], wrong: list[str]) -> str | None:
+    """One line naming every missing key, unexpected key and wrong entry; ``None`` when all match."""
+    parts = [
+        f"{len(items)} {label} ({_listing(items)})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong", wrong))
+        if items
+    ]
+    return "; ".join(parts) or None

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key
+from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key, mismatch_report, shape_of
 from diffusion_renderer.checkpoints.safe_load import CheckpointError, torch_load_weights, unwrap_state_dict
 from diffusion_renderer.models.configs import OFFICIAL_DIT_DIRS, OFFICIAL_NETS, OFFICIAL_TOKENIZER_DIR
 from diffusion_renderer.models.transformer_diffusion_renderer import (
@@ -33,7 +33,6 @@ from diffusion_renderer.models.transformer_diffusion_renderer import (
 )
 
 TOKENIZER_FILES = ("encoder.jit", "decoder.jit", "mean_std.pt", "image_mean_std.pt")
-MAX_LISTED = 8
 
 
 @dataclass(frozen=True)
@@ -104,10 +103,6 @@ def load_official_dit_state_dict(path: str | Path) -> dict[str, Any]:
     return unwrap_state_dict(torch_load_weights(path), path)
 
 
-def _shape(value: Any) -> tuple[int, ...] | None:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-
 def infer_official_net(state_dict: Mapping[str, Any], source: str | Path = "checkpoint") -> dict[str, Any]:
     """Official net constructor dict inferred from a DiT state dict's shapes (7B defaults for the rest)."""
     required = {
@@ -117,7 +112,7 @@ def infer_official_net(state_dict: Mapping[str, Any], source: str | Path = "chec
         "lora": "net.blocks.block0.blocks.0.adaLN_modulation.1.weight",
         "mlp": "net.blocks.block0.blocks.2.block.layer1.weight",
     }
-    shapes = {name: _shape(state_dict.get(key)) for name, key in required.items()}
+    shapes = {name: shape_of(state_dict.get(key)) for name, key in required.items()}
     missing = [required[name] for name, shape in shapes.items() if shape is None]
     if missing:
         raise CheckpointError(f"{source}: not a DiffusionRenderer DiT checkpoint (missing {', '.join(missing)})")
@@ -146,11 +141,6 @@ def _is_arange(value: Any) -> bool:
     return torch.equal(value.float().cpu(), torch.arange(value.numel(), dtype=torch.float32))
 
 
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f", ... ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
-
-
 def check_dit_state_dict(
     state_dict: Mapping[str, Any], model: torch.nn.Module, source: str | Path = "checkpoint"
 ) -> dict[str, torch.Tensor]:
@@ -170,20 +160,14 @@ def check_dit_state_dict(
             unexpected.append(key)
             continue
         ours, shape = expected[key]
-        if _shape(value) != shape:
-            got = list(_shape(value)) if _shape(value) is not None else type(value).__name__
+        if shape_of(value) != shape:
+            got = list(shape_of(value)) if shape_of(value) is not None else type(value).__name__
             wrong.append(f"{key}: file {got} vs model {list(shape)}")
             continue
         mapped[ours] = value
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({_listing(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
-        if wrong:
-            parts.append(f"{len(wrong)} wrong ({_listing(wrong)})")
-        raise CheckpointError(f"{source}: checkpoint does not match the model: " + "; ".join(parts))
+    report = mismatch_report(missing, unexpected, wrong)
+    if report:
+        raise CheckpointError(f"{source}: checkpoint does not match the model: {report}")
     return mapped
 
 
@@ -244,7 +228,7 @@ def load_official_tokenizer(directory: str | Path, dtype: torch.dtype | None = N
     # The released tokenizer is the 720p configuration; other widths of the same layout (the test fixtures)
     # are recognised by the first convolution. Every other key and shape is still checked strictly.
     config = dict(CV8X8X8_720P_CONFIG)
-    width = _shape(encoder.get("encoder.conv_in.0.conv3d.weight"))
+    width = shape_of(encoder.get("encoder.conv_in.0.conv3d.weight"))
     if width is not None:
         config["channels"] = width[0]
     try:

@@ -83,7 +83,8 @@ def random_transformer(
 
     with init_empty_weights():
         model = DiffusionRendererTransformer3DModel(**dit_config(config_name))
-    model = model.to_empty(device=device).to(dtype)
+    # nn.Module.to: diffusers' ModelMixin.to logs a spurious "kept in float32: []" warning on dtype casts.
+    model = torch.nn.Module.to(model.to_empty(device=device), dtype=dtype)
     model.reset_fixed_embeddings(device)
     return random_init_(model, seed).eval()
 

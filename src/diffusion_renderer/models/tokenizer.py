@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,13 @@ from diffusers import AutoencoderKLCosmos
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from diffusion_renderer.checkpoints.keys import TOKENIZER_IGNORED, official_to_tokenizer_key
+from diffusion_renderer.checkpoints.keys import (
+    TOKENIZER_IGNORED,
+    mismatch_report,
+    official_to_tokenizer_key,
+    shape_of,
+    vae_key_to_official,
+)
 from diffusion_renderer.conventions import PIXEL_CHUNK_DURATION, SIGMA_DATA
 
 # Official network config ``TokenizerConfigs["CV8x8x8_720p"]`` of Cosmos-Tokenize1-CV8x8x8-720p.
@@ -148,46 +153,6 @@ def official_tokenizer_to_vae_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-# Inverse of keys.official_to_tokenizer_key (ours -> official), used to report problems in official names.
-_INVERSE_RULES: tuple[tuple[str, str], ...] = (
-    (r"^(post_)?quant_conv\.", r"\1quant_conv.conv3d."),
-    (r"^encoder\.down_blocks\.(\d+)\.", r"encoder.down.\1."),
-    (r"\.downsamplers\.0\.", ".downsample."),
-    (r"\.upsamplers\.0\.", ".upsample."),
-    (r"\.mid_block\.attentions\.0\.", ".mid.attn_1.0."),
-    (r"\.mid_block\.temp_attentions\.0\.", ".mid.attn_1.1."),
-    (r"\.resnets\.(\d+)\.", r".block.\1."),
-    (r"\.to_(q|k|v)\.", r".\1.conv3d."),
-    (r"\.to_out\.0\.", ".proj_out.conv3d."),
-    (r"\.conv_shortcut\.", ".nin_shortcut.conv3d."),
-    (r"\.conv_s\.", ".0.conv3d."),
-    (r"\.conv_t\.", ".1.conv3d."),
-    (r"\.(conv\d)\.(weight|bias)$", r".\1.conv3d.\2"),
-)
-
-
-def vae_key_to_official(key: str, num_up_levels: int) -> str:
-    """Official encoder.jit/decoder.jit key of an ``AutoencoderKLCosmos`` state-dict key."""
-    up = re.match(r"^decoder\.up_blocks\.(\d+)\.", key)
-    if up:
-        key = f"decoder.up.{num_up_levels - 1 - int(up.group(1))}." + key[up.end() :]
-    mid = re.search(r"\.mid_block\.resnets\.(\d+)\.", key)
-    if mid:
-        key = key[: mid.start()] + f".mid.block_{int(mid.group(1)) + 1}." + key[mid.end() :]
-    for pattern, replacement in _INVERSE_RULES:
-        key = re.sub(pattern, replacement, key)
-    return key
-
-
-def _listing(items: list[str], limit: int = 20) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def _shape(value: Any) -> tuple[int, ...] | None:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-
 def _check_official_state_dicts(
     encoder_sd: Mapping[str, Any], decoder_sd: Mapping[str, Any], vae: AutoencoderKLCosmos, num_up_levels: int
 ) -> dict[str, torch.Tensor]:
@@ -218,30 +183,31 @@ def _check_official_state_dicts(
                 ref = constants.get(key)
                 if (
                     ref is None
-                    or _shape(value) != tuple(ref.shape)
+                    or shape_of(value) != tuple(ref.shape)
                     or not torch.allclose(value.double(), ref.double())
                 ):
                     wrong.append(f"{key}: constant does not match the config's {vae.config.patch_type} patcher")
             elif (name := official_to_tokenizer_key(key, num_up_levels)) not in ours or name in mapped:
                 unexpected.append(key)
-            elif _shape(value) != tuple(ours[name].shape):
-                got = list(_shape(value)) if _shape(value) is not None else type(value).__name__
+            elif shape_of(value) != tuple(ours[name].shape):
+                got = list(shape_of(value)) if shape_of(value) is not None else type(value).__name__
                 wrong.append(f"{key}: file {got} vs model {list(ours[name].shape)}")
             else:
                 mapped[name] = value
     missing = [vae_key_to_official(k, num_up_levels) for k in ours if k not in mapped]
     # A wrong shape is reported once, not as missing too.
     missing = [k for k in missing if not any(w.startswith(k + ":") for w in wrong)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({_listing(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
-        if wrong:
-            parts.append(f"{len(wrong)} wrong ({_listing(wrong)})")
-        raise ValueError("tokenizer state dicts do not match the config: " + "; ".join(parts))
+    report = mismatch_report(missing, unexpected, wrong)
+    if report:
+        raise ValueError(f"tokenizer state dicts do not match the config: {report}")
     return mapped
+
+
+def _move(module: torch.nn.Module, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    # nn.Module.to, not ModelMixin.to: the latter warns about fp32-kept modules on every dtype cast, even
+    # though AutoencoderKLCosmos keeps none.
+    if device is not None or dtype is not None:
+        torch.nn.Module.to(module, device=device, dtype=dtype)
 
 
 _T = TypeVar("_T", bound="LatentTokenizer")
@@ -329,7 +295,7 @@ class CosmosTokenizer(LatentTokenizer):
     ) -> None:
         self.vae = vae.eval().requires_grad_(False)
         if dtype is not None:
-            self.vae.to(dtype=dtype)
+            _move(self.vae, None, dtype)
         cfg = vae.config
         self.latent_channels = int(cfg.latent_channels)
         self.spatial_compression = int(cfg.spatial_compression_ratio)
@@ -378,7 +344,7 @@ class CosmosTokenizer(LatentTokenizer):
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CosmosTokenizer:
         if isinstance(device, torch.dtype):  # to(torch.bfloat16)
             device, dtype = None, device
-        self.vae.to(device=device, dtype=dtype)
+        _move(self.vae, device, dtype)
         if device is not None:
             for name in ("video_mean", "video_std", "image_mean", "image_std"):
                 setattr(self, name, getattr(self, name).to(device))
