@@ -97,7 +97,7 @@ def _random_spec(name: str, role: str, device, dtype, seed: int) -> RendererMode
         raise ModelSpecError(f"'random:{name}' is a {role_of_config(config_name)} model, not {role}")
     transformer = random_transformer(config_name, seed, device, dtype)
     tokenizer_config = TINY_TOKENIZER_CONFIG if config_name.endswith("tiny") else CV8X8X8_720P_CONFIG
-    tokenizer = CosmosTokenizer.random(tokenizer_config, seed=seed).to(device=device)
+    tokenizer = CosmosTokenizer.random(tokenizer_config, seed=seed, dtype=dtype, stats_dtype=dtype).to(device=device)
     return RendererModel(transformer, tokenizer, role, f"random:{name}")
 
 
@@ -118,7 +118,7 @@ def _load_converted(folder: Path, role: str, device, dtype, spec: str) -> Render
         if needed not in components:
             raise ModelSpecError(f"{folder}: has no {needed} component (has: {', '.join(components) or 'none'})")
     transformer = DiffusionRendererTransformer3DModel.from_pretrained(folder / role, torch_dtype=dtype)
-    tokenizer = CosmosTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = CosmosTokenizer.from_pretrained(folder / "tokenizer", dtype=dtype, stats_dtype=dtype)
     return RendererModel(transformer.to(device).eval(), tokenizer.to(device=device), role, spec)
 
 
@@ -130,7 +130,11 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> RendererModel:
-    """Resolve ``spec`` to the DiT of ``role`` (``inverse`` or ``forward``) and its tokenizer."""
+    """Resolve ``spec`` to the DiT of ``role`` (``inverse`` or ``forward``) and its tokenizer.
+
+    ``dtype`` applies to both networks and to the tokenizer's latent statistics: bfloat16 is the official
+    inference precision (``precision="bfloat16"`` for the DiT, ``is_bf16=True`` for the tokenizer).
+    """
     if role not in ROLES:
         raise ModelSpecError(f"role must be one of {ROLES}, got {role!r}")
     if spec.startswith("random:"):

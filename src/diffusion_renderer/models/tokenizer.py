@@ -521,10 +521,15 @@ class CosmosTokenizer(LatentTokenizer):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        cls,
+        directory: str | Path,
+        *,
+        dtype: torch.dtype | None = None,
+        stats_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> CosmosTokenizer:
-        """Load what :meth:`save_pretrained` wrote (safetensors only, no pickles); ``dtype`` overrides the saved
-        compute dtype."""
+        """Load what :meth:`save_pretrained` wrote (safetensors only, no pickles); ``dtype`` and ``stats_dtype``
+        override the saved compute and statistics dtypes."""
         directory = Path(directory)
         stats_path = directory / STATS_FILE
         if not stats_path.is_file() or not (directory / VAE_FOLDER / "config.json").is_file():
@@ -545,6 +550,6 @@ class CosmosTokenizer(LatentTokenizer):
             pixel_chunk_duration=settings["pixel_chunk_duration"],
             sigma_data=settings["sigma_data"],
             dtype=dtype,
-            stats_dtype=_dtype_from_name(settings["stats_dtype"]),
+            stats_dtype=stats_dtype or _dtype_from_name(settings["stats_dtype"]),
         )
         return tokenizer if device is None else tokenizer.to(device=device)

@@ -48,6 +48,20 @@ def axis_split(dim: int) -> tuple[int, int, int]:
     return dim - 2 * dim_hw, dim_hw, dim_hw
 
 
+def axis_grid(table_t: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor) -> torch.Tensor:
+    """Per-token concatenation [t | h | w] of per-axis rows over the (T, H, W) grid: (T*H*W, Dt + Dh + Dw)."""
+    grid = (table_t.shape[0], table_h.shape[0], table_w.shape[0])
+    emb = torch.cat(
+        [
+            table_t[:, None, None, :].expand(*grid, -1),
+            table_h[None, :, None, :].expand(*grid, -1),
+            table_w[None, None, :, :].expand(*grid, -1),
+        ],
+        dim=-1,
+    )
+    return emb.reshape(grid[0] * grid[1] * grid[2], -1)  # rows in (t h w) order
+
+
 class SinCosPosEmbed3D(nn.Module):
     """Official ``SinCosPosEmbAxis``: fixed [t | h | w] sin-cos tables, cropped to the token grid.
 
@@ -69,19 +83,8 @@ class SinCosPosEmbed3D(nn.Module):
             self.register_buffer(f"pos_emb_{name}", table, persistent=False)  # (len, dim)
 
     def forward(self, num_frames: int, height: int, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-        t, h, w = (
-            table.to(dtype) for table in (self.pos_emb_t[:num_frames], self.pos_emb_h[:height], self.pos_emb_w[:width])
-        )
-        grid = (num_frames, height, width)
-        emb = torch.cat(
-            [
-                t[:, None, None, :].expand(*grid, -1),
-                h[None, :, None, :].expand(*grid, -1),
-                w[None, None, :, :].expand(*grid, -1),
-            ],
-            dim=-1,
-        )
-        return emb.reshape(1, num_frames * height * width, -1)  # (1, THW, D)
+        tables = (self.pos_emb_t[:num_frames], self.pos_emb_h[:height], self.pos_emb_w[:width])
+        return axis_grid(*(table.to(dtype) for table in tables))[None]  # (1, THW, D)
 
 
 class RotaryPosEmbed3D(nn.Module):
@@ -149,16 +152,7 @@ class RotaryPosEmbed3D(nn.Module):
         fps: torch.Tensor | float | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        half_t, half_h, half_w = self.angle_tables(num_frames, height, width, fps, dtype)
-        grid = (num_frames, height, width)
-        half = torch.cat(
-            [
-                half_t[:, None, None, :].expand(*grid, -1),
-                half_h[None, :, None, :].expand(*grid, -1),
-                half_w[None, None, :, :].expand(*grid, -1),
-            ],
-            dim=-1,
-        ).reshape(num_frames * height * width, -1)
+        half = axis_grid(*self.angle_tables(num_frames, height, width, fps, dtype))  # (THW, head_dim / 2)
         angles = torch.cat([half, half], dim=-1).float()  # (THW, head_dim), rows (t h w)
         return torch.cos(angles), torch.sin(angles)
 
