@@ -23,10 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 
 from diffusion_renderer.checkpoints.keys import dit_key_to_official, is_ignored_dit_key, mismatch_report, shape_of
-from diffusion_renderer.checkpoints.safe_load import CheckpointError, torch_load_weights, unwrap_state_dict
+from diffusion_renderer.checkpoints.safe_load import (
+    CheckpointError,
+    read_torchscript_tensors,
+    torch_load_weights,
+    unwrap_state_dict,
+)
+from diffusion_renderer.io.atomic import atomic_directory
 from diffusion_renderer.models.configs import OFFICIAL_DIT_DIRS, OFFICIAL_NETS, OFFICIAL_TOKENIZER_DIR
+from diffusion_renderer.models.tokenizer import CV8X8X8_720P_CONFIG, CosmosTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import (
     DiffusionRendererTransformer3DModel,
     official_net_to_config,
@@ -179,8 +187,6 @@ def dit_from_official_state_dict(
     device: torch.device | str = "cpu",
 ) -> DiffusionRendererTransformer3DModel:
     """Build the DiT for an official state dict (strictly checked) without allocating random weights."""
-    from accelerate import init_empty_weights
-
     net = dict(net) if net is not None else infer_official_net(state_dict, source)
     with init_empty_weights():
         model = DiffusionRendererTransformer3DModel(**official_net_to_config(net))
@@ -194,7 +200,8 @@ def dit_from_official_state_dict(
 def load_official_dit(
     path: str | Path, role: str | None = None, dtype: torch.dtype | None = None, device: str = "cpu"
 ) -> DiffusionRendererTransformer3DModel:
-    """Official ``model.pt`` -> checked DiT. A known role uses the official 7B configuration."""
+    """Official ``model.pt`` -> checked DiT. A known role fixes the condition layout (and, at the 7B width,
+    the whole official 7B configuration); the rest is inferred from the weights' shapes."""
     state_dict = load_official_dit_state_dict(path)
     role = role or role_from_name(Path(path).parent.name)
     net = infer_official_net(state_dict, path)
@@ -212,11 +219,8 @@ def load_official_dit(
 # ----------------------------------------------------------------------------------------- tokenizer
 
 
-def load_official_tokenizer(directory: str | Path, dtype: torch.dtype | None = None):
+def load_official_tokenizer(directory: str | Path, dtype: torch.dtype | None = None) -> CosmosTokenizer:
     """``Cosmos-Tokenize1-CV8x8x8-720p`` folder -> :class:`CosmosTokenizer` (tensors only, strict keys)."""
-    from diffusion_renderer.checkpoints.safe_load import read_torchscript_tensors
-    from diffusion_renderer.models.tokenizer import CV8X8X8_720P_CONFIG, CosmosTokenizer
-
     directory = Path(directory)
     missing = [name for name in TOKENIZER_FILES if not (directory / name).is_file()]
     if missing:
@@ -261,8 +265,6 @@ def convert_official(
     ``OUT/{inverse,forward}/`` hold ``config.json`` + safetensors of the DiT (``from_pretrained``-loadable),
     ``OUT/tokenizer/`` the tokenizer, ``OUT/diffusion_renderer.json`` which components exist and their source.
     """
-    from diffusion_renderer.io.atomic import atomic_directory
-
     layout = find_official_layout(checkpoint_dir)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 
 from diffusion_renderer.checkpoints.official import (
     CONVERTED_MARKER,
@@ -79,8 +80,6 @@ def random_transformer(
     config_name: str, seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> DiffusionRendererTransformer3DModel:
     """A named DiT size with seeded random weights, built directly on ``device`` (no 7B CPU copy)."""
-    from accelerate import init_empty_weights
-
     with init_empty_weights():
         model = DiffusionRendererTransformer3DModel(**dit_config(config_name))
     # nn.Module.to: diffusers' ModelMixin.to logs a spurious "kept in float32: []" warning on dtype casts.

@@ -65,8 +65,8 @@ def axis_grid(table_t: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tenso
 class SinCosPosEmbed3D(nn.Module):
     """Official ``SinCosPosEmbAxis``: fixed [t | h | w] sin-cos tables, cropped to the token grid.
 
-    The tables are non-persistent buffers (absent from checkpoints) so that ``.to(dtype)`` casts them with the
-    model, as the official inference does.
+    The tables are non-persistent buffers (absent from checkpoints); ``forward`` returns them in the model's
+    dtype, as the official inference casts them with the model.
     """
 
     def __init__(
@@ -125,7 +125,7 @@ class RotaryPosEmbed3D(nn.Module):
         fps: torch.Tensor | float | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-axis half-angle tables (T, dim_t/2), (H, dim_h/2), (W, dim_w/2) in the buffers' dtype."""
+        """Per-axis half-angle tables (T, dim_t/2), (H, dim_h/2), (W, dim_w/2), computed in ``dtype``."""
         if height > self.max_size[1] or width > self.max_size[2] or num_frames > self.max_size[0]:
             raise ValueError(f"token grid {num_frames}x{height}x{width} exceeds the RoPE table {tuple(self.max_size)}")
         seq = self.seq.to(dtype)
