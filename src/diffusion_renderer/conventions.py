@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import torch
+
 # Inverse renderer: the row of the context ("domain") embedding that selects the G-buffer pass.
 # Official GBUFFER_INDEX_MAPPING (diffusion_renderer_utils/rendering_utils.py); the table has 16 rows.
 CONTEXT_INDEX: Final[dict[str, int]] = {
@@ -61,7 +63,13 @@ VALUE_RANGE: Final[dict[str, tuple[float, float]]] = {
     "env_log": (0.0, 1.0),
     "env_nrm": (-1.0, 1.0),
 }
-SINGLE_CHANNEL_KEYS: Final[frozenset[str]] = frozenset({"roughness", "metallic"})
+SINGLE_CHANNEL_KEYS: Final[frozenset[str]] = frozenset({"roughness", "metallic", "depth"})
+# Channels of each quantity in the package's arrays (models always see 3).
+CHANNELS: Final[dict[str, int]] = {key: 1 if key in SINGLE_CHANNEL_KEYS else 3 for key in VALUE_RANGE}
+# Bits per channel when stored as PNG: 16 where 8-bit steps are visible (normals shade, depth re-projects).
+PNG_BIT_DEPTH: Final[dict[str, int]] = {key: 16 if key in ("normal", "depth") else 8 for key in VALUE_RANGE}
+# The model sees these in [-1, 1] as-is rather than through x * 2 - 1 (signed quantities; env_nrm: official).
+SIGNED_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth", "env_nrm"})
 
 # EDM / sampler constants of the official release.
 SIGMA_DATA: Final[float] = 0.5
@@ -83,6 +91,16 @@ LATENT_CHANNELS: Final[int] = 16
 
 # Official model resolution (H, W) and the DiT limits: multiples of 16, at most 1920 px per side.
 DEFAULT_RESOLUTION: Final[tuple[int, int]] = (704, 1280)
+RESOLUTION_MULTIPLE: Final[int] = 16
+MAX_RESOLUTION: Final[int] = 1920
+
+# Video windows: 57 frames (8 latent frames) as trained; neighbouring windows share 2 latent frames (17 px frames).
+WINDOW_FRAMES: Final[int] = PIXEL_CHUNK_DURATION
+WINDOW_OVERLAP_LATENTS: Final[int] = 2
+CHUNK_MODES: Final[tuple[str, ...]] = ("blend", "first", "all")
+
+# Official seed default and the mp4 rate of its outputs.
+DEFAULT_SEED: Final[int] = 1000
 
 
 def context_index(pass_name: str) -> int:
@@ -92,6 +110,38 @@ def context_index(pass_name: str) -> int:
     except KeyError:
         known = ", ".join(CONTEXT_INDEX)
         raise ValueError(f"unknown G-buffer pass {pass_name!r} (known: {known})") from None
+
+
+def to_model(key: str, x: torch.Tensor) -> torch.Tensor:
+    """Package video (B, C, T, H, W) in the range of ``key`` -> the model's 3-channel [-1, 1] video."""
+    y = x if key in SIGNED_KEYS else x * 2 - 1
+    if y.shape[1] == 1:
+        y = y.expand(-1, 3, *y.shape[2:])  # roughness, metallic, depth: one value, three identical channels
+    return y
+
+
+def from_model(key: str, y: torch.Tensor) -> torch.Tensor:
+    """Decoded (B, 3, T, H, W) roughly in [-1, 1] -> the package's range and channel count for ``key``.
+
+    Mirrors the official post-processing ``(1 + y).clamp(0, 2) / 2``; single-channel quantities average the
+    three decoded channels (the official code keeps them as near-grey RGB).
+    """
+    if CHANNELS.get(key, 3) == 1:
+        y = y.mean(dim=1, keepdim=True)
+    y = y.clamp(-1, 1)
+    return y if key in SIGNED_KEYS else (y + 1) / 2
+
+
+def to_unit(key: str, x: torch.Tensor) -> torch.Tensor:
+    """Package range -> [0, 1] for 8/16-bit image files (normal, depth: (x + 1) / 2)."""
+    lo, hi = VALUE_RANGE[key]
+    return ((x - lo) / (hi - lo)).clip(0, 1)  # .clip: numpy arrays and tensors alike
+
+
+def from_unit(key: str, u: torch.Tensor) -> torch.Tensor:
+    """[0, 1] from an image file -> the package range of ``key``."""
+    lo, hi = VALUE_RANGE[key]
+    return u * (hi - lo) + lo
 
 
 def num_condition_channels(num_keys: int, latent_channels: int = LATENT_CHANNELS, with_mask: bool = True) -> int:

@@ -58,3 +58,8 @@ def karras_sigmas(
 def init_noise_sigma(sigma_max: float = SIGMA_MAX) -> float:
     """Std of the initial latent: sqrt(sigma_max^2 + 1) (diffusers' quirk that the official code inherits)."""
     return math.sqrt(sigma_max**2 + 1)
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: Sigma, sigma_next: Sigma) -> torch.Tensor:
+    """One Euler step of the probability-flow ODE dx/dsigma = (x - D) / sigma, from sigma to sigma_next."""
+    return x + (x - denoised) / sigma * (sigma_next - sigma)

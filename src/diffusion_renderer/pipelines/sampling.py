@@ -12,7 +12,7 @@ draws the noise from the global RNG, so its outputs depend on call order; here t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,8 @@ from diffusion_renderer.conventions import (
     SIGMA_MAX,
     SIGMA_MIN,
 )
+from diffusion_renderer.models.edm import c_in, denoised_from_output, euler_step
+from diffusion_renderer.pipelines.windows import TemporalPlan, blend_latents
 
 StepCallback = Callable[[int, dict[str, torch.Tensor]], None]
 
@@ -140,3 +142,90 @@ def sample_edm_euler(
             callback(i, {**record, "x0_pred": step.pred_original_sample})
         x = step.prev_sample
     return x
+
+
+def _network_output(
+    model: torch.nn.Module,
+    x_in: torch.Tensor,
+    t_in: torch.Tensor,
+    condition: ConditionInputs,
+    guidance_scale: float,
+) -> torch.Tensor:
+    out = model(x_in, t_in, **condition.model_kwargs(), return_dict=False)[0]
+    if guidance_scale != 0:
+        out_uncond = model(x_in, t_in, **condition.unconditional().model_kwargs(), return_dict=False)[0]
+        out = guided_output(out, out_uncond, guidance_scale)
+    return out
+
+
+@torch.no_grad()
+def sample_edm_euler_windows(
+    model: torch.nn.Module,
+    conditions: Sequence[ConditionInputs],
+    plan: TemporalPlan,
+    window_shape: tuple[int, ...],
+    *,
+    num_inference_steps: int = NUM_INFERENCE_STEPS,
+    guidance_scale: float = GUIDANCE_SCALE,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    noise: torch.Tensor | None = None,
+    scheduler: EDMEulerScheduler | None = None,
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """Sample every window of ``plan``; returns one (B, C, T_lat, h, w) latent per window, in the model dtype.
+
+    Independent windows (``first``/``all``, or a single window) run :func:`sample_edm_euler` one after the
+    other. Overlapping windows (``blend``) share one noise draw on the clip's latent timeline and, after every
+    network evaluation, the ramp-weighted mean of their denoised estimates (:func:`blend_latents`), so their
+    shared latents end up identical. ``noise``: (B, C, global_latents, h, w), else drawn from ``generator``.
+    """
+    if len(conditions) != plan.num_windows:
+        raise ValueError(f"{len(conditions)} conditions for {plan.num_windows} windows")
+    scheduler = scheduler or make_scheduler()
+    batch, channels, _, *grid = window_shape
+    global_shape = (batch, channels, plan.global_latents, *grid)
+    if noise is None:
+        noise = randn_tensor(global_shape, generator=generator, device=model.device, dtype=torch.float32)
+    elif tuple(noise.shape) != global_shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {global_shape}")
+    span = plan.window_latents
+
+    def window_noise(w: int) -> torch.Tensor:
+        start = plan.latent_start(w)
+        return noise[:, :, start : start + span]
+
+    if not plan.shared:
+        return [
+            sample_edm_euler(
+                model,
+                condition,
+                tuple(window_shape),
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                noise=window_noise(w),
+                scheduler=scheduler,
+                progress=progress,
+            )
+            for w, condition in enumerate(conditions)
+        ]
+
+    if num_inference_steps < 1:
+        raise ValueError("num_inference_steps must be >= 1")
+    device, dtype = model.device, model.dtype
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
+    xs = [window_noise(w).to(device) * scheduler.init_noise_sigma for w in range(plan.num_windows)]
+    bar = tqdm(total=num_inference_steps * plan.num_windows, disable=not progress, desc="denoising windows")
+    for i, t in enumerate(scheduler.timesteps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        t_in = t.reshape(1).to(device=device, dtype=dtype)
+        denoised = []
+        for x, condition in zip(xs, conditions, strict=True):
+            x = x.to(dtype)  # as the official loop: the latent lives in the model dtype between steps
+            out = _network_output(model, x * c_in(sigma).to(dtype), t_in, condition, guidance_scale)
+            denoised.append(denoised_from_output(x.float(), out.float(), sigma))
+            bar.update(1)
+        denoised = blend_latents(plan, denoised)
+        xs = [euler_step(x.float(), d, sigma, sigma_next).to(dtype) for x, d in zip(xs, denoised, strict=True)]
+    bar.close()
+    return xs

@@ -1,0 +1,264 @@
+"""Forward rendering: G-buffers + HDR environment map(s) -> relit image or video.
+
+Stages: check inputs -> prepare G-buffers (any aspect ratio, any length) -> encode them per window (once,
+shared by every lighting) -> per lighting: project and encode env_ldr / env_log / env_nrm, denoise, decode
+and join the windows -> postprocess to [0, 1] at the input size.
+
+G-buffer inputs: float arrays/tensors are in the conventions' ranges (normal and depth [-1, 1], the others
+[0, 1]); integer arrays, PIL images and paths are image files, i.e. the [0, 1] encodings of those ranges.
+A G-buffer left out becomes a zero latent with mask 0 (official); no lighting (``envmap=None``) leaves the
+three lighting conditions out, and the model invents plausible lighting (official ``--use_custom_envmap=False``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLCosmos, DiffusionPipeline, EDMEulerScheduler
+from PIL import Image
+
+from diffusion_renderer.conventions import (
+    CHANNELS,
+    DEFAULT_FPS,
+    FORWARD_CONDITION_KEYS,
+    GBUFFER_KEYS,
+    GUIDANCE_SCALE,
+    NUM_INFERENCE_STEPS,
+    WINDOW_FRAMES,
+    WINDOW_OVERLAP_LATENTS,
+    from_model,
+    from_unit,
+    to_model,
+)
+from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
+from diffusion_renderer.models.tokenizer import LatentTokenizer
+from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+from diffusion_renderer.pipelines.conditions import assemble_latent_condition
+from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor, FitPlan, Resolution
+from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
+from diffusion_renderer.pipelines.sampling import ConditionInputs, make_scheduler, sample_edm_euler_windows
+from diffusion_renderer.pipelines.video_stages import decode_windows, encode_windows
+from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
+
+Lighting = np.ndarray | torch.Tensor | EnvironmentConditions | None
+
+
+class ForwardRenderingPipeline(DiffusionPipeline):
+    """DiffusionRenderer's forward renderer as a diffusers pipeline (components as the inverse pipeline)."""
+
+    model_cpu_offload_seq = "vae->transformer"
+
+    def __init__(
+        self,
+        transformer: DiffusionRendererTransformer3DModel,
+        vae: AutoencoderKLCosmos,
+        scheduler: EDMEulerScheduler,
+        tokenizer: LatentTokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer is None:
+            raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.tokenizer = tokenizer
+        self.image_processor = DiffusionRendererImageProcessor()
+
+    @classmethod
+    def from_model(cls, model) -> ForwardRenderingPipeline:
+        """From a :class:`~diffusion_renderer.models.specs.RendererModel` of role ``forward``."""
+        if model.role != "forward":
+            raise ValueError(f"{model.spec}: a {model.role} model cannot run forward rendering")
+        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+
+    # ------------------------------------------------------------------------------------------- stages
+
+    @staticmethod
+    def check_inputs(gbuffers: Mapping[str, object], num_inference_steps: int) -> None:
+        unknown = sorted(set(gbuffers) - set(GBUFFER_KEYS))
+        if unknown:
+            raise ValueError(f"unknown G-buffer keys {unknown} (known: {', '.join(GBUFFER_KEYS)})")
+        if not any(value is not None for value in gbuffers.values()):
+            raise ValueError("no G-buffers given")
+        if num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be >= 1")
+
+    def gbuffer_frames(self, key: str, value) -> torch.Tensor:
+        """One G-buffer input -> (N, C, h, w) float32 in the conventions' range of ``key``."""
+        encoded = isinstance(value, (str, Image.Image)) or (
+            isinstance(value, np.ndarray) and not np.issubdtype(value.dtype, np.floating)
+        )
+        if isinstance(value, Sequence) and not isinstance(value, str) and value:
+            encoded = isinstance(value[0], (str, Image.Image)) or (
+                isinstance(value[0], np.ndarray) and not np.issubdtype(value[0].dtype, np.floating)
+            )
+        frames = self.image_processor.to_frames(value)
+        if encoded:
+            frames = from_unit(key, frames)
+        if CHANNELS[key] == 1 and frames.shape[1] == 3:
+            frames = frames.mean(dim=1, keepdim=True)
+        return frames
+
+    def prepare_gbuffers(
+        self,
+        gbuffers: Mapping[str, object],
+        fixed_frame: int | None,
+        processing_resolution: Resolution,
+        resize_mode: str | None,
+        num_frames: int,
+        chunk_mode: str,
+        overlap_latents: int,
+    ) -> tuple[dict[str, torch.Tensor], FitPlan, TemporalPlan]:
+        """G-buffers -> {key: (1, 3, N, H, W) model-range video} with the clip's spatial and temporal plans."""
+        frames = {key: self.gbuffer_frames(key, value) for key, value in gbuffers.items() if value is not None}
+        shapes = {key: (f.shape[0], *f.shape[-2:]) for key, f in frames.items()}
+        if len(set(shapes.values())) != 1:
+            detail = ", ".join(f"{key} {n}x{h}x{w}" for key, (n, h, w) in shapes.items())
+            raise ValueError(f"G-buffers differ in frame count or size (frames x height x width): {detail}")
+        count, height, width = next(iter(shapes.values()))
+        if fixed_frame is not None:
+            if not 0 <= fixed_frame < count:
+                raise ValueError(f"fixed frame {fixed_frame} is outside the clip's {count} frames")
+            frames = {key: f[fixed_frame : fixed_frame + 1].expand(count, -1, -1, -1) for key, f in frames.items()}
+        fit = self.image_processor.plan(height, width, processing_resolution, resize_mode)
+        plan = plan_windows(count, num_frames, chunk_mode, overlap_latents)
+        videos = {}
+        for key, f in frames.items():
+            f = self.image_processor.preprocess(f, fit)  # (N, C, H, W)
+            videos[key] = to_model(key, f.permute(1, 0, 2, 3).unsqueeze(0))  # (1, 3, N, H, W)
+        return videos, fit, plan
+
+    def prepare_lighting(
+        self,
+        envmap: Lighting,
+        fit: FitPlan,
+        plan: TemporalPlan,
+        rotate_light: bool,
+        light_angle: float,
+        envmap_method: str,
+    ) -> dict[str, torch.Tensor]:
+        """One lighting -> {env_ldr, env_log, env_nrm: (1, 3, N, H, W) model-range video}; {} for none."""
+        if envmap is None:
+            return {}
+        height, width = fit.processing_size
+        frames = plan.output_frames
+        if isinstance(envmap, EnvironmentConditions):
+            env = envmap
+        else:
+            # a fixed light is the same every frame: project once, repeat
+            env = process_environment_map(
+                envmap,
+                height,
+                width,
+                frames if rotate_light else 1,
+                rotate=rotate_light,
+                fixed_angle_deg=light_angle,
+                method=envmap_method,
+                device=self._execution_device,
+            )
+        videos = {}
+        for key in ("env_ldr", "env_log", "env_nrm"):
+            value = getattr(env, key)  # (T, H, W, 3)
+            value = value.expand(frames, -1, -1, -1) if value.shape[0] == 1 else value
+            if tuple(value.shape[1:3]) != (height, width) or value.shape[0] != frames:
+                raise ValueError(f"{key} is {tuple(value.shape)}, expected ({frames}, {height}, {width}, 3)")
+            videos[key] = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, N, H, W)
+        return videos
+
+    def encode_conditions(
+        self, videos: Mapping[str, torch.Tensor], plan: TemporalPlan
+    ) -> dict[str, list[torch.Tensor]]:
+        """{key: (1, 3, N, H, W)} -> {key: one (1, C, T_lat, h, w) latent per window}, keys batched per call."""
+        if not videos:
+            return {}
+        keys = list(videos)
+        batched = encode_windows(self.tokenizer, torch.cat([videos[k] for k in keys]), plan, self._execution_device)
+        return {key: [latent[i : i + 1] for latent in batched] for i, key in enumerate(keys)}
+
+    def assemble(
+        self, latents: Mapping[str, list[torch.Tensor]], plan: TemporalPlan, padding_mask, fps: float
+    ) -> list[ConditionInputs]:
+        """Per window, the 8 x (16 + 1) condition channels in the official order."""
+        shape = next(iter(latents.values()))[0].shape
+        conditions = []
+        for w in range(plan.num_windows):
+            present = {key: windows[w] for key, windows in latents.items()}
+            latent = assemble_latent_condition(present, FORWARD_CONDITION_KEYS, shape)
+            conditions.append(ConditionInputs(latent, fps=fps, padding_mask=padding_mask))
+        return conditions
+
+    def postprocess(self, clip: torch.Tensor, fit: FitPlan, output_type: str) -> np.ndarray | torch.Tensor:
+        """Decoded (1, 3, N, H, W) -> (N, h, w, 3) numpy in [0, 1] (or (N, 3, h, w) tensor)."""
+        value = self.image_processor.postprocess(from_model("rgb", clip)[0].permute(1, 0, 2, 3), fit).clamp(0, 1)
+        return value if output_type == "pt" else value.permute(0, 2, 3, 1).cpu().numpy()
+
+    # --------------------------------------------------------------------------------------------- call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        gbuffers: Mapping[str, object],
+        envmap: Lighting | Sequence[Lighting] = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        processing_resolution: Resolution = None,
+        resize_mode: str | None = None,
+        num_frames: int = WINDOW_FRAMES,
+        chunk_mode: str = "blend",
+        overlap_latents: int = WINDOW_OVERLAP_LATENTS,
+        fps: float = DEFAULT_FPS,
+        rotate_light: bool = False,
+        light_angle: float = 0.0,
+        fixed_frame: int | None = None,
+        envmap_method: str = "cubemap",
+        output_type: str = "np",
+        output_latent: bool = False,
+        progress: bool = True,
+        return_dict: bool = True,
+    ) -> ForwardRenderingOutput | tuple:
+        """Render G-buffers under each lighting.
+
+        Args:
+            gbuffers: {basecolor, normal, depth, roughness, metallic} -> frames (any subset; see module doc).
+            envmap: an (H0, W0, 3) linear HDR equirect (array or tensor), precomputed
+                :class:`EnvironmentConditions`, ``None`` (random lighting) or a list of these (one result each).
+            rotate_light: one full turn of the light about the vertical axis over the clip (official
+                ``--rotate_light``); ``light_angle``: a fixed rotation in degrees.
+            fixed_frame: use this G-buffer frame for every frame (official ``--use_fixed_frame_ind``).
+            envmap_method: ``cubemap`` (official resampling) or ``direct`` (one equirect lookup).
+            Others: as :class:`InverseRenderingPipeline`.
+        """
+        steps = num_inference_steps or NUM_INFERENCE_STEPS
+        guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+        self.check_inputs(gbuffers, steps)
+        lightings = list(envmap) if isinstance(envmap, (list, tuple)) else [envmap]
+
+        videos, fit, plan = self.prepare_gbuffers(
+            gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
+        )
+        gbuffer_latents = self.encode_conditions(videos, plan)  # shared by every lighting
+        padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
+        images, all_latents = [], []
+        for lighting in lightings:
+            env = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
+            latents = {**gbuffer_latents, **self.encode_conditions(env, plan)}
+            conditions = self.assemble(latents, plan, padding_mask, fps)
+            samples = sample_edm_euler_windows(
+                self.transformer,
+                conditions,
+                plan,
+                tuple(next(iter(gbuffer_latents.values()))[0].shape),  # (1, C, T_lat, h, w)
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generator,
+                scheduler=self.scheduler,
+                progress=progress,
+            )
+            images.append(self.postprocess(decode_windows(self.tokenizer, samples, plan), fit, output_type))
+            all_latents.append(samples)
+        self.maybe_free_model_hooks()
+        out_latents = all_latents if output_latent else None
+        if not return_dict:
+            return images, out_latents
+        return ForwardRenderingOutput(images=images, latents=out_latents)

@@ -1,0 +1,237 @@
+"""Inverse rendering: image or video -> G-buffers (basecolor, normal, depth, roughness, metallic).
+
+Stages: check inputs -> prepare frames (any aspect ratio, any length) -> encode the RGB condition per window
+-> denoise every requested pass (passes batched through the DiT, they share the condition) -> decode and
+join the windows -> postprocess to the conventions' ranges at the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import AutoencoderKLCosmos, DiffusionPipeline, EDMEulerScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffusion_renderer.conventions import (
+    CONTEXT_INDEX,
+    DEFAULT_FPS,
+    GUIDANCE_SCALE,
+    INVERSE_PASSES,
+    NUM_INFERENCE_STEPS,
+    VALUE_RANGE,
+    WINDOW_FRAMES,
+    WINDOW_OVERLAP_LATENTS,
+    context_index,
+    from_model,
+)
+from diffusion_renderer.models.tokenizer import LatentTokenizer
+from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+from diffusion_renderer.pipelines.image_processor import (
+    DiffusionRendererImageProcessor,
+    FitPlan,
+    FramesInput,
+    Resolution,
+)
+from diffusion_renderer.pipelines.pipeline_output import InverseRenderingOutput
+from diffusion_renderer.pipelines.sampling import ConditionInputs, make_scheduler, sample_edm_euler_windows
+from diffusion_renderer.pipelines.video_stages import decode_windows, encode_windows
+from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
+
+
+def soft_normalize(normal: torch.Tensor, low: float = 0.2, high: float = 0.4, dim: int = 1) -> torch.Tensor:
+    """Official ``--normalize_normal``: unit length where the norm >= ``high``, untouched below ``low``."""
+    norm = normal.norm(dim=dim, keepdim=True)
+    weight = ((norm - low) / (high - low)).clamp(0, 1)
+    return normal / norm.clamp_min(1e-12) * weight + normal * (1 - weight)
+
+
+class InverseRenderingPipeline(DiffusionPipeline):
+    """DiffusionRenderer's inverse renderer as a diffusers pipeline (the shape of Marigold's pipelines).
+
+    Components: ``transformer`` (inverse DiT), ``vae`` (the Cosmos tokenizer network; registered so diffusers'
+    offloading manages it), ``scheduler``; ``tokenizer`` wraps ``vae`` with the latent normalisation.
+    """
+
+    model_cpu_offload_seq = "vae->transformer"
+
+    def __init__(
+        self,
+        transformer: DiffusionRendererTransformer3DModel,
+        vae: AutoencoderKLCosmos,
+        scheduler: EDMEulerScheduler,
+        tokenizer: LatentTokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer is None:
+            raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.tokenizer = tokenizer
+        self.image_processor = DiffusionRendererImageProcessor()
+
+    @classmethod
+    def from_model(cls, model) -> InverseRenderingPipeline:
+        """From a :class:`~diffusion_renderer.models.specs.RendererModel` of role ``inverse``."""
+        if model.role != "inverse":
+            raise ValueError(f"{model.spec}: a {model.role} model cannot run inverse rendering")
+        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+
+    # ------------------------------------------------------------------------------------------- stages
+
+    @staticmethod
+    def check_inputs(passes: Sequence[str], num_inference_steps: int, pass_batch_size: int | None) -> None:
+        if not passes:
+            raise ValueError("no passes requested")
+        for name in passes:
+            context_index(name)  # raises on an unknown pass
+        if len(set(passes)) != len(passes):
+            raise ValueError(f"passes repeat: {list(passes)}")
+        if num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be >= 1")
+        if pass_batch_size is not None and pass_batch_size < 1:
+            raise ValueError("pass_batch_size must be >= 1")
+
+    def prepare_frames(
+        self,
+        image: FramesInput,
+        processing_resolution: Resolution,
+        resize_mode: str | None,
+        num_frames: int,
+        chunk_mode: str,
+        overlap_latents: int,
+    ) -> tuple[torch.Tensor, FitPlan, TemporalPlan]:
+        """Input -> (1, 3, N, H, W) in [-1, 1] at the processing size, with its spatial and temporal plans."""
+        frames = self.image_processor.to_frames(image)  # (N, C, h, w) in [0, 1]
+        if frames.shape[1] == 1:
+            frames = frames.expand(-1, 3, -1, -1)
+        fit = self.image_processor.plan(*frames.shape[-2:], processing_resolution, resize_mode)
+        frames = self.image_processor.preprocess(frames, fit)  # (N, 3, H, W)
+        plan = plan_windows(frames.shape[0], num_frames, chunk_mode, overlap_latents)
+        return (frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0), fit, plan
+
+    def prepare_latents(
+        self, window_shape: tuple[int, ...], plan: TemporalPlan, num_passes: int, generator, device: torch.device
+    ) -> list[torch.Tensor]:
+        """One noise draw (1, C, global_latents, h, w) per pass, in pass order (independent of batching)."""
+        shape = (1, window_shape[1], plan.global_latents, *window_shape[3:])
+        return [
+            randn_tensor(shape, generator=generator, device=device, dtype=torch.float32) for _ in range(num_passes)
+        ]
+
+    def denoise(
+        self,
+        rgb_latents: list[torch.Tensor],
+        passes: Sequence[str],
+        noise: list[torch.Tensor],
+        plan: TemporalPlan,
+        padding_mask: torch.Tensor | None,
+        fps: float,
+        num_inference_steps: int,
+        guidance_scale: float,
+        pass_batch_size: int,
+        progress: bool,
+    ) -> list[list[torch.Tensor]]:
+        """Per pass, one latent per window. Passes are batched ``pass_batch_size`` at a time."""
+        results: list[list[torch.Tensor]] = []
+        for first in range(0, len(passes), pass_batch_size):
+            group = passes[first : first + pass_batch_size]
+            index = torch.tensor([[CONTEXT_INDEX[name]] for name in group], device=self._execution_device)
+            conditions = [
+                ConditionInputs(
+                    latent.expand(len(group), -1, -1, -1, -1),
+                    context_index=index,
+                    fps=fps,
+                    padding_mask=padding_mask,
+                )
+                for latent in rgb_latents
+            ]
+            samples = sample_edm_euler_windows(
+                self.transformer,
+                conditions,
+                plan,
+                (len(group), *rgb_latents[0].shape[1:]),
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                noise=torch.cat(noise[first : first + pass_batch_size]),
+                scheduler=self.scheduler,
+                progress=progress,
+            )
+            results.extend([[sample[i : i + 1] for sample in samples] for i in range(len(group))])
+        return results
+
+    def postprocess(
+        self, name: str, clip: torch.Tensor, fit: FitPlan, normalize_normal: bool, output_type: str
+    ) -> torch.Tensor:
+        """Decoded (1, 3, N, H, W) -> the pass at the input size: (N, h, w, C) numpy or (N, C, h, w) tensor."""
+        value = from_model(name, clip)[0].permute(1, 0, 2, 3)  # (N, C, H, W) in the pass's range
+        value = self.image_processor.postprocess(value, fit)
+        if name == "normal" and normalize_normal:
+            value = soft_normalize(value)
+        value = value.clamp(*VALUE_RANGE[name])  # resampling may overshoot by an ulp
+        return value if output_type == "pt" else value.permute(0, 2, 3, 1).cpu().numpy()
+
+    # --------------------------------------------------------------------------------------------- call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: FramesInput,
+        passes: Sequence[str] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        processing_resolution: Resolution = None,
+        resize_mode: str | None = None,
+        num_frames: int = WINDOW_FRAMES,
+        chunk_mode: str = "blend",
+        overlap_latents: int = WINDOW_OVERLAP_LATENTS,
+        fps: float = DEFAULT_FPS,
+        pass_batch_size: int | None = None,
+        normalize_normal: bool = False,
+        output_type: str = "np",
+        output_latent: bool = False,
+        progress: bool = True,
+        return_dict: bool = True,
+    ) -> InverseRenderingOutput | tuple:
+        """Estimate G-buffers of one image or clip.
+
+        Args:
+            image: PIL image, array or tensor in [0, 1], a list of frames, or an image/video path.
+            passes: G-buffer passes (default: basecolor, normal, depth, roughness, metallic).
+            num_inference_steps, guidance_scale: sampler settings (official defaults 15 and 0).
+            generator: the noise source; the same seed gives the same G-buffers.
+            processing_resolution: ``None`` (704x1280, turned to the input's orientation), ``(H, W)``, an int
+                (longest side) or 0 (native size); multiples of 16.
+            resize_mode: ``fit`` (default: no stretching, padding flagged to the DiT) or ``stretch`` (official).
+            num_frames: frames per window (1 + 8k, default 57); ``chunk_mode``: ``blend`` (overlapping windows
+                agreeing in latent space), ``first`` (official: first window only), ``all`` (official:
+                independent windows); ``overlap_latents``: latent frames neighbouring windows share.
+            pass_batch_size: passes per DiT batch (default: all for images, 1 for videos).
+            normalize_normal: the official soft re-normalisation of predicted normals.
+        """
+        passes = tuple(passes or INVERSE_PASSES)
+        steps = num_inference_steps or NUM_INFERENCE_STEPS
+        guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+        self.check_inputs(passes, steps, pass_batch_size)
+        device = self._execution_device
+
+        video, fit, plan = self.prepare_frames(
+            image, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
+        )
+        if pass_batch_size is None:
+            pass_batch_size = len(passes) if plan.window_frames == 1 else 1
+        rgb_latents = encode_windows(self.tokenizer, video, plan, device)  # per window (1, C, T_lat, h, w)
+        noise = self.prepare_latents(tuple(rgb_latents[0].shape), plan, len(passes), generator, device)
+        padding_mask = self.image_processor.padding_mask(fit, device)
+        latents = self.denoise(
+            rgb_latents, passes, noise, plan, padding_mask, fps, steps, guidance, pass_batch_size, progress
+        )
+        gbuffers = {}
+        for name, windows in zip(passes, latents, strict=True):
+            clip = decode_windows(self.tokenizer, windows, plan)  # (1, 3, N, H, W)
+            gbuffers[name] = self.postprocess(name, clip, fit, normalize_normal, output_type)
+        self.maybe_free_model_hooks()
+        out_latents = dict(zip(passes, latents, strict=True)) if output_latent else None
+        if not return_dict:
+            return gbuffers, out_latents
+        return InverseRenderingOutput(gbuffers=gbuffers, latents=out_latents)
