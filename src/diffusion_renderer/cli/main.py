@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from diffusion_renderer.cli.official import translate
+from diffusion_renderer.cli.render import add_render_parsers
+
 PROG = "diffusion-renderer"
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -119,14 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.set_defaults(func=cmd_check_model)
+
+    add_render_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
+        args = parser.parse_args(translate(list(sys.argv[1:] if argv is None else argv)))
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -39,7 +39,8 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); on success it is renamed to ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+    # ".name.XXXX.tmp.ext": hidden, recognisable as a leftover, and still ending in the format's extension
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -109,10 +109,12 @@ def plan_windows(
         return TemporalPlan(num_frames, length, mode, (0,), 0, compression)
     if mode == "all" or length == 1:  # one-frame windows cannot overlap: every frame on its own
         starts = tuple(range(0, num_frames, length))
-        return TemporalPlan(num_frames, length, mode, starts, 0, compression)
-    overlap = min(max(overlap_latents, 0), latents - 2)
-    if overlap != overlap_latents:
-        raise ValueError(f"overlap of {overlap_latents} latent frames needs windows longer than {length} frames")
+        return TemporalPlan(num_frames, length, "all", starts, 0, compression)
+    if not 0 <= overlap_latents <= latents - 2:
+        raise ValueError(
+            f"overlap must be 0..{latents - 2} latent frames for {length}-frame windows, got {overlap_latents}"
+        )
+    overlap = overlap_latents
     stride = compression * (latents - 1 - overlap)
     count = 1 + math.ceil((num_frames - length) / stride)
     return TemporalPlan(num_frames, length, mode, tuple(w * stride for w in range(count)), overlap, compression)

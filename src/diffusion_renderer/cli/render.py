@@ -1,0 +1,603 @@
+"""The rendering commands: ``inverse``, ``forward``, ``relight`` and ``extract-frames``.
+
+A batch never stops at a bad input: each clip that fails prints one line naming its file and the problem,
+the rest go on, and the exit status is 1 at the end. Outputs are written atomically (a clip's G-buffer
+folder appears whole; every other file by rename), so a re-run skips what is finished (``--overwrite``
+redoes it) and an interrupted run leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from diffusion_renderer.conventions import (
+    CHANNELS,
+    CHUNK_MODES,
+    CONTEXT_INDEX,
+    DEFAULT_SEED,
+    GBUFFER_KEYS,
+    INVERSE_PASSES,
+    NUM_INFERENCE_STEPS,
+    PNG_BIT_DEPTH,
+    WINDOW_FRAMES,
+    WINDOW_OVERLAP_LATENTS,
+    from_unit,
+    to_unit,
+)
+from diffusion_renderer.io.atomic import atomic_directory, atomic_file
+from diffusion_renderer.io.errors import InputError
+from diffusion_renderer.io.layout import (
+    GBUFFER_DIR,
+    GROUP_MODES,
+    InputClip,
+    contact_sheet_path,
+    discover_inputs,
+    find_gbuffer_clips,
+    gbuffer_frame_path,
+    parse_gbuffer_name,
+    relit_frame_path,
+    video_path,
+)
+
+PROG = "diffusion-renderer"
+FORMATS = ("png", "jpg", "exr")
+OFFLOAD = ("none", "model", "sequential")
+OFFICIAL_ENVLIGHTS = ("0", "1", "2", "3")
+JPEG_QUALITY = 85  # what the official scripts write
+
+
+def log_error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+@dataclass
+class Summary:
+    """Done / skipped / failed clips of a batch, reported at the end."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def fail(self, where: str | Path | None, exc: BaseException) -> None:
+        self.failed += 1
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log_error(text if isinstance(exc, InputError) or where is None else f"{where}: {text}")
+
+    def report(self) -> int:
+        took = time.perf_counter() - self.start
+        print(f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {took:.1f}s", file=sys.stderr)
+        return 1 if self.failed else 0
+
+
+# ------------------------------------------------------------------------------------------------ runtime set-up
+
+
+def runtime(args: argparse.Namespace) -> tuple[object, object]:
+    """(device, dtype): CUDA with bfloat16 when available, else CPU with float32, unless given."""
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+def build_pipeline(role: str, args: argparse.Namespace):
+    """Load ``--model`` for ``role`` once and wrap it in its pipeline, with the requested offloading."""
+    from diffusion_renderer.models.specs import ModelSpecError, load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
+
+    device, dtype = runtime(args)
+    offload = args.offload if device.type == "cuda" else "none"  # offloading to the CPU from the CPU: nothing
+    try:
+        model = load_model(
+            args.model, role, device="cpu" if offload != "none" else device, dtype=dtype, seed=args.seed
+        )
+    except ModelSpecError as exc:
+        raise InputError(None, str(exc)) from None
+    cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
+    pipe = cls.from_model(model)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    return pipe
+
+
+def generator(args: argparse.Namespace):
+    import torch
+
+    return torch.Generator().manual_seed(args.seed)
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail early, in one line, when the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        with atomic_file(out / ".write_test") as tmp:
+            tmp.write_bytes(b"")
+        (out / ".write_test").unlink()
+    except OSError as exc:
+        raise InputError(out, f"cannot write to the output folder ({exc.strerror or exc})") from None
+
+
+def processing_resolution(args: argparse.Namespace):
+    if not args.resolution:
+        return None
+    return args.resolution[0] if len(args.resolution) == 1 else tuple(args.resolution)
+
+
+def pipeline_options(args: argparse.Namespace) -> dict:
+    return {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "processing_resolution": processing_resolution(args),
+        "resize_mode": args.resize_mode,
+        "num_frames": args.frames,
+        "chunk_mode": args.chunk_mode,
+        "overlap_latents": args.overlap,
+        "progress": not args.quiet,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- file helpers
+
+
+def frame_id(index: int, num_frames: int, window: int, chunk_mode: str) -> tuple[int, int]:
+    """(chunk, frame) of a clip frame: official per-window numbering for independent windows, else chunk 0."""
+    from diffusion_renderer.pipelines.windows import window_length
+
+    length = window_length(num_frames, window)
+    if chunk_mode == "all" or (length == 1 and num_frames > 1):
+        return divmod(index, length)
+    return 0, index
+
+
+def write_frame(path: Path, key: str, value: np.ndarray, fmt: str) -> None:
+    """One (h, w, C) frame in the range of ``key``: PNG/JPEG hold its [0, 1] encoding, EXR the values."""
+    from diffusion_renderer.io.images import write_image
+
+    if fmt == "exr":
+        write_image(path, value)
+    else:
+        bit_depth = PNG_BIT_DEPTH.get(key, 8) if fmt == "png" else 8
+        write_image(path, to_unit(key, value), bit_depth=bit_depth, quality=JPEG_QUALITY)
+
+
+def read_frame(path: Path, key: str) -> np.ndarray:
+    """Inverse of :func:`write_frame` (official JPEGs included): (h, w, C) in the range of ``key``."""
+    from diffusion_renderer.io.images import read_image
+
+    value = read_image(path, channels=CHANNELS[key])
+    return value if path.suffix.lower() == ".exr" else from_unit(key, value)
+
+
+def write_clip_video(path: Path, key: str, frames: np.ndarray, fps: float) -> None:
+    from diffusion_renderer.io.video import write_video
+
+    write_video(path, to_unit(key, frames), fps)
+
+
+def clip_fps(args: argparse.Namespace, source_fps: float | None) -> float:
+    return float(args.fps or source_fps or 24.0)
+
+
+def select(items: list, args: argparse.Namespace) -> list:
+    items = items[:: max(1, args.every_n)]
+    return items[: args.max_frames] if args.max_frames else items
+
+
+def load_clip(clip: InputClip, args: argparse.Namespace) -> tuple[np.ndarray, float | None]:
+    """Frames (T, h, w, 3) in [0, 1] of an input clip and its frame rate (None for image files)."""
+    from diffusion_renderer.io.images import read_image
+    from diffusion_renderer.io.video import read_video
+
+    if clip.video is not None:
+        return read_video(clip.video, fps=args.fps, every_n=args.every_n, max_frames=args.max_frames)
+    paths = select(list(clip.frames or []), args)
+    frames = [read_image(p) for p in paths]
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise InputError(paths[0].parent, f"frames of one clip differ in size: {sorted(sizes)}")
+    return np.stack(frames), None
+
+
+def clip_source(clip: InputClip) -> Path | str:
+    return clip.video or (clip.frames[0] if clip.frames and len(clip.frames) == 1 else clip.name)
+
+
+def save_sheet(out: Path, clip: str, columns: Mapping[str, np.ndarray]) -> None:
+    """Contact sheet: rows = first / middle / last frame, columns = input, G-buffers, relit results."""
+    from diffusion_renderer.io.contact_sheet import depth_to_color, save_contact_sheet
+
+    count = next(iter(columns.values())).shape[0]
+    picks = sorted({0, count // 2, count - 1})
+    rows = []
+    for t in picks:
+        tiles = []
+        for name, frames in columns.items():
+            image = frames[min(t, frames.shape[0] - 1)]
+            if name in ("normal", "depth"):
+                image = to_unit(name, image)
+            if name == "depth":
+                image = depth_to_color(image[..., 0])
+            tiles.append((name, image))
+        rows.append((f"frame {t}", tiles))
+    save_contact_sheet(contact_sheet_path(out, clip), rows)
+
+
+# ------------------------------------------------------------------------------------------------------ inverse
+
+
+def gbuffer_folder(out: Path, clip: str) -> Path:
+    return out / GBUFFER_DIR / clip
+
+
+def existing_passes(folder: Path) -> dict[str, int]:
+    """{pass: frame count} of a finished G-buffer folder."""
+    counts: dict[str, int] = {}
+    if folder.is_dir():
+        for file in folder.iterdir():
+            parsed = parse_gbuffer_name(file.name)
+            if parsed:
+                counts[parsed[2]] = counts.get(parsed[2], 0) + 1
+    return counts
+
+
+def inverse_done(out: Path, clip: str, passes: Iterable[str], args: argparse.Namespace) -> bool:
+    counts = existing_passes(gbuffer_folder(out, clip))
+    if not all(counts.get(p) for p in passes):
+        return False
+    if args.no_video or max(counts.values()) == 1:
+        return True
+    return all(video_path(out, clip, p).is_file() for p in passes)
+
+
+def write_gbuffers(out: Path, clip: str, gbuffers: Mapping[str, np.ndarray], fps: float, args) -> None:
+    """Frames into ``gbuffer_frames/{clip}`` (one atomic folder), then one mp4 per pass for videos."""
+    folder = gbuffer_folder(out, clip)
+    with atomic_directory(folder) as tmp:
+        for name, frames in gbuffers.items():
+            for index, frame in enumerate(frames):
+                chunk, local = frame_id(index, len(frames), args.frames, args.chunk_mode)
+                write_frame(
+                    tmp / gbuffer_frame_path(out, clip, chunk, local, name, args.format).name, name, frame, args.format
+                )
+    count = len(next(iter(gbuffers.values())))
+    if count > 1 and not args.no_video:
+        for name, frames in gbuffers.items():
+            write_clip_video(video_path(out, clip, name), name, frames, fps)
+
+
+def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    frames, source_fps = load_clip(clip, args)
+    result = pipe(
+        frames,
+        passes=args.passes,
+        generator=generator(args),
+        normalize_normal=args.normalize_normal,
+        pass_batch_size=args.pass_batch_size,
+        **pipeline_options(args),
+    )
+    fps = clip_fps(args, source_fps)
+    write_gbuffers(out, clip.name, result.gbuffers, fps, args)
+    return frames, result.gbuffers, fps
+
+
+def cmd_inverse(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    check_output_dir(out)
+    summary = Summary()
+    clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
+    for err in errors:
+        summary.fail(None, err)
+    pipe = None
+    for clip in tqdm(clips, desc="clips", disable=args.quiet):
+        if not args.overwrite and inverse_done(out, clip.name, args.passes, args):
+            summary.skipped += 1
+            continue
+        try:
+            pipe = pipe or build_pipeline("inverse", args)
+            frames, gbuffers, _ = run_inverse_clip(pipe, clip, out, args)
+            if not args.no_contact_sheet:
+                save_sheet(out, clip.name, {"input": frames, **gbuffers})
+            summary.done += 1
+        except (InputError, ValueError, OSError) as exc:
+            summary.fail(clip_source(clip), exc)
+    return summary.report()
+
+
+# ------------------------------------------------------------------------------------------------------ forward
+
+
+def resolve_lightings(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """[(name, HDR array or None)]: the env maps, or one random-lighting run per requested index."""
+    from diffusion_renderer.lighting.presets import load_envmap
+
+    specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
+    if args.random_lighting:
+        return [(f"random_{i:04d}", None) for i in range(len(specs))]
+    return [load_envmap(spec) for spec in specs]
+
+
+def load_gbuffer_clip(paths: Mapping[str, list[Path]]) -> dict[str, np.ndarray]:
+    """{pass: frame paths} -> {pass: (T, h, w, C) in the conventions' ranges}."""
+    gbuffers = {}
+    for key, files in paths.items():
+        frames = [read_frame(p, key) for p in files]
+        if len({f.shape for f in frames}) > 1:
+            raise InputError(files[0].parent, f"{key} frames differ in size")
+        gbuffers[key] = np.stack(frames)
+    return gbuffers
+
+
+def forward_done(out: Path, clip: str, name: str, count: int, args) -> bool:
+    frames = [
+        relit_frame_path(out, clip, *frame_id(i, count, args.frames, args.chunk_mode), name, args.format)
+        for i in range(count)
+    ]
+    if not all(f.is_file() for f in frames):
+        return False
+    return count == 1 or args.no_video or video_path(out, clip, name).is_file()
+
+
+def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float, args) -> None:
+    for index, frame in enumerate(images):
+        chunk, local = frame_id(index, len(images), args.frames, args.chunk_mode)
+        write_frame(relit_frame_path(out, clip, chunk, local, name, args.format), "rgb", frame, args.format)
+    if len(images) > 1 and not args.no_video:
+        write_clip_video(video_path(out, clip, name), "rgb", images, fps)
+
+
+def render_lightings(
+    pipe, gbuffers: Mapping[str, np.ndarray], lightings, out: Path, clip: str, fps: float, args, summary: Summary
+) -> dict[str, np.ndarray]:
+    """Relight one clip under each lighting not yet rendered; returns {lighting name: (T, h, w, 3)}."""
+    count = len(next(iter(gbuffers.values())))
+    todo = [(n, e) for n, e in lightings if args.overwrite or not forward_done(out, clip, n, count, args)]
+    if not todo:
+        summary.skipped += 1
+        return {}
+    result = pipe(
+        dict(gbuffers),
+        [env for _, env in todo],
+        generator=generator(args),
+        rotate_light=args.rotate_light,
+        light_angle=args.light_angle,
+        fixed_frame=args.fixed_frame,
+        envmap_method=args.envmap_method,
+        **pipeline_options(args),
+    )
+    relit = {}
+    for (name, _), images in zip(todo, result.images, strict=True):
+        write_relit(out, clip, name, images, fps, args)
+        relit[name] = images
+    summary.done += 1
+    return relit
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    check_output_dir(out)
+    summary = Summary()
+    lightings = resolve_lightings(args)
+    clips: dict[str, dict[str, list[Path]]] = {}
+    for root in args.inputs:
+        found, errors = find_gbuffer_clips(root, GBUFFER_KEYS)
+        for err in errors:
+            summary.fail(None, err)
+        clips.update(found)
+    pipe = None
+    for clip, paths in tqdm(clips.items(), desc="clips", disable=args.quiet):
+        try:
+            gbuffers = load_gbuffer_clip(paths)
+            pipe = pipe or build_pipeline("forward", args)
+            relit = render_lightings(pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary)
+            if relit and not args.no_contact_sheet:
+                save_sheet(out, clip, {**gbuffers, **relit})
+        except (InputError, ValueError, OSError) as exc:
+            summary.fail(next(iter(paths.values()))[0].parent, exc)
+    return summary.report()
+
+
+# ------------------------------------------------------------------------------------------------------ relight
+
+
+def cmd_relight(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    check_output_dir(out)
+    summary = Summary()
+    lightings = resolve_lightings(args)
+    clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
+    for err in errors:
+        summary.fail(None, err)
+    inverse = forward = None
+    passes = args.passes
+    for clip in tqdm(clips, desc="clips", disable=args.quiet):
+        try:
+            frames = None
+            if args.overwrite or not inverse_done(out, clip.name, passes, args):
+                inverse = inverse or build_pipeline("inverse", args)
+                frames, gbuffers, fps = run_inverse_clip(inverse, clip, out, args)
+            else:  # G-buffers of an earlier run: read them back
+                found, found_errors = find_gbuffer_clips(gbuffer_folder(out, clip.name), passes)
+                if found_errors:
+                    raise found_errors[0]
+                gbuffers = load_gbuffer_clip(next(iter(found.values())))
+                fps = clip_fps(args, None)
+            forward = forward or build_pipeline("forward", args)
+            relit = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary)
+            if relit and not args.no_contact_sheet:
+                columns = {"input": frames} if frames is not None else {}
+                save_sheet(out, clip.name, {**columns, **gbuffers, **relit})
+        except (InputError, ValueError, OSError) as exc:
+            summary.fail(clip_source(clip), exc)
+    return summary.report()
+
+
+# ----------------------------------------------------------------------------------------------- extract-frames
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return width, height
+
+
+def cmd_extract_frames(args: argparse.Namespace) -> int:
+    """Video files (or folders of them) -> ``OUT/{video}/frame_{i:05d}.{ext}`` (one atomic folder per video)."""
+    import torch
+
+    from diffusion_renderer.io.images import write_image
+    from diffusion_renderer.io.video import VIDEO_EXTENSIONS, read_video
+    from diffusion_renderer.pipelines.image_processor import resize
+
+    out = Path(args.out)
+    check_output_dir(out)
+    summary = Summary()
+    videos: list[Path] = []
+    for item in map(Path, args.inputs):
+        if item.is_dir():
+            videos += sorted(p for p in item.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+        else:
+            videos.append(item)
+    for video in videos:
+        target = out / video.stem
+        if target.is_dir() and not args.overwrite:
+            summary.skipped += 1
+            continue
+        try:
+            frames, _ = read_video(video, fps=args.fps, every_n=args.every_n, max_frames=args.max_frames)
+            if args.resize:
+                width, height = args.resize
+                tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
+                frames = resize(tensor, (height, width)).permute(0, 2, 3, 1).numpy()
+            with atomic_directory(target) as tmp:
+                for index, frame in enumerate(frames):
+                    write_image(tmp / f"frame_{index:05d}.{args.format}", frame, quality=95)
+            summary.done += 1
+        except (InputError, ValueError, OSError) as exc:
+            summary.fail(video, exc)
+    return summary.report()
+
+
+# ------------------------------------------------------------------------------------------------------ parsers
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and sampling")
+    g.add_argument("--model", default="random:tiny", help="model spec: random:tiny, a converted or official folder")
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed; same seed, same output (default 1000)")
+    g.add_argument("--steps", type=int, default=NUM_INFERENCE_STEPS, help="denoising steps (default 15)")
+    g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: off)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
+    g.add_argument("--offload", choices=OFFLOAD, default="none", help="CPU offloading through diffusers (GPU only)")
+    g = p.add_argument_group("frames and resolution")
+    g.add_argument(
+        "--resolution", type=int, nargs="+", metavar="N", help="H W, or the longest side (default 704 1280)"
+    )
+    g.add_argument("--resize-mode", choices=("fit", "stretch"), default="fit", help="fit: no stretching (default)")
+    g.add_argument("--frames", type=int, default=WINDOW_FRAMES, help="frames per window, 1 + 8k (default 57)")
+    g.add_argument("--chunk-mode", choices=CHUNK_MODES, default="blend", help="blend: overlapping windows (default)")
+    g.add_argument("--overlap", type=int, default=WINDOW_OVERLAP_LATENTS, help="latent frames shared by windows")
+    g.add_argument("--fps", type=float, default=None, help="sample input videos at this rate; rate of output mp4s")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--format", choices=FORMATS, default="png", help="png (lossless, default), jpg (official), exr")
+    g.add_argument("--overwrite", action="store_true", help="redo finished outputs")
+    g.add_argument("--no-video", action="store_true", help="no mp4 per pass / lighting")
+    g.add_argument("--no-contact-sheet", action="store_true", help="no contact sheet PNG per clip")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--group-mode", choices=GROUP_MODES, default="folder", help="folder grouping (as official)")
+    g.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
+    g.add_argument("--every-n", type=int, default=1, help="keep every n-th frame")
+    g.add_argument("--extensions", nargs="+", default=None, help=argparse.SUPPRESS)
+
+
+def add_inverse_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inverse rendering")
+    g.add_argument("--passes", nargs="+", choices=tuple(CONTEXT_INDEX), default=list(INVERSE_PASSES))
+    g.add_argument("--normalize-normal", action="store_true", help="official soft re-normalisation of normals")
+    g.add_argument("--pass-batch-size", type=int, default=None, help="passes per DiT batch (default: auto)")
+
+
+def add_forward_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("lighting")
+    g.add_argument("--envmap", nargs="+", default=None, help="preset name, official index 0-3, or .hdr/.exr path")
+    g.add_argument("--random-lighting", action="store_true", help="no env map: the model invents the lighting")
+    g.add_argument("--rotate-light", action="store_true", help="one full turn of the light over the clip")
+    g.add_argument("--light-angle", type=float, default=0.0, help="fixed light rotation in degrees")
+    g.add_argument("--fixed-frame", type=int, default=None, help="use this G-buffer frame for every frame")
+    g.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
+
+
+def add_render_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
+    p = sub.add_parser("inverse", help="image or video -> G-buffers (official inference_inverse_renderer)")
+    add_input_options(p)
+    add_inverse_options(p)
+    add_model_options(p)
+    set_defaults(p, cmd_inverse)
+
+    p = sub.add_parser("forward", help="G-buffers + env maps -> relit frames (official inference_forward_renderer)")
+    p.add_argument("inputs", nargs="+", metavar="GBUFFER_DIR", help="output folder of `inverse` (or gbuffer_frames)")
+    add_forward_options(p)
+    add_model_options(p)
+    p.set_defaults(every_n=1, max_frames=None)
+    set_defaults(p, cmd_forward)
+
+    p = sub.add_parser("relight", help="image or video -> G-buffers -> relit under each env map")
+    add_input_options(p)
+    add_inverse_options(p)
+    add_forward_options(p)
+    add_model_options(p)
+    set_defaults(p, cmd_relight)
+
+    p = sub.add_parser("extract-frames", help="video files -> frame folders (official dataproc script)")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="video files or folders of them")
+    p.add_argument("--out", required=True, help="output folder: OUT/{video}/frame_00000.png ...")
+    p.add_argument("--fps", type=float, default=None, help="sample at this rate (default: every frame)")
+    p.add_argument("--every-n", type=int, default=1, help="keep every n-th frame")
+    p.add_argument("--resize", type=parse_size, default=None, metavar="WxH", help="exact output size")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--format", choices=("png", "jpg"), default="png")
+    p.add_argument("--overwrite", action="store_true")
+    set_defaults(p, cmd_extract_frames)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Leftovers of a killed run (hidden ``.name.XXXX.tmp`` siblings of atomic writes) are deleted."""
+    if out.is_dir():
+        for tmp in out.rglob(".*.tmp*"):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)

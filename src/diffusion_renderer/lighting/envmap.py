@@ -1,0 +1,358 @@
+"""Environment-map conditions of the forward renderer: HDR equirect -> ``env_ldr``, ``env_log``, ``env_nrm``.
+
+Re-implementation of the official ``process_environment_map`` (``env_format=['proj']``) from its description
+(``shared/research/official.md`` §2.3, fixture README part F); no nvdiffrast needed.
+
+Pipeline for frame t (all images (H, W, 3), row 0 = top, width = longitude):
+
+1. ``E = clamp(nan_to_num(strength * L), 0, 65504)``; optional flip along the width; roll by ``int(W0 * rot/360)``.
+2. ``method="cubemap"`` (official): resample the lat-long map to a 6 x N x N cube map (N = 512) with bilinear
+   lookups (wrap addressing in u *and* v, as nvdiffrast's ``boundary_mode='wrap'``), then look up the cube at
+   ``-q`` with bilinear filtering that is seamless across faces (edges take the neighbouring face's texels,
+   corners the mean of the three existing texels), ``q = (latlong_vec @ c2w^T) @ rotate_y(a)^T``.
+3. Flip the result in H and W; tone-map: ``env_ldr = srgb(clamp(reinhard16(E), 0, 1))``,
+   ``env_log = clamp(srgb(log1p(E) / log1p(10000)), 0, 1)``.
+
+``env_nrm = envmap_vec = -latlong_vec`` flipped in H and W: the raw unit direction of every pixel, not rotated
+with the light (as official).
+
+Closed form (``method="direct"``). Composing the lookups, the cube map is only an intermediate: for output pixel
+(i, j) the official code samples the processed lat-long map at direction ``v = -q_ij`` of the *flipped* grid with
+``u = atan2(v_x, -v_z) / 2π + 0.5`` and ``v = acos(v_y) / π``. ``"direct"`` does exactly that, with one bilinear
+lookup (wrap in u, clamp in v) instead of two. With the defaults (flip, 180° roll, ``c2w = I``) this reduces to
+``L(u = (j + 0.5) / W + a / 2π mod 1, v = gy_i)``, ``gy = linspace(1/H, 1 - 1/H, H)``: the input panorama
+resampled upright and unmirrored, shifted by ``a / 2π`` of a turn per frame (one full turn over a rotating clip);
+the flip and the roll exactly cancel the mirroring and the half-turn of the lookup convention. The tests check
+this identity and both methods against the official fixture.
+
+Measured on the fixture (16 x 32 HDR with isolated pixels up to 65504, 24 x 40 output): ``"cubemap"`` agrees to
+~1e-6 (float32 rounding); ``"direct"`` differs by up to ~1e-2 in ``env_log`` / ``env_ldr``. That gap is
+interpolation error, not a convention difference: the official path interpolates twice (the 512² cube texels
+are bilinear samples of the source, and the output bilinearly interpolates those), which rounds the kinks of
+the source's piecewise-linear interpolant; near an isolated 65504 pixel, a ~0.2° shift of the kink moves the
+HDR value by tens of units. On smooth maps the two agree to ~1e-4 and the gap shrinks as the cube resolution
+grows (checked in the tests). Neither is "more right" for lighting; ``"cubemap"`` is what the model was trained
+with. One real difference: the official ``wrap`` addressing in v blends the top texel row with the bottom row
+within half a source texel of the poles (the zenith sees a little of the ground); ``"direct"`` clamps in v.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+HDR_MAX = 65504.0  # float16 max, the official clamp
+REINHARD_WHITE = 16.0
+LOG_SCALE = 10000.0
+CUBE_SIZE = 512  # official latlong_to_cubemap face resolution
+METHODS = ("cubemap", "direct")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tone mapping
+
+
+def rgb2srgb(x: torch.Tensor) -> torch.Tensor:
+    """Linear -> sRGB transfer curve (piecewise, as official ``rgb2srgb``)."""
+    # clamp_min keeps the unused branch finite for x < 0 (no NaN in gradients)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055)
+
+
+def reinhard_extended(x: torch.Tensor, white: float = REINHARD_WHITE) -> torch.Tensor:
+    """Extended Reinhard ``x (1 + x / white²) / (1 + x)``: maps ``white`` to 1."""
+    return x * (1.0 + x / (white * white)) / (1.0 + x)
+
+
+def env_ldr(hdr: torch.Tensor) -> torch.Tensor:
+    """LDR encoding of HDR radiance: ``srgb(clamp(reinhard(E), 0, 1))`` in [0, 1]."""
+    return rgb2srgb(reinhard_extended(hdr).clamp(0.0, 1.0))
+
+
+def env_log(hdr: torch.Tensor, log_scale: float = LOG_SCALE) -> torch.Tensor:
+    """Log encoding of HDR radiance: ``clamp(srgb(log1p(E) / log1p(log_scale)), 0, 1)``."""
+    return rgb2srgb(torch.log1p(hdr) / math.log1p(log_scale)).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Directions
+
+
+def latlong_directions(
+    height: int, width: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Official ``latlong_vec``: (H, W, 3) unit directions ``(sinθ sinφ, cosθ, -sinθ cosφ)``.
+
+    θ = π·gy with ``gy = linspace(1/H, 1 - 1/H, H)`` (official quirk: not the pixel centres (i + 0.5)/H),
+    φ = π·gx with ``gx = linspace(-1 + 1/W, 1 - 1/W, W)`` (pixel centres).
+    """
+    gy = torch.linspace(1.0 / height, 1.0 - 1.0 / height, height, dtype=torch.float64)
+    gx = torch.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width, dtype=torch.float64)
+    theta, phi = torch.meshgrid(math.pi * gy, math.pi * gx, indexing="ij")  # (H, W)
+    sin_t = torch.sin(theta)
+    vec = torch.stack([sin_t * torch.sin(phi), torch.cos(theta), -sin_t * torch.cos(phi)], dim=-1)
+    return vec.to(device=device, dtype=dtype)
+
+
+def envmap_directions(
+    height: int, width: int, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Official ``envmap_vec``: ``-latlong_vec`` flipped in H and W, the (H, W, 3) ``env_nrm`` image."""
+    return -latlong_directions(height, width, device=device, dtype=dtype).flip(0).flip(1)
+
+
+def rotate_y(angle: float | torch.Tensor, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(3, 3) rotation about +y, official ``rotate_y``: ``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``."""
+    a = torch.as_tensor(angle, dtype=torch.float64)
+    c, s = torch.cos(a), torch.sin(a)
+    one, zero = torch.ones_like(a), torch.zeros_like(a)
+    rows = [torch.stack([c, zero, s]), torch.stack([zero, one, zero]), torch.stack([-s, zero, c])]
+    return torch.stack(rows).to(dtype)
+
+
+def rotation_angles(num_frames: int, rotate: bool, fixed_angle_deg: float = 0.0) -> torch.Tensor:
+    """(T,) float64 light rotation per frame: official ``linspace(0, 2π, T)`` when rotating, plus a fixed offset.
+
+    Frame 0 and frame T-1 both sit at 0 ≡ 2π (official behaviour: the last frame repeats the first).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    offset = math.radians(fixed_angle_deg)
+    if rotate:
+        return torch.from_numpy(np.linspace(0.0, 2.0 * np.pi, num_frames)) + offset
+    return torch.full((num_frames,), offset, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lat-long map
+
+
+def latlong_uv(dirs: torch.Tensor) -> torch.Tensor:
+    """(..., 3) unit directions -> (..., 2) lat-long texture coordinates (u = column, v = row, both in [0, 1]).
+
+    Official convention: ``u = atan2(x, -z) / 2π + 0.5``, ``v = acos(y) / π`` (+y up = row 0; -z at u = 0.5).
+    """
+    x, y, z = dirs.unbind(-1)
+    u = torch.atan2(x, -z) / (2.0 * math.pi) + 0.5
+    v = torch.acos(y.clamp(-1.0, 1.0)) / math.pi
+    return torch.stack([u, v], dim=-1)
+
+
+def _lerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return a + w * (b - a)
+
+
+def _bilinear_taps(coord: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Texel-centre bilinear taps along one axis: (i0, i1 = i0 + 1, weight of i1); texel k centre at (k+0.5)/size."""
+    x = coord * size - 0.5
+    i0 = torch.floor(x)
+    return i0.long(), i0.long() + 1, x - i0
+
+
+def sample_latlong(image: torch.Tensor, uv: torch.Tensor, *, wrap_v: bool) -> torch.Tensor:
+    """Bilinear lookup of an (H0, W0, C) map at (..., 2) uv -> (..., C).
+
+    u always wraps (longitude is periodic). ``wrap_v=True`` also wraps v (nvdiffrast ``boundary_mode='wrap'``, what
+    the official cube-map build uses); ``wrap_v=False`` clamps v (the physically sensible choice at the poles).
+    """
+    h0, w0, _ = image.shape
+    u = uv[..., 0] - torch.floor(uv[..., 0])  # frac: wrap
+    v = uv[..., 1] - torch.floor(uv[..., 1]) if wrap_v else uv[..., 1]
+    x0, x1, fx = _bilinear_taps(u, w0)
+    y0, y1, fy = _bilinear_taps(v, h0)
+    x0, x1 = x0 % w0, x1 % w0
+    if wrap_v:
+        y0, y1 = y0 % h0, y1 % h0
+    else:
+        y0, y1 = y0.clamp(0, h0 - 1), y1.clamp(0, h0 - 1)
+    fx, fy = fx.unsqueeze(-1), fy.unsqueeze(-1)
+    top = _lerp(image[y0, x0], image[y0, x1], fx)
+    bottom = _lerp(image[y1, x0], image[y1, x1], fx)
+    return _lerp(top, bottom, fy)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cube map (nvdiffrast face layout: face 0..5 = +X, -X, +Y, -Y, +Z, -Z; texel (row, col) = (t, s))
+
+
+def cube_to_dir(face: int, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """Unnormalised direction of face coordinates (gx, gy) in [-1, 1] (gx = column, gy = row), official table."""
+    one = torch.ones_like(gx)
+    table = {
+        0: (one, -gy, -gx),
+        1: (-one, -gy, gx),
+        2: (gx, one, gy),
+        3: (gx, -one, -gy),
+        4: (gx, -gy, one),
+        5: (-gx, -gy, -one),
+    }
+    return torch.stack(table[face], dim=-1)
+
+
+def cube_face_directions(size: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """(6, N, N, 3) unit directions of the texel centres, ``linspace(-1 + 1/N, 1 - 1/N, N)`` per axis."""
+    g = torch.linspace(-1.0 + 1.0 / size, 1.0 - 1.0 / size, size, device=device)
+    gy, gx = torch.meshgrid(g, g, indexing="ij")
+    dirs = torch.stack([cube_to_dir(f, gx, gy) for f in range(6)])
+    return torch.nn.functional.normalize(dirs, dim=-1)
+
+
+def latlong_to_cubemap(image: torch.Tensor, size: int = CUBE_SIZE) -> torch.Tensor:
+    """(H0, W0, C) lat-long map -> (6, N, N, C) cube map, bilinear with wrap in u and v (official)."""
+    uv = latlong_uv(cube_face_directions(size, device=image.device))
+    return sample_latlong(image, uv, wrap_v=True)
+
+
+def cube_face_coords(dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(..., 3) directions -> face index (long), s (column) and t (row) in [0, 1]; the inverse of ``cube_to_dir``.
+
+    Major axis as nvdiffrast: z if |z| > max(|x|, |y|), else y if |y| > |x|, else x; negative axis = odd face.
+    """
+    x, y, z = dirs.unbind(-1)
+    ax, ay, az = x.abs(), y.abs(), z.abs()
+    is_z = az > torch.maximum(ax, ay)
+    is_y = ~is_z & (ay > ax)
+    face = torch.where(is_z, 4 + (z < 0).long(), torch.where(is_y, 2 + (y < 0).long(), (x < 0).long()))
+    major = torch.where(is_z, az, torch.where(is_y, ay, ax))
+    m = 0.5 * torch.reciprocal(major.clamp_min(torch.finfo(dirs.dtype).tiny))
+    sc = torch.where(face == 0, -z, torch.where(face == 1, z, torch.where(face == 5, -x, x)))
+    tc = torch.where(face == 2, z, torch.where(face == 3, -z, -y))
+    return face, (sc * m + 0.5).clamp(0.0, 1.0), (tc * m + 0.5).clamp(0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=4)
+def cube_neighbour_table(size: int) -> torch.Tensor:
+    """(6, N+2, N+2) flat texel index of every texel of each face padded by one ring; ring corners are -1.
+
+    A ring texel (one step off a face edge) is the texel of the adjacent face that holds the continuation of
+    that row or column: we extend the face plane to the ring texel's centre, take that direction's face, and
+    pick the texel containing it (it lands at most half a texel inside the neighbour's edge texel, so this
+    is exact in float64). Corner ring texels touch two edges and have no texel; lookups replace them.
+    """
+    n = size
+    c = (torch.arange(-1, n + 1, dtype=torch.float64) + 0.5) * 2.0 / n - 1.0
+    gy, gx = torch.meshgrid(c, c, indexing="ij")
+    dirs = torch.stack([cube_to_dir(f, gx, gy) for f in range(6)])  # (6, N+2, N+2, 3)
+    face, s, t = cube_face_coords(dirs)
+    ix = torch.floor(s * n).long().clamp(0, n - 1)
+    iy = torch.floor(t * n).long().clamp(0, n - 1)
+    table = (face * n + iy) * n + ix
+    for r, q in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        table[:, r, q] = -1
+    return table
+
+
+def sample_cubemap(cube: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of a (6, N, N, C) cube map at (..., 3) directions -> (..., C), seamless across faces.
+
+    Texel selection as nvdiffrast ``boundary_mode='cube'``: (s, t) clamped to [0, 1], taps at texel centres;
+    a tap that leaves the face reads the adjacent face's edge texel; at a cube corner the one missing tap is
+    the mean of the other three. A zero direction returns 0.
+    """
+    n, c = cube.shape[1], cube.shape[-1]
+    face, s, t = cube_face_coords(dirs)
+    x0, _, fx = _bilinear_taps(s, n)
+    y0, _, fy = _bilinear_taps(t, n)
+    table = cube_neighbour_table(n).to(cube.device).reshape(-1)
+    base = (face * (n + 2) + y0 + 1) * (n + 2) + x0 + 1  # padded index of tap (x0, y0)
+    texels = cube.reshape(-1, c)
+    # taps (x0, y0), (x1, y0), (x0, y1), (x1, y1); -1 marks the missing texel of a cube-corner quad
+    idx = [table[base + offset] for offset in (0, 1, n + 2, n + 3)]
+    taps = [torch.where((i >= 0).unsqueeze(-1), texels[i.clamp_min(0)], 0.0) for i in idx]
+    corner = sum(taps) / 3.0  # at most one tap of a quad is missing: it becomes the mean of the other three
+    taps = [torch.where((i < 0).unsqueeze(-1), corner, tap) for i, tap in zip(idx, taps, strict=True)]
+    fx, fy = fx.unsqueeze(-1), fy.unsqueeze(-1)
+    out = _lerp(_lerp(taps[0], taps[1], fx), _lerp(taps[2], taps[3], fx), fy)
+    return torch.where((dirs == 0).all(-1, keepdim=True), 0.0, out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Projection
+
+
+def prepare_hdr(hdr: torch.Tensor, *, strength: float = 1.0, flip: bool = True, rot_deg: float = 180.0) -> torch.Tensor:
+    """Official pre-processing of the (H0, W0, 3) map: strength, NaN/Inf removal, clamp, width flip, roll."""
+    img = torch.nan_to_num(hdr.float() * strength, nan=0.0, posinf=HDR_MAX, neginf=0.0).clamp(0.0, HDR_MAX)
+    if flip:
+        img = img.flip(1)
+    if rot_deg != 0:
+        img = torch.roll(img, shifts=int(img.shape[1] * rot_deg / 360), dims=1)
+    return img
+
+
+def project_envmap(
+    hdr: torch.Tensor,
+    height: int,
+    width: int,
+    rotations: torch.Tensor,
+    *,
+    strength: float = 1.0,
+    flip: bool = True,
+    rot_deg: float = 180.0,
+    c2w: torch.Tensor | None = None,
+    method: str = "cubemap",
+    cube_size: int = CUBE_SIZE,
+) -> torch.Tensor:
+    """(H0, W0, 3) HDR equirect -> (T, H, W, 3) HDR environment seen from the camera, one frame per rotation.
+
+    ``rotations``: (T,) light rotation about +y in radians; ``c2w``: (T, 3, 3) camera-to-world rotations or None
+    (identity, what the official scripts use). ``method``: ``"cubemap"`` (official resampling through a
+    6 x ``cube_size``² cube map) or ``"direct"`` (one bilinear lookup in the equirect; see the module docstring).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    device = hdr.device
+    img = prepare_hdr(hdr, strength=strength, flip=flip, rot_deg=rot_deg)  # (H0, W0, 3)
+    cube = latlong_to_cubemap(img, cube_size) if method == "cubemap" else None  # (6, N, N, 3)
+    vec = latlong_directions(height, width, device=device)  # (H, W, 3)
+    frames = []
+    for k, angle in enumerate(rotations.reshape(-1).tolist()):
+        rot = rotate_y(angle).to(device=device, dtype=torch.float32)
+        cam = torch.eye(3, device=device) if c2w is None else c2w[k].to(device=device, dtype=torch.float32)
+        query = (vec @ cam.T) @ rot.T  # (H, W, 3)
+        if cube is not None:
+            env = sample_cubemap(cube, -query)
+        else:
+            env = sample_latlong(img, latlong_uv(-query), wrap_v=False)
+        frames.append(env.flip(0).flip(1))
+    return torch.stack(frames)  # (T, H, W, 3)
+
+
+@dataclass
+class EnvironmentConditions:
+    """The three lighting conditions of the forward renderer, each (T, H, W, 3) float32.
+
+    ``env_ldr``, ``env_log`` in [0, 1]; ``env_nrm`` raw unit directions in [-1, 1], the same for every frame
+    (a broadcast view; official: not rotated with the light).
+    """
+
+    env_ldr: torch.Tensor
+    env_log: torch.Tensor
+    env_nrm: torch.Tensor
+
+
+def process_environment_map(
+    hdr: torch.Tensor | np.ndarray,
+    height: int,
+    width: int,
+    num_frames: int = 1,
+    *,
+    rotate: bool = False,
+    fixed_angle_deg: float = 0.0,
+    strength: float = 1.0,
+    method: str = "cubemap",
+    device: torch.device | str | None = None,
+) -> EnvironmentConditions:
+    """Official ``process_environment_map`` (flip, 180° roll, identity pose) -> the (T, H, W, 3) conditions.
+
+    ``rotate``: one full turn of the light over the clip (official ``--rotate_light``); ``fixed_angle_deg``: a
+    constant extra rotation about +y. ``device`` defaults to the tensor's device (CPU for numpy input).
+    """
+    hdr = torch.as_tensor(hdr, dtype=torch.float32, device=device)
+    angles = rotation_angles(num_frames, rotate, fixed_angle_deg)
+    env = project_envmap(hdr, height, width, angles, strength=strength, method=method)  # (T, H, W, 3)
+    nrm = envmap_directions(height, width, device=hdr.device)
+    return EnvironmentConditions(env_ldr(env), env_log(env), nrm.expand(num_frames, -1, -1, -1))
