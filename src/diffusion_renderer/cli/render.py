@@ -325,14 +325,23 @@ def cmd_inverse(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------ forward
 
 
-def resolve_lightings(args: argparse.Namespace) -> list[tuple[str, object]]:
-    """[(name, HDR array or None)]: the env maps, or one random-lighting run per requested index."""
+def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[str, object]]:
+    """[(name, HDR array or None)]: the env maps, or one random-lighting run per requested index.
+
+    A bad env map is reported and left out; the others still render.
+    """
     from diffusion_renderer.lighting.presets import load_envmap
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
         return [(f"random_{i:04d}", None) for i in range(len(specs))]
-    return [load_envmap(spec) for spec in specs]
+    lightings = []
+    for spec in specs:
+        try:
+            lightings.append(load_envmap(spec))
+        except (InputError, ValueError, OSError) as exc:
+            summary.fail(spec, exc)
+    return lightings
 
 
 def load_gbuffer_clip(paths: Mapping[str, list[Path]]) -> dict[str, np.ndarray]:
@@ -397,7 +406,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out)
     summary = Summary()
-    lightings = resolve_lightings(args)
+    lightings = resolve_lightings(args, summary)
+    if not lightings:
+        return summary.report()
     clips: dict[str, dict[str, list[Path]]] = {}
     for root in args.inputs:
         found, errors = find_gbuffer_clips(root, GBUFFER_KEYS)
@@ -426,7 +437,9 @@ def cmd_relight(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_dir(out)
     summary = Summary()
-    lightings = resolve_lightings(args)
+    lightings = resolve_lightings(args, summary)
+    if not lightings:
+        return summary.report()
     clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
     for err in errors:
         summary.fail(None, err)
@@ -532,6 +545,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-video", action="store_true", help="no mp4 per pass / lighting")
     g.add_argument("--no-contact-sheet", action="store_true", help="no contact sheet PNG per clip")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    # env-map resampling: the official cube-map route, or one equirect lookup (faster; tests)
+    g.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
@@ -557,7 +572,6 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rotate-light", action="store_true", help="one full turn of the light over the clip")
     g.add_argument("--light-angle", type=float, default=0.0, help="fixed light rotation in degrees")
     g.add_argument("--fixed-frame", type=int, default=None, help="use this G-buffer frame for every frame")
-    g.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
 
 
 def add_render_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:

@@ -59,7 +59,7 @@ def _read_radiance(path: Path) -> np.ndarray:
 
 
 def _read_openexr(path: Path) -> np.ndarray:
-    import OpenEXR  # noqa: N811 - imported lazily: only EXR inputs need it
+    import OpenEXR  # lazily: the package stays importable where only .hdr maps are used
 
     try:
         with OpenEXR.File(str(path)) as exr:

@@ -1,0 +1,277 @@
+"""Inverse and forward pipelines on the tiny random models: ranges, sizes, determinism, windows, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_renderer.conventions import CHANNELS, VALUE_RANGE, from_model, from_unit, to_model, to_unit
+from diffusion_renderer.models.specs import load_model
+from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor, processing_size
+from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline, soft_normalize
+from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler, sample_edm_euler_windows
+from diffusion_renderer.pipelines.windows import blend_frames, frame_weights, latent_weights, plan_windows
+
+SMALL = (32, 48)
+FAST = {"num_inference_steps": 2, "processing_resolution": SMALL, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def inverse() -> InverseRenderingPipeline:
+    return InverseRenderingPipeline.from_model(load_model("random:tiny", "inverse"))
+
+
+@pytest.fixture(scope="module")
+def forward() -> ForwardRenderingPipeline:
+    return ForwardRenderingPipeline.from_model(load_model("random:tiny", "forward"))
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------ conventions
+
+
+@pytest.mark.parametrize("key", ["basecolor", "normal", "depth", "roughness", "metallic", "env_ldr"])
+def test_model_boundary_round_trip(key: str) -> None:
+    lo, hi = VALUE_RANGE[key]
+    x = torch.rand(1, CHANNELS[key], 2, 4, 4) * (hi - lo) + lo
+    y = to_model(key, x)
+    assert y.shape[1] == 3 and y.min() >= -1 and y.max() <= 1
+    torch.testing.assert_close(from_model(key, y), x)
+    torch.testing.assert_close(from_unit(key, to_unit(key, x)), x)
+
+
+def test_soft_normalize_matches_official_rule() -> None:
+    v = torch.tensor([[0.1, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.6, 0.0]]).T.reshape(1, 3, 3)
+    out = soft_normalize(v)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.1, 0.65, 0.0]))  # untouched, half-blended, (y) unit
+    assert out[0, 1, 2] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------- image processor
+
+
+@pytest.mark.parametrize(("size", "expected"), [((400, 600), (704, 1280)), ((600, 400), (1280, 704))])
+def test_processing_size_follows_orientation(size, expected) -> None:
+    assert processing_size(*size) == expected
+
+
+def test_processing_size_longest_side_and_limits() -> None:
+    assert processing_size(400, 600, 96) == (64, 96)
+    assert processing_size(33, 50, 0) == (48, 64)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        processing_size(400, 600, (100, 200))
+
+
+@pytest.mark.parametrize(("height", "width"), [(50, 70), (70, 50), (1, 1), (32, 48)])
+def test_fit_pads_without_stretching_and_restores(height: int, width: int) -> None:
+    proc = DiffusionRendererImageProcessor()
+    plan = proc.plan(height, width, SMALL)
+    frames = torch.rand(2, 3, height, width)
+    fitted = proc.preprocess(frames, plan)
+    assert tuple(fitted.shape[-2:]) == plan.processing_size
+    content_h, content_w = plan.resized_size
+    assert abs(content_h / content_w - height / width) <= 1.0 / min(content_h, content_w) + 1e-6  # aspect kept
+    mask = proc.padding_mask(plan)
+    if mask is not None:
+        assert mask.sum() == plan.processing_size[0] * plan.processing_size[1] - content_h * content_w
+    assert tuple(proc.postprocess(fitted, plan).shape[-2:]) == (height, width)
+
+
+def test_stretch_is_the_official_resize() -> None:
+    plan = DiffusionRendererImageProcessor().plan(50, 70, SMALL, "stretch")
+    assert plan.resized_size == plan.processing_size and not any(plan.padding)
+
+
+def test_to_frames_accepts_the_usual_inputs() -> None:
+    from PIL import Image
+
+    proc = DiffusionRendererImageProcessor
+    u8 = (np.random.rand(5, 7, 3) * 255).astype(np.uint8)
+    assert proc.to_frames(Image.fromarray(u8)).shape == (1, 3, 5, 7)
+    torch.testing.assert_close(proc.to_frames(u8), proc.to_frames(Image.fromarray(u8)))
+    assert proc.to_frames([u8, u8]).shape == (2, 3, 5, 7)
+    assert proc.to_frames(torch.rand(3, 5, 7)).shape == (1, 3, 5, 7)
+    rgba = np.zeros((2, 2, 4), np.float32)  # fully transparent -> white, as official
+    assert proc.to_frames(rgba).min() == 1.0
+    with pytest.raises(ValueError, match="share"):
+        proc.to_frames([u8, u8[:4]])
+
+
+# ---------------------------------------------------------------------------------------------------- windows
+
+
+def test_window_plans() -> None:
+    assert plan_windows(1).starts == (0,) and plan_windows(1).window_frames == 1
+    short = plan_windows(20, 57)
+    assert short.window_frames == 25 and short.num_windows == 1  # shortest 1 + 8k holding the clip
+    blend = plan_windows(130, 57, "blend", 2)
+    assert blend.starts == (0, 40, 80) and blend.padded_frames == 137 and blend.output_frames == 130
+    assert plan_windows(130, 57, "all").starts == (0, 57, 114)
+    assert plan_windows(130, 57, "first").output_frames == 57
+    assert plan_windows(5, 1).mode == "all" and plan_windows(5, 1).num_windows == 5
+    with pytest.raises(ValueError, match="1 \\+ 8k"):
+        plan_windows(30, 20)
+    with pytest.raises(ValueError, match="overlap"):
+        plan_windows(60, 17, "blend", 2)
+
+
+def test_overlap_weights_sum_to_one() -> None:
+    plan = plan_windows(60, 25, "blend", 1)
+    latent_total = torch.zeros(plan.global_latents, dtype=torch.float64)
+    frame_total = torch.zeros(plan.padded_frames, dtype=torch.float64)
+    for w in range(plan.num_windows):
+        start = plan.latent_start(w)
+        latent_total[start : start + plan.window_latents] += latent_weights(plan, w)
+        frame_total[plan.starts[w] : plan.starts[w] + plan.window_frames] += frame_weights(plan, w)
+        assert w == 0 or latent_weights(plan, w)[0] == 0  # the one-frame latent 0 is not shared
+    torch.testing.assert_close(latent_total, torch.ones_like(latent_total))
+    torch.testing.assert_close(frame_total, torch.ones_like(frame_total))
+
+
+def test_blend_frames_is_exact_on_a_consistent_clip() -> None:
+    plan = plan_windows(40, 17, "blend", 1)
+    clip = torch.rand(1, 3, plan.padded_frames, 2, 2)
+    windows = [clip[:, :, s : s + plan.window_frames] for s in plan.starts]
+    torch.testing.assert_close(blend_frames(plan, windows), clip[:, :, :40])
+
+
+def test_windowed_sampler_agrees_on_shared_latents(inverse) -> None:
+    net = inverse.transformer
+    plan = plan_windows(25, 17, "blend", 1)  # 2 windows of 3 latents, 2 shared
+    shape = (1, 16, plan.window_latents, 4, 6)
+    conditions = [
+        ConditionInputs(torch.randn(shape, generator=seeded(w)), context_index=torch.tensor([[0]]))
+        for w in range(plan.num_windows)
+    ]
+    first, second = sample_edm_euler_windows(net, conditions, plan, shape, num_inference_steps=3, generator=seeded())
+    s = plan.stride_latents
+    torch.testing.assert_close(first[:, :, s + 1 :], second[:, :, 1 : plan.window_latents - s])
+
+
+def test_independent_windows_are_the_official_sampler(inverse) -> None:
+    net = inverse.transformer
+    plan = plan_windows(3, 1)  # three 1-frame windows, each sampled on its own
+    shape = (1, 16, 1, 4, 6)
+    condition = ConditionInputs(torch.randn(shape, generator=seeded(1)), context_index=torch.tensor([[3]]))
+    noise = torch.randn(1, 16, 3, 4, 6, generator=seeded(2))
+    samples = sample_edm_euler_windows(net, [condition] * 3, plan, shape, num_inference_steps=3, noise=noise)
+    reference = sample_edm_euler(net, condition, shape, num_inference_steps=3, noise=noise[:, :, 1:2])
+    torch.testing.assert_close(samples[1], reference)
+
+
+# -------------------------------------------------------------------------------------------------- inverse
+
+
+def test_inverse_ranges_channels_and_input_size(inverse) -> None:
+    image = np.random.default_rng(0).random((50, 70, 3), dtype=np.float32)
+    out = inverse(image, generator=seeded(), **FAST)
+    assert set(out.gbuffers) == {"basecolor", "normal", "depth", "roughness", "metallic"}
+    for name, value in out.gbuffers.items():
+        assert value.shape == (1, 50, 70, CHANNELS[name]), name
+        lo, hi = VALUE_RANGE[name]
+        assert value.min() >= lo and value.max() <= hi, name
+        assert np.isfinite(value).all()
+
+
+def test_inverse_same_seed_same_output_and_batching_invariance(inverse) -> None:
+    image = np.random.default_rng(1).random((32, 48, 3), dtype=np.float32)
+    passes = ["basecolor", "normal", "depth"]
+    a = inverse(image, passes=passes, generator=seeded(3), pass_batch_size=3, **FAST).gbuffers
+    b = inverse(image, passes=passes, generator=seeded(3), pass_batch_size=1, **FAST).gbuffers
+    c = inverse(image, passes=passes, generator=seeded(4), pass_batch_size=3, **FAST).gbuffers
+    for name in passes:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5)  # batching the passes changes nothing
+        assert not np.allclose(a[name], c[name], atol=1e-3)  # another seed, another sample
+
+
+def pan(frames: int, size=(32, 48)) -> np.ndarray:
+    base = np.random.default_rng(2).random((*size, 3), dtype=np.float32)
+    return np.stack([np.roll(base, t, axis=1) for t in range(frames)])  # (T, h, w, 3): a slow pan
+
+
+def steps_of(frames: np.ndarray) -> np.ndarray:
+    return np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,) mean change frame t -> t + 1
+
+
+def test_inverse_video_two_windows_have_no_seam(inverse) -> None:
+    """Blended windows: the change across the seam stays within the change between frames of one window."""
+    out = inverse(pan(25), passes=["basecolor"], num_frames=17, overlap_latents=1, generator=seeded(), **FAST)
+    frames = out.gbuffers["basecolor"]
+    assert frames.shape == (25, 32, 48, 3)
+    step = steps_of(frames)
+    plan = plan_windows(25, 17, "blend", 1)
+    seam = range(plan.starts[1] - 1, plan.window_frames)  # transitions around and inside the overlap
+    inside = [step[t] for t in range(len(step)) if t not in seam]
+    assert max(step[t] for t in seam) <= max(inside) * 1.05
+
+
+# -------------------------------------------------------------------------------------------------- forward
+
+
+def gbuffers_of(size=(40, 60), frames: int | None = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    shape = (frames,) if frames else (1,)
+    normal = rng.normal(size=(*shape, *size, 3)).astype(np.float32)
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    return {
+        "basecolor": rng.random((*shape, *size, 3), dtype=np.float32),
+        "normal": normal,
+        "depth": rng.random((*shape, *size, 1), dtype=np.float32) * 2 - 1,
+        "roughness": rng.random((*shape, *size, 1), dtype=np.float32),
+    }
+
+
+def test_forward_lightings_sizes_and_determinism(forward) -> None:
+    hdr = np.random.default_rng(4).random((16, 32, 3), dtype=np.float32) * 10
+    kwargs = {**FAST, "envmap_method": "direct"}
+    out = forward(gbuffers_of(), [hdr, None], generator=seeded(), **kwargs)
+    assert len(out.images) == 2
+    for image in out.images:
+        assert image.shape == (1, 40, 60, 3) and image.min() >= 0 and image.max() <= 1
+    again = forward(gbuffers_of(), [hdr, None], generator=seeded(), **kwargs)
+    np.testing.assert_array_equal(out.images[0], again.images[0])
+    assert not np.allclose(out.images[0], out.images[1])  # the env map conditions the result
+
+
+def test_forward_missing_keys_get_zero_latent_and_mask(forward, monkeypatch) -> None:
+    seen = {}
+
+    def spy(latents, keys, latent_shape, **kw):
+        seen.update({k: latents.get(k) is not None for k in keys})
+        from diffusion_renderer.pipelines.conditions import assemble_latent_condition
+
+        return assemble_latent_condition(latents, keys, latent_shape, **kw)
+
+    monkeypatch.setattr("diffusion_renderer.pipelines.pipeline_forward_rendering.assemble_latent_condition", spy)
+    forward({"basecolor": gbuffers_of()["basecolor"]}, None, generator=seeded(), **FAST)
+    assert seen == {k: k == "basecolor" for k in seen} and len(seen) == 8
+
+
+def test_forward_rejects_mismatched_gbuffers(forward) -> None:
+    bad = gbuffers_of()
+    bad["normal"] = bad["normal"][:, :20]
+    with pytest.raises(ValueError, match="differ"):
+        forward(bad, None, **FAST)
+    with pytest.raises(ValueError, match="unknown G-buffer"):
+        forward({"albedo": bad["basecolor"]}, None, **FAST)
+
+
+def test_forward_rotating_light_over_a_fixed_frame(forward) -> None:
+    hdr = np.zeros((16, 32, 3), np.float32)
+    hdr[4:6, 2:4] = 500.0  # one bright light
+    out = forward(
+        gbuffers_of(frames=9),
+        hdr,
+        rotate_light=True,
+        fixed_frame=0,
+        num_frames=9,
+        envmap_method="direct",
+        generator=seeded(),
+        **FAST,
+    )
+    assert out.images[0].shape == (9, 40, 60, 3)
