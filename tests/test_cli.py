@@ -69,7 +69,9 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
 def test_same_seed_same_files_other_seed_other_files(tmp_path, capsys) -> None:
     image = EXAMPLES / "images" / "astronaut.png"
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        code, _ = run(capsys, "inverse", image, "--out", tmp_path / name, "--passes", "basecolor", "--seed", seed, *FAST)
+        code, _ = run(
+            capsys, "inverse", image, "--out", tmp_path / name, "--passes", "basecolor", "--seed", seed, *FAST
+        )
         assert code == 0
     files = [tmp_path / n / "gbuffer_frames" / "astronaut" / "0000.0000.basecolor.png" for n in "abc"]
     assert files[0].read_bytes() == files[1].read_bytes()
@@ -88,7 +90,9 @@ def test_video_inverse_then_forward_reads_back(tmp_path, capsys) -> None:
     info = probe_video(out / "bikes.normal.mp4")
     assert (info.num_frames, info.width, info.height) == (12, 640, 272)
 
-    code, lines = run(capsys, "forward", out, "--out", relit, "--envmap", "1", "--frames", "9", "--overlap", "0", *FAST)
+    code, lines = run(
+        capsys, "forward", out, "--out", relit, "--envmap", "1", "--frames", "9", "--overlap", "0", *FAST
+    )
     assert code == 0, lines
     assert len(list((relit / "bikes").glob("*.pink_sunrise.png"))) == 12
     assert probe_video(relit / "bikes.pink_sunrise.mp4").num_frames == 12
@@ -211,8 +215,8 @@ def test_bad_inputs_fail_alone_in_one_line(tmp_path, capsys) -> None:
 def test_no_traceback_from_the_console_script(tmp_path) -> None:
     (tmp_path / "text.png").write_text("nope")
     proc = subprocess.run(
-        [sys.executable, "-m", "diffusion_renderer", "inverse", str(tmp_path / "text.png"), "--out", str(tmp_path / "o"),
-         "--quiet"], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "diffusion_renderer", "inverse", str(tmp_path / "text.png"),
+         "--out", str(tmp_path / "o"), "--quiet"], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
