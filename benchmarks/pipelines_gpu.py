@@ -58,7 +58,12 @@ def measure(name: str, fn: Callable[[], object], results: dict) -> object:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    out = fn()
+    try:
+        out = fn()
+    except Exception as exc:  # record and go on: one failing configuration must not lose the others
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"{name}: FAILED {results[name]['error']}", flush=True)
+        return None
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

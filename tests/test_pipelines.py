@@ -275,3 +275,24 @@ def test_forward_rotating_light_over_a_fixed_frame(forward) -> None:
         **FAST,
     )
     assert out.images[0].shape == (9, 40, 60, 3)
+
+
+@pytest.mark.parametrize("role", ["inverse", "forward"])
+def test_offloaded_weights_give_the_same_result(role: str) -> None:
+    """accelerate's cpu_offload (what diffusers' sequential offload installs): weights on "meta" until used."""
+    from accelerate import cpu_offload
+
+    pipe_cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
+    pipe = pipe_cls.from_model(load_model("random:tiny", role))
+    image = np.random.default_rng(6).random((32, 48, 3), dtype=np.float32)
+    inputs = image if role == "inverse" else {"basecolor": image}
+
+    def render() -> np.ndarray:
+        out = pipe(inputs, generator=seeded(), **FAST)
+        return out.gbuffers["normal"] if role == "inverse" else out.images[0]
+
+    reference = render()
+    for module in (pipe.transformer, pipe.vae):
+        cpu_offload(module, execution_device=torch.device("cpu"))
+    assert pipe.transformer.device.type == "meta"
+    np.testing.assert_array_equal(render(), reference)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from diffusion_renderer.io.atomic import atomic_file
@@ -52,6 +51,8 @@ def validate_hdr(rgb: np.ndarray, path: str | Path | None = None) -> np.ndarray:
 
 
 def _read_radiance(path: Path) -> np.ndarray:
+    import cv2  # here, not at the top: the env-map math works without OpenCV (GPU hosts)
+
     bgr = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR)
     if bgr is None or bgr.dtype != np.float32:
         raise InputError(path, "not a readable Radiance HDR file")
@@ -92,6 +93,8 @@ def write_hdr(path: str | Path, rgb: np.ndarray) -> Path:
     if not np.isfinite(rgb).all() or (rgb < 0).any():
         raise InputError(path, "radiance must be finite and non-negative")
     with atomic_file(path) as tmp:
+        import cv2
+
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
             raise OSError(f"{path}: OpenCV could not write the file")
     return path

@@ -307,6 +307,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         encoder_hidden_states: torch.Tensor | None,
         context_index: torch.Tensor | None,
         dtype: torch.dtype,
+        device: torch.device | None = None,
     ) -> torch.Tensor | None:
         """Cross-attention tokens: the context-embedding row for the inverse model, else the given context.
 
@@ -317,7 +318,9 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
             return encoder_hidden_states
         if context_index is None:
             raise ValueError("this model has a context embedding: pass context_index (the G-buffer pass)")
-        index = torch.as_tensor(context_index, device=self.context_embedding.weight.device).long()
+        # the index goes where the activations are (with offloading, weights may sit on "meta" until used)
+        device = device if device is not None else self.context_embedding.weight.device
+        index = torch.as_tensor(context_index).to(device=device, dtype=torch.long)
         index = index.reshape(-1, 1)[:, :1]  # (B or 1, 1)
         emb = self.context_embedding(index)  # (B, 1, Dc)
         num_tokens = 1 if encoder_hidden_states is None else encoder_hidden_states.shape[1]
@@ -398,7 +401,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         temb, embedded_timestep = self.time_embed(x, timestep.flatten())
 
         # 4. Context
-        context = self.prepare_context(batch_size, encoder_hidden_states, context_index, x.dtype)
+        context = self.prepare_context(batch_size, encoder_hidden_states, context_index, x.dtype, x.device)
 
         # 5. Blocks
         for block in self.transformer_blocks:

@@ -254,6 +254,7 @@ class ForwardRenderingPipeline(DiffusionPipeline):
                 generator=generator,
                 scheduler=self.scheduler,
                 progress=progress,
+                device=self._execution_device,
             )
             images.append(self.postprocess(decode_windows(self.tokenizer, samples, plan), fit, output_type))
             all_latents.append(samples)

@@ -155,6 +155,7 @@ class InverseRenderingPipeline(DiffusionPipeline):
                 noise=torch.cat(noise[first : first + pass_batch_size]),
                 scheduler=self.scheduler,
                 progress=progress,
+                device=self._execution_device,
             )
             results.extend([[sample[i : i + 1] for sample in samples] for i in range(len(group))])
         return results

@@ -113,6 +113,7 @@ def sample_edm_euler(
     scheduler: EDMEulerScheduler | None = None,
     callback: StepCallback | None = None,
     progress: bool = False,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """Run the sampler; returns the final latent (B, C, T, H, W) in the model dtype.
 
@@ -122,7 +123,7 @@ def sample_edm_euler(
     if num_inference_steps < 1:
         raise ValueError("num_inference_steps must be >= 1")
     scheduler = scheduler or make_scheduler()
-    device, dtype = model.device, model.dtype
+    device, dtype = device or model.device, model.dtype  # device: where offloaded models execute
     scheduler.set_timesteps(num_inference_steps, device=device)
     x = initial_latents(latent_shape, scheduler, generator, device, noise)
     uncondition = condition.unconditional() if guidance_scale != 0 else None
@@ -171,6 +172,7 @@ def sample_edm_euler_windows(
     noise: torch.Tensor | None = None,
     scheduler: EDMEulerScheduler | None = None,
     progress: bool = False,
+    device: torch.device | None = None,
 ) -> list[torch.Tensor]:
     """Sample every window of ``plan``; returns one (B, C, T_lat, h, w) latent per window, in the model dtype.
 
@@ -182,10 +184,11 @@ def sample_edm_euler_windows(
     if len(conditions) != plan.num_windows:
         raise ValueError(f"{len(conditions)} conditions for {plan.num_windows} windows")
     scheduler = scheduler or make_scheduler()
+    device, dtype = device or model.device, model.dtype  # device: where offloaded models execute
     batch, channels, _, *grid = window_shape
     global_shape = (batch, channels, plan.global_latents, *grid)
     if noise is None:
-        noise = randn_tensor(global_shape, generator=generator, device=model.device, dtype=torch.float32)
+        noise = randn_tensor(global_shape, generator=generator, device=device, dtype=torch.float32)
     elif tuple(noise.shape) != global_shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {global_shape}")
     span = plan.window_latents
@@ -205,13 +208,13 @@ def sample_edm_euler_windows(
                 noise=window_noise(w),
                 scheduler=scheduler,
                 progress=progress,
+                device=device,
             )
             for w, condition in enumerate(conditions)
         ]
 
     if num_inference_steps < 1:
         raise ValueError("num_inference_steps must be >= 1")
-    device, dtype = model.device, model.dtype
     scheduler.set_timesteps(num_inference_steps, device=device)
     sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
     xs = [window_noise(w).to(device) * scheduler.init_noise_sigma for w in range(plan.num_windows)]
