@@ -19,6 +19,7 @@ COMMAND_ALIASES = {
     "dataproc_extract_frames_from_video.py": "extract-frames",
 }
 
+RENDER_COMMANDS = ("inverse", "forward", "relight", "extract-frames")
 # official flag -> our flag (same values)
 RENAMED = {
     "--checkpoint_dir": "--model",
@@ -101,9 +102,12 @@ def _bool(flag: str, values: list[str]) -> bool:
 
 def translate(argv: Sequence[str]) -> list[str]:
     """Rewrite official command names and flags into this CLI's; other arguments pass through unchanged."""
-    args = _split(argv)
+    args = list(argv)
     if args and args[0] in COMMAND_ALIASES:
         args[0] = COMMAND_ALIASES[args[0]]
+    if not args or args[0] not in RENDER_COMMANDS:
+        return args  # the package's own commands (check-model has its own --height / --width)
+    args = _split(args)
     out: list[str] = args[:1]
     positional: list[str] = []
     height = width = None

@@ -72,9 +72,10 @@ class Summary:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log_error(text if isinstance(exc, InputError) or where is None else f"{where}: {text}")
 
-    def report(self) -> int:
+    def report(self, out: Path | None = None) -> int:
         took = time.perf_counter() - self.start
-        print(f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {took:.1f}s", file=sys.stderr)
+        where = f" -> {out}" if out is not None and self.done else ""
+        print(f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {took:.1f}s{where}", file=sys.stderr)
         return 1 if self.failed else 0
 
 
@@ -104,6 +105,8 @@ def build_pipeline(role: str, args: argparse.Namespace):
         )
     except ModelSpecError as exc:
         raise InputError(None, str(exc)) from None
+    if args.model.startswith("random:") and not args.quiet:
+        print(f"note: {args.model} has random weights, so its {role} outputs are noise", file=sys.stderr)
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)
     if offload == "model":
@@ -132,6 +135,21 @@ def check_output_dir(out: Path) -> None:
         (out / ".write_test").unlink()
     except OSError as exc:
         raise InputError(out, f"cannot write to the output folder ({exc.strerror or exc})") from None
+
+
+def start_batch(args: argparse.Namespace) -> tuple[Path, Summary]:
+    """The output folder (checked writable, leftovers removed) and a fresh summary."""
+    out = Path(args.out)
+    check_output_dir(out)
+    return out, Summary()
+
+
+def input_clips(args: argparse.Namespace, summary: Summary) -> list[InputClip]:
+    """The clips of the INPUT arguments; inputs that give none are reported (the batch goes on)."""
+    clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
+    for err in errors:
+        summary.fail(None, err)
+    return clips
 
 
 def processing_resolution(args: argparse.Namespace):
@@ -300,12 +318,8 @@ def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray
 def cmd_inverse(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    out = Path(args.out)
-    check_output_dir(out)
-    summary = Summary()
-    clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
-    for err in errors:
-        summary.fail(None, err)
+    out, summary = start_batch(args)
+    clips = input_clips(args, summary)
     pipe = None
     for clip in tqdm(clips, desc="clips", disable=args.quiet):
         if not args.overwrite and inverse_done(out, clip.name, args.passes, args):
@@ -319,7 +333,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
             summary.done += 1
         except (InputError, ValueError, OSError) as exc:
             summary.fail(clip_source(clip), exc)
-    return summary.report()
+    return summary.report(out)
 
 
 # ------------------------------------------------------------------------------------------------------ forward
@@ -403,12 +417,10 @@ def render_lightings(
 def cmd_forward(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    out = Path(args.out)
-    check_output_dir(out)
-    summary = Summary()
+    out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
-        return summary.report()
+        return summary.report(out)
     clips: dict[str, dict[str, list[Path]]] = {}
     for root in args.inputs:
         found, errors = find_gbuffer_clips(root, GBUFFER_KEYS)
@@ -425,7 +437,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
                 save_sheet(out, clip, {**gbuffers, **relit})
         except (InputError, ValueError, OSError) as exc:
             summary.fail(next(iter(paths.values()))[0].parent, exc)
-    return summary.report()
+    return summary.report(out)
 
 
 # ------------------------------------------------------------------------------------------------------ relight
@@ -434,15 +446,11 @@ def cmd_forward(args: argparse.Namespace) -> int:
 def cmd_relight(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    out = Path(args.out)
-    check_output_dir(out)
-    summary = Summary()
+    out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
-        return summary.report()
-    clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
-    for err in errors:
-        summary.fail(None, err)
+        return summary.report(out)
+    clips = input_clips(args, summary)
     inverse = forward = None
     passes = args.passes
     for clip in tqdm(clips, desc="clips", disable=args.quiet):
@@ -464,7 +472,7 @@ def cmd_relight(args: argparse.Namespace) -> int:
                 save_sheet(out, clip.name, {**columns, **gbuffers, **relit})
         except (InputError, ValueError, OSError) as exc:
             summary.fail(clip_source(clip), exc)
-    return summary.report()
+    return summary.report(out)
 
 
 # ----------------------------------------------------------------------------------------------- extract-frames
@@ -488,9 +496,7 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
     from diffusion_renderer.io.video import VIDEO_EXTENSIONS, read_video
     from diffusion_renderer.pipelines.image_processor import resize
 
-    out = Path(args.out)
-    check_output_dir(out)
-    summary = Summary()
+    out, summary = start_batch(args)
     videos: list[Path] = []
     for item in map(Path, args.inputs):
         if item.is_dir():
@@ -514,7 +520,7 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
             summary.done += 1
         except (InputError, ValueError, OSError) as exc:
             summary.fail(video, exc)
-    return summary.report()
+    return summary.report(out)
 
 
 # ------------------------------------------------------------------------------------------------------ parsers

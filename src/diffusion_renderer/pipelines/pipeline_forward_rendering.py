@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLCosmos, DiffusionPipeline, EDMEulerScheduler
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from diffusion_renderer.conventions import (
@@ -33,43 +33,20 @@ from diffusion_renderer.conventions import (
     to_model,
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
-from diffusion_renderer.models.tokenizer import LatentTokenizer
-from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
-from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor, FitPlan, Resolution
+from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
-from diffusion_renderer.pipelines.sampling import ConditionInputs, make_scheduler, sample_edm_euler_windows
-from diffusion_renderer.pipelines.video_stages import decode_windows, encode_windows
+from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
+from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
 from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
 
 Lighting = np.ndarray | torch.Tensor | EnvironmentConditions | None
 
 
-class ForwardRenderingPipeline(DiffusionPipeline):
+class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     """DiffusionRenderer's forward renderer as a diffusers pipeline (components as the inverse pipeline)."""
 
-    model_cpu_offload_seq = "vae->transformer"
-
-    def __init__(
-        self,
-        transformer: DiffusionRendererTransformer3DModel,
-        vae: AutoencoderKLCosmos,
-        scheduler: EDMEulerScheduler,
-        tokenizer: LatentTokenizer | None = None,
-    ) -> None:
-        super().__init__()
-        if tokenizer is None:
-            raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
-        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
-        self.tokenizer = tokenizer
-        self.image_processor = DiffusionRendererImageProcessor()
-
-    @classmethod
-    def from_model(cls, model) -> ForwardRenderingPipeline:
-        """From a :class:`~diffusion_renderer.models.specs.RendererModel` of role ``forward``."""
-        if model.role != "forward":
-            raise ValueError(f"{model.spec}: a {model.role} model cannot run forward rendering")
-        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+    role = "forward"
 
     # ------------------------------------------------------------------------------------------- stages
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from diffusers import AutoencoderKLCosmos, DiffusionPipeline, EDMEulerScheduler
+from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import (
     CONTEXT_INDEX,
@@ -25,17 +26,14 @@ from diffusion_renderer.conventions import (
     context_index,
     from_model,
 )
-from diffusion_renderer.models.tokenizer import LatentTokenizer
-from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.image_processor import (
-    DiffusionRendererImageProcessor,
     FitPlan,
     FramesInput,
     Resolution,
 )
 from diffusion_renderer.pipelines.pipeline_output import InverseRenderingOutput
-from diffusion_renderer.pipelines.sampling import ConditionInputs, make_scheduler, sample_edm_euler_windows
-from diffusion_renderer.pipelines.video_stages import decode_windows, encode_windows
+from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
+from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
 from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
 
 
@@ -46,35 +44,14 @@ def soft_normalize(normal: torch.Tensor, low: float = 0.2, high: float = 0.4, di
     return normal / norm.clamp_min(1e-12) * weight + normal * (1 - weight)
 
 
-class InverseRenderingPipeline(DiffusionPipeline):
+class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     """DiffusionRenderer's inverse renderer as a diffusers pipeline (the shape of Marigold's pipelines).
 
     Components: ``transformer`` (inverse DiT), ``vae`` (the Cosmos tokenizer network; registered so diffusers'
     offloading manages it), ``scheduler``; ``tokenizer`` wraps ``vae`` with the latent normalisation.
     """
 
-    model_cpu_offload_seq = "vae->transformer"
-
-    def __init__(
-        self,
-        transformer: DiffusionRendererTransformer3DModel,
-        vae: AutoencoderKLCosmos,
-        scheduler: EDMEulerScheduler,
-        tokenizer: LatentTokenizer | None = None,
-    ) -> None:
-        super().__init__()
-        if tokenizer is None:
-            raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
-        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
-        self.tokenizer = tokenizer
-        self.image_processor = DiffusionRendererImageProcessor()
-
-    @classmethod
-    def from_model(cls, model) -> InverseRenderingPipeline:
-        """From a :class:`~diffusion_renderer.models.specs.RendererModel` of role ``inverse``."""
-        if model.role != "inverse":
-            raise ValueError(f"{model.spec}: a {model.role} model cannot run inverse rendering")
-        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+    role = "inverse"
 
     # ------------------------------------------------------------------------------------------- stages
 
@@ -133,7 +110,8 @@ class InverseRenderingPipeline(DiffusionPipeline):
     ) -> list[list[torch.Tensor]]:
         """Per pass, one latent per window. Passes are batched ``pass_batch_size`` at a time."""
         results: list[list[torch.Tensor]] = []
-        for first in range(0, len(passes), pass_batch_size):
+        groups = range(0, len(passes), pass_batch_size)
+        for first in tqdm(groups, desc="passes", disable=not progress or len(groups) == 1, leave=False):
             group = passes[first : first + pass_batch_size]
             index = torch.tensor([[CONTEXT_INDEX[name]] for name in group], device=self._execution_device)
             conditions = [

@@ -1,11 +1,49 @@
-"""Stages both pipelines share: cut a clip into windows, encode them, decode and re-join them."""
+"""What both rendering pipelines share: their construction, and the window stages (cut a clip into windows,
+encode them, decode and re-join them)."""
 
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKLCosmos, EDMEulerScheduler
 
 from diffusion_renderer.models.tokenizer import LatentTokenizer
+from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor
+from diffusion_renderer.pipelines.sampling import make_scheduler
 from diffusion_renderer.pipelines.windows import TemporalPlan, blend_frames
+
+
+class RendererPipelineMixin:
+    """Components of a rendering pipeline (mixed into a ``DiffusionPipeline``).
+
+    ``transformer`` (the DiT of the pipeline's ``role``), ``vae`` (the Cosmos tokenizer network, registered so
+    diffusers' offloading manages it) and ``scheduler``; ``tokenizer`` wraps ``vae`` with the latent
+    normalisation and is what the stages call.
+    """
+
+    role: str
+    model_cpu_offload_seq = "vae->transformer"
+
+    def __init__(
+        self,
+        transformer: DiffusionRendererTransformer3DModel,
+        vae: AutoencoderKLCosmos,
+        scheduler: EDMEulerScheduler,
+        tokenizer: LatentTokenizer | None = None,
+    ) -> None:
+        super().__init__()  # DiffusionPipeline's, next in the MRO
+        if tokenizer is None:
+            raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        self.tokenizer = tokenizer
+        self.image_processor = DiffusionRendererImageProcessor()
+
+    @classmethod
+    def from_model(cls, model):
+        """From a :class:`~diffusion_renderer.models.specs.RendererModel` of the pipeline's role."""
+        if model.role != cls.role:
+            raise ValueError(f"{model.spec}: a {model.role} model cannot run {cls.role} rendering")
+        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
 
 
 def window_frames(video: torch.Tensor, plan: TemporalPlan, window: int) -> torch.Tensor:
