@@ -296,3 +296,10 @@ def test_offloaded_weights_give_the_same_result(role: str) -> None:
         cpu_offload(module, execution_device=torch.device("cpu"))
     assert pipe.transformer.device.type == "meta"
     np.testing.assert_array_equal(render(), reference)
+
+
+def test_components_are_what_diffusers_offloading_manages(inverse) -> None:
+    assert set(inverse.components) == {"transformer", "vae", "scheduler"}
+    assert inverse.tokenizer.vae is inverse.vae  # the tokenizer wraps the registered network, not a copy
+    with pytest.raises(ValueError, match="cannot run inverse"):
+        InverseRenderingPipeline.from_model(load_model("random:tiny", "forward"))
