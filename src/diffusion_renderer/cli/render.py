@@ -140,6 +140,8 @@ def check_output_dir(out: Path) -> None:
 def start_batch(args: argparse.Namespace) -> tuple[Path, Summary]:
     """The output folder (checked writable, leftovers removed) and a fresh summary."""
     out = Path(args.out)
+    if hasattr(args, "resolution"):
+        processing_resolution(args)  # a bad --resolution stops the command before any work
     check_output_dir(out)
     return out, Summary()
 
@@ -153,8 +155,11 @@ def input_clips(args: argparse.Namespace, summary: Summary) -> list[InputClip]:
 
 
 def processing_resolution(args: argparse.Namespace):
+    """``--resolution``: nothing (model default), N (longest side) or H W."""
     if not args.resolution:
         return None
+    if len(args.resolution) > 2:
+        raise InputError(None, f"--resolution takes N or H W, got {len(args.resolution)} numbers")
     return args.resolution[0] if len(args.resolution) == 1 else tuple(args.resolution)
 
 
@@ -566,7 +571,14 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
 
 def add_inverse_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inverse rendering")
-    g.add_argument("--passes", nargs="+", choices=tuple(CONTEXT_INDEX), default=list(INVERSE_PASSES))
+    g.add_argument(
+        "--passes",
+        nargs="+",
+        choices=tuple(CONTEXT_INDEX),
+        default=list(INVERSE_PASSES),
+        metavar="PASS",
+        help="G-buffer passes (default: basecolor normal depth roughness metallic)",
+    )
     g.add_argument("--normalize-normal", action="store_true", help="official soft re-normalisation of normals")
     g.add_argument("--pass-batch-size", type=int, default=None, help="passes per DiT batch (default: auto)")
 
@@ -581,20 +593,38 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_render_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
-    p = sub.add_parser("inverse", help="image or video -> G-buffers (official inference_inverse_renderer)")
+    examples = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "inverse",
+        help="image or video -> G-buffers (official inference_inverse_renderer)",
+        formatter_class=examples,
+        epilog="examples:\n  diffusion-renderer inverse photo.jpg clip.mp4 frames/ --out results --model CHECKPOINTS",
+    )
     add_input_options(p)
     add_inverse_options(p)
     add_model_options(p)
     set_defaults(p, cmd_inverse)
 
-    p = sub.add_parser("forward", help="G-buffers + env maps -> relit frames (official inference_forward_renderer)")
+    p = sub.add_parser(
+        "forward",
+        help="G-buffers + env maps -> relit frames (official inference_forward_renderer)",
+        formatter_class=examples,
+        epilog="examples:\n  diffusion-renderer forward results --out relit --envmap sunny_vondelpark my_sky.exr\n"
+        "  diffusion-renderer forward results --out turntable --envmap 1 --rotate-light --fixed-frame 0",
+    )
     p.add_argument("inputs", nargs="+", metavar="GBUFFER_DIR", help="output folder of `inverse` (or gbuffer_frames)")
     add_forward_options(p)
     add_model_options(p)
     p.set_defaults(every_n=1, max_frames=None)
     set_defaults(p, cmd_forward)
 
-    p = sub.add_parser("relight", help="image or video -> G-buffers -> relit under each env map")
+    p = sub.add_parser(
+        "relight",
+        help="image or video -> G-buffers -> relit under each env map",
+        formatter_class=examples,
+        epilog="examples:\n  diffusion-renderer relight clip.mp4 --out relit --envmap street_lamp park --model CKPT\n"
+        "  diffusion-renderer relight photo.jpg --out relit --random-lighting --seed 3",
+    )
     add_input_options(p)
     add_inverse_options(p)
     add_forward_options(p)

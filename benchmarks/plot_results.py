@@ -1,0 +1,56 @@
+"""Bar charts of a benchmark results JSON (``{"results": {name: {"seconds", "peak_gib"}}}``) as a PNG.
+
+Drawn with Pillow (already a dependency) so that no plotting library is needed.
+
+Usage: python benchmarks/plot_results.py results/pipelines_gpu_h100.json [--out results/pipelines_gpu_h100.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+ROW, LABEL, BAR, PAD = 26, 380, 300, 16
+COLOURS = {"seconds": (70, 130, 200), "peak_gib": (220, 120, 60)}
+TITLES = {"seconds": "wall time (s)", "peak_gib": "peak GPU memory (GiB)"}
+
+
+def draw_chart(record: dict) -> Image.Image:
+    rows = {name: r for name, r in record["results"].items() if "seconds" in r}
+    keys = ("seconds", "peak_gib")
+    width = LABEL + len(keys) * (BAR + 90) + PAD
+    height = 3 * ROW + len(rows) * ROW + PAD
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    title = f"{record.get('benchmark', '')} - {record.get('device', '')}, torch {record.get('torch', '')}"
+    draw.text((PAD, PAD // 2), title, fill="black", font=font)
+    for k, key in enumerate(keys):
+        left = LABEL + k * (BAR + 90)
+        draw.text((left, ROW + 4), TITLES[key], fill="black", font=font)
+        top = max(r[key] for r in rows.values()) or 1.0
+        for i, r in enumerate(rows.values()):
+            y = 2 * ROW + i * ROW + 4
+            length = int(BAR * r[key] / top)
+            draw.rectangle((left, y, left + max(length, 1), y + ROW - 10), fill=COLOURS[key])
+            draw.text((left + length + 6, y + 2), f"{r[key]:g}", fill="black", font=font)
+    for i, name in enumerate(rows):
+        draw.text((PAD, 2 * ROW + i * ROW + 6), name.replace("_", " "), fill="black", font=font)
+    return image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or args.results.with_suffix(".png")
+    draw_chart(json.loads(args.results.read_text())).save(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
