@@ -303,3 +303,17 @@ def test_components_are_what_diffusers_offloading_manages(inverse) -> None:
     assert inverse.tokenizer.vae is inverse.vae  # the tokenizer wraps the registered network, not a copy
     with pytest.raises(ValueError, match="cannot run inverse"):
         InverseRenderingPipeline.from_model(load_model("random:tiny", "forward"))
+
+
+def test_relight_app_composes_the_pipelines(inverse, forward) -> None:
+    from diffusion_renderer.apps.relight import relight
+
+    image = np.random.default_rng(7).random((40, 30, 3), dtype=np.float32)  # portrait
+    hdr = np.random.default_rng(8).random((16, 32, 3), dtype=np.float32)
+    out = relight(inverse, forward, image, [hdr, None], seed=3, num_inference_steps=2, processing_resolution=SMALL)
+    assert set(out.gbuffers) == {"basecolor", "normal", "metallic", "roughness", "depth"}
+    assert [im.shape for im in out.images] == [(1, 40, 30, 3)] * 2
+    again = relight(inverse, forward, image, [hdr, None], seed=3, num_inference_steps=2, processing_resolution=SMALL)
+    np.testing.assert_array_equal(out.images[1], again.images[1])
+    with pytest.raises(TypeError, match="unexpected"):
+        relight(inverse, forward, image, None, passes=["normal"])
