@@ -7,7 +7,9 @@ Frames and ranges (what the official DiffusionRenderer models were trained with)
 * ``basecolor``: sRGB, [0, 1], 3 channels.
 * ``normal``: camera space, OpenGL axes (+x right, +y up, +z toward the camera), unit vectors in [-1, 1];
   stored in images as (n + 1) / 2.
-* ``depth``: relative depth normalised to [-1, 1] as the official model expects; stored as (d + 1) / 2.
+* ``depth``: relative depth normalised to [-1, 1] as the official model expects; stored as (d + 1) / 2. Ground truth
+  (data engine) is planar camera z mapped by :func:`normalize_depth`: per clip, the 2nd / 98th percentiles of
+  the foreground z go to -1 / +1 (near = -1), clipped; background (no surface) is +1.
 * ``roughness``, ``metallic``: [0, 1], one channel; replicated to 3 channels only at the model boundary.
 * ``env_ldr``, ``env_log``: environment-map encodings in [0, 1]; ``env_nrm``: unit directions in [-1, 1].
 
@@ -142,6 +144,41 @@ def from_unit(key: str, u: torch.Tensor) -> torch.Tensor:
     """[0, 1] from an image file -> the package range of ``key``."""
     lo, hi = VALUE_RANGE[key]
     return u * (hi - lo) + lo
+
+
+DEPTH_QUANTILES: Final[tuple[float, float]] = (0.02, 0.98)
+
+
+def depth_range(
+    z: torch.Tensor, mask: torch.Tensor | None = None, quantiles: tuple[float, float] = DEPTH_QUANTILES
+) -> tuple[float, float] | None:
+    """(near, far): the clip's ``quantiles`` of the planar depth of its surfaces; None without any surface."""
+    valid = torch.ones_like(z, dtype=torch.bool) if mask is None else mask.bool()
+    samples = z[valid & torch.isfinite(z)].float()
+    if samples.numel() == 0:
+        return None
+    if samples.numel() > 1_000_000:  # torch.quantile's input limit; a strided subset gives the same percentiles
+        samples = samples[:: samples.numel() // 1_000_000 + 1]
+    near, far = torch.quantile(samples, torch.tensor(quantiles, device=z.device)).tolist()
+    return near, max(far, near + 1e-6)
+
+
+def normalize_depth(
+    z: torch.Tensor, mask: torch.Tensor | None = None, quantiles: tuple[float, float] = DEPTH_QUANTILES
+) -> torch.Tensor:
+    """Planar camera depth z > 0 (any shape, one clip) -> relative depth in [-1, 1], near = -1.
+
+    Scale and shift come from the whole clip (not per frame) so a video keeps one depth scale; ``mask`` (same
+    shape, nonzero = surface) excludes the background, which is set to +1 (farthest). Marigold-style affine
+    normalisation (the official code carries a ``ScaleShiftDepthNormalizer`` with 2 % / 98 % quantiles).
+    """
+    bounds = depth_range(z, mask, quantiles)
+    if bounds is None:
+        return torch.ones_like(z)
+    near, far = bounds
+    depth = ((z - near) / (far - near) * 2 - 1).clamp(-1, 1)
+    valid = torch.ones_like(z, dtype=torch.bool) if mask is None else mask.bool()
+    return torch.where(valid & torch.isfinite(z), depth, torch.ones_like(depth))
 
 
 def num_condition_channels(num_keys: int, latent_channels: int = LATENT_CHANNELS, with_mask: bool = True) -> int:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from diffusion_renderer.cli.data import add_data_parsers
 from diffusion_renderer.cli.official import translate
 from diffusion_renderer.cli.render import add_render_parsers
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_model)
 
     add_render_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
+    add_data_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     return parser
 
 
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2

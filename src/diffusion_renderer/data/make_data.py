@@ -1,0 +1,159 @@
+"""``make-data``: sample scenes, path-trace them with Mitsuba 3, store RGB + ground-truth G-buffers.
+
+Splits: validation is held out by lighting *and* by seed. The environment maps are split once (a seeded
+choice of ``val_fraction`` of them, at least one) and every ``round(1 / val_fraction)``-th clip is a
+validation clip lit only by held-out maps; training clips never see those maps. Clip i has seed
+``seed + i``, so any clip can be regenerated from the manifest alone, and ``--hdri-dir`` swaps the maps
+without code changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffusion_renderer.conventions import depth_range, normalize_depth
+from diffusion_renderer.data.storage import clip_name, is_finished, write_clip, write_manifest
+from diffusion_renderer.io.errors import InputError
+from diffusion_renderer.io.hdr import HDR_SUFFIXES
+
+VARIANTS = {"cpu": "llvm_ad_rgb", "gpu": "cuda_ad_rgb", "auto": "auto"}
+
+
+@dataclass
+class MakeDataReport:
+    written: int
+    skipped: int
+    seconds: float
+    frames: int
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def environment_maps(hdri_dir: Path | None) -> list[Path]:
+    """The maps to light scenes with: every .hdr/.exr in ``hdri_dir``, else the bundled CC0 presets."""
+    if hdri_dir is None:
+        from diffusion_renderer.lighting.presets import list_presets, resolve_envmap
+
+        return [resolve_envmap(name)[1] for name in list_presets()]
+    if not hdri_dir.is_dir():
+        raise InputError(hdri_dir, "no such folder")
+    maps = sorted(p for p in hdri_dir.iterdir() if p.suffix.lower() in HDR_SUFFIXES)
+    if not maps:
+        raise InputError(hdri_dir, f"no environment maps ({', '.join(HDR_SUFFIXES)}) in the folder")
+    return maps
+
+
+def split_maps(maps: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(train maps, validation maps): a seeded choice of ``val_fraction`` of the maps is held out."""
+    if len(maps) < 2 or val_fraction <= 0:
+        return list(maps), list(maps)
+    count = min(len(maps) - 1, max(1, round(len(maps) * val_fraction)))
+    held = set(np.random.default_rng(seed).choice(len(maps), size=count, replace=False).tolist())
+    return [m for i, m in enumerate(maps) if i not in held], [m for i, m in enumerate(maps) if i in held]
+
+
+def split_of(index: int, val_fraction: float) -> str:
+    if val_fraction <= 0:
+        return "train"
+    period = max(2, round(1 / val_fraction))
+    return "val" if index % period == period - 1 else "train"
+
+
+def make_dataset(
+    out: Path,
+    *,
+    scenes: int,
+    frames: int = 1,
+    resolution: int = 256,
+    seed: int = 0,
+    hdri_dir: Path | None = None,
+    variant: str = "cpu",
+    spp: int | None = None,
+    val_fraction: float = 0.1,
+    progress: bool = True,
+) -> MakeDataReport:
+    """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable)."""
+    from diffusion_renderer.data.mitsuba_render import render_clip
+    from diffusion_renderer.data.scenes import sample_scene
+
+    maps = environment_maps(hdri_dir)
+    train_maps, val_maps = split_maps(maps, val_fraction, seed)
+    written = skipped = rendered_frames = 0
+    start = time.perf_counter()
+    for index in tqdm(range(scenes), desc="scenes", disable=not progress):
+        split, clip_seed = split_of(index, val_fraction), seed + index
+        clip = clip_name(clip_seed)
+        if is_finished(out, split, clip):
+            skipped += 1
+            continue
+        spec = sample_scene(
+            clip_seed,
+            resolution=(resolution, resolution),
+            num_frames=frames,
+            hdri_paths=val_maps if split == "val" else train_maps,
+        )
+        buffers = render_clip(spec, variant=VARIANTS[variant], spp=spp)
+        z, mask = torch.from_numpy(buffers.depth), torch.from_numpy(buffers.mask)
+        gbuffers = {
+            "basecolor": buffers.basecolor,
+            "normal": buffers.normal,
+            "depth": normalize_depth(z, mask).numpy(),
+            "roughness": buffers.roughness,
+            "metallic": buffers.metallic,
+            "mask": buffers.mask,
+        }
+        meta = {
+            "seed": clip_seed,
+            "frames": frames,
+            "resolution": [resolution, resolution],
+            "hdri": spec.lighting.name,
+            "motion": spec.motion,
+            "variant": VARIANTS[variant],
+            "depth_range": depth_range(z, mask),  # planar z of depth -1 and +1
+            "env_rotation_deg": np.asarray(buffers.env_rotation_deg).tolist(),
+            "c2w": np.asarray(buffers.c2w).tolist(),
+            "scene": spec.to_dict(),
+        }
+        write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
+        written += 1
+        rendered_frames += frames
+    write_manifest(out)
+    return MakeDataReport(written, skipped, time.perf_counter() - start, rendered_frames)
+
+
+def show_dataset(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
+    """Contact sheet of ``count`` random clips (first, middle and last frame rows are not needed: frame 0)."""
+    from diffusion_renderer.conventions import to_unit
+    from diffusion_renderer.data.storage import finished_clips, read_clip
+    from diffusion_renderer.io.contact_sheet import depth_to_color, save_contact_sheet
+
+    clips = list(finished_clips(root))
+    if not clips:
+        raise InputError(root, "no finished clips (expected DATA/{train,val}/meta/*.json from make-data)")
+    picks = np.random.default_rng(seed).choice(len(clips), size=min(count, len(clips)), replace=False)
+    rows = []
+    for index in sorted(picks.tolist()):
+        split, name = clips[index]
+        clip = read_clip(root, split, name)
+        g = {key: value[0] for key, value in clip.gbuffers.items()}
+        tiles = [
+            ("rgb", clip.rgb[0]),
+            ("basecolor", g["basecolor"]),
+            ("normal", to_unit("normal", g["normal"])),
+            ("depth", depth_to_color(to_unit("depth", g["depth"])[..., 0])),
+            ("roughness", g["roughness"]),
+            ("metallic", g["metallic"]),
+            ("mask", g["mask"]),
+        ]
+        rows.append((f"{split}/{name} ({clip.meta.get('hdri', '')})", tiles))
+    save_contact_sheet(out, rows)
+    return out
