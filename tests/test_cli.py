@@ -284,3 +284,18 @@ def test_interrupted_run_is_cleaned_and_resumed(tmp_path, capsys) -> None:
     assert code == 0, lines
     assert not leftovers(out)
     assert read_image(out / "gbuffer_frames" / "in" / "0000.0000.basecolor.png").shape == (16, 24, 3)
+
+
+def test_classical_baseline_renders_gbuffer_folders(tmp_path, capsys) -> None:
+    root = tmp_path / "gbuffer_frames"
+    write_image(root / "clip" / "0000.0000.basecolor.png", np.full((16, 24, 3), 0.7))
+    write_image(root / "clip" / "0000.0000.normal.png", np.full((16, 24, 3), (0.5, 0.5, 1.0)), bit_depth=16)
+    code, lines = run(capsys, "forward", root, "--out", tmp_path / "fwd", "--model", "classical:splitsum",
+                      "--envmap", "park", "--quiet")  # fmt: skip
+    assert code == 0, lines
+    relit = read_image(tmp_path / "fwd" / "clip" / "0000.0000.park.png")
+    assert relit.shape == (16, 24, 3)
+    assert relit.reshape(-1, 3).std(axis=0).max() < 0.05  # a flat wall facing the camera: nearly one colour
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    code, lines = run(capsys, "relight", tmp_path / "x.png", "--out", tmp_path / "r", "--model", "classical:splitsum")
+    assert code == 2 and len(lines) == 1 and "only renders" in lines[0]

@@ -98,6 +98,8 @@ def build_pipeline(role: str, args: argparse.Namespace):
     from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
     device, dtype = runtime(args)
+    if args.model.startswith("classical:"):
+        return classical_renderer(args.model, role, device)
     offload = args.offload if device.type == "cuda" else "none"  # offloading to the CPU from the CPU: nothing
     try:
         model = load_model(
@@ -117,6 +119,20 @@ def build_pipeline(role: str, args: argparse.Namespace):
         pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
     return pipe
+
+
+CLASSICAL = ("classical:splitsum",)
+
+
+def classical_renderer(spec: str, role: str, device):
+    """``classical:splitsum``: the split-sum image-based-lighting baseline, in place of a forward pipeline."""
+    from diffusion_renderer.render.splitsum import SplitSumRenderer
+
+    if spec not in CLASSICAL:
+        raise InputError(None, f"unknown classical renderer {spec!r} (known: {', '.join(CLASSICAL)})")
+    if role != "forward":
+        raise InputError(None, f"{spec} only renders (forward); estimate G-buffers with a neural --model first")
+    return SplitSumRenderer(device=device)
 
 
 def generator(args: argparse.Namespace):
@@ -451,6 +467,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
 def cmd_relight(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    if args.model.startswith("classical:"):
+        classical_renderer(args.model, "inverse", "cpu")  # says, in one line, that it cannot estimate G-buffers
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
@@ -533,7 +551,11 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default="random:tiny", help="model spec: random:tiny, a converted or official folder")
+    g.add_argument(
+        "--model",
+        default="random:tiny",
+        help="model spec: random:tiny, a converted or official folder; classical:splitsum (forward only)",
+    )
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed; same seed, same output (default 1000)")
     g.add_argument("--steps", type=int, default=NUM_INFERENCE_STEPS, help="denoising steps (default 15)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: off)")

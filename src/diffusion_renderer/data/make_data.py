@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import depth_range, normalize_depth
-from diffusion_renderer.data.storage import clip_name, is_finished, write_clip, write_manifest
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import HDR_SUFFIXES
 
@@ -84,6 +83,7 @@ def make_dataset(
     """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable)."""
     from diffusion_renderer.data.mitsuba_render import render_clip
     from diffusion_renderer.data.scenes import sample_scene
+    from diffusion_renderer.data.storage import clip_name, is_finished, write_clip, write_manifest
 
     maps = environment_maps(hdri_dir)
     train_maps, val_maps = split_maps(maps, val_fraction, seed)
