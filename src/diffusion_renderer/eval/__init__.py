@@ -1,0 +1,1 @@
+"""Evaluation: metrics and checks of renderers against ground truth."""
