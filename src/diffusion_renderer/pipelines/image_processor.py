@@ -10,7 +10,7 @@ the DiT's padding-mask channel, then crop and resize back, so the output has the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from PIL import Image
 
-from diffusion_renderer.conventions import DEFAULT_RESOLUTION, MAX_RESOLUTION, RESOLUTION_MULTIPLE
+from diffusion_renderer.conventions import CHANNELS, DEFAULT_RESOLUTION, MAX_RESOLUTION, RESOLUTION_MULTIPLE, from_unit
 
 RESIZE_MODES = ("fit", "stretch")
 FrameLike = Image.Image | np.ndarray | torch.Tensor | str | Path
@@ -198,3 +198,56 @@ def _path_to_frames(path: Path) -> torch.Tensor:
         frames, _ = read_video(path)
         return _array_to_frames(frames)
     return _array_to_frames(read_image(path))
+
+
+# ------------------------------------------------------------------------------------------------ G-buffer inputs
+
+
+def _is_file_encoding(value: object) -> bool:
+    """Paths, PIL images and integer arrays hold the [0, 1] file encoding; float arrays/tensors the values."""
+    first = value[0] if isinstance(value, Sequence) and not isinstance(value, str) and value else value
+    return isinstance(first, (str, Path, Image.Image)) or (
+        isinstance(first, np.ndarray) and not np.issubdtype(first.dtype, np.floating)
+    )
+
+
+def _channels_first(value: torch.Tensor) -> torch.Tensor:
+    """Tensors (T, h, w, C) / (h, w, C) -> channel-first (T, C, h, w), as :meth:`to_frames` expects."""
+    if value.ndim in (3, 4) and value.shape[-1] in (1, 3) and value.shape[-3] not in (1, 3):
+        return value.movedim(-1, -3)
+    return value
+
+
+def gbuffer_to_frames(key: str, value: object) -> torch.Tensor:
+    """One G-buffer input -> (T, C, h, w) float32 in the conventions' range of ``key`` (C = its channels).
+
+    Keys outside the conventions (e.g. a foreground ``mask``) are taken as [0, 1] values, single channel.
+    """
+    encoded = _is_file_encoding(value)
+    if isinstance(value, torch.Tensor):
+        value = _channels_first(value)
+    frames = DiffusionRendererImageProcessor.to_frames(value)
+    if encoded and key in CHANNELS:
+        frames = from_unit(key, frames)
+    if CHANNELS.get(key, 1) == 1 and frames.shape[1] == 3:
+        frames = frames.mean(dim=1, keepdim=True)
+    return frames
+
+
+def collect_gbuffers(
+    gbuffers: Mapping[str, object], fixed_frame: int | None = None
+) -> tuple[dict[str, torch.Tensor], tuple[int, int, int]]:
+    """G-buffer inputs -> ({key: (T, C, h, w)}, (T, h, w)), checked to agree; ``fixed_frame`` repeats one frame."""
+    frames = {key: gbuffer_to_frames(key, value) for key, value in gbuffers.items() if value is not None}
+    if not frames:
+        raise ValueError("no G-buffers given")
+    shapes = {key: (f.shape[0], *f.shape[-2:]) for key, f in frames.items()}
+    if len(set(shapes.values())) != 1:
+        detail = ", ".join(f"{key} {n}x{h}x{w}" for key, (n, h, w) in shapes.items())
+        raise ValueError(f"G-buffers differ in frame count or size (frames x height x width): {detail}")
+    count, height, width = next(iter(shapes.values()))
+    if fixed_frame is not None:
+        if not 0 <= fixed_frame < count:
+            raise ValueError(f"fixed frame {fixed_frame} is outside the clip's {count} frames")
+        frames = {key: f[fixed_frame : fixed_frame + 1].expand(count, -1, -1, -1) for key, f in frames.items()}
+    return frames, (count, height, width)

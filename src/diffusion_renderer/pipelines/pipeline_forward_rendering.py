@@ -17,10 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from diffusion_renderer.conventions import (
-    CHANNELS,
     DEFAULT_FPS,
     FORWARD_CONDITION_KEYS,
     GBUFFER_KEYS,
@@ -29,12 +27,11 @@ from diffusion_renderer.conventions import (
     WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
     from_model,
-    from_unit,
     to_model,
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
-from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution
+from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution, collect_gbuffers
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
@@ -60,22 +57,6 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be >= 1")
 
-    def gbuffer_frames(self, key: str, value) -> torch.Tensor:
-        """One G-buffer input -> (N, C, h, w) float32 in the conventions' range of ``key``."""
-        encoded = isinstance(value, (str, Image.Image)) or (
-            isinstance(value, np.ndarray) and not np.issubdtype(value.dtype, np.floating)
-        )
-        if isinstance(value, Sequence) and not isinstance(value, str) and value:
-            encoded = isinstance(value[0], (str, Image.Image)) or (
-                isinstance(value[0], np.ndarray) and not np.issubdtype(value[0].dtype, np.floating)
-            )
-        frames = self.image_processor.to_frames(value)
-        if encoded:
-            frames = from_unit(key, frames)
-        if CHANNELS[key] == 1 and frames.shape[1] == 3:
-            frames = frames.mean(dim=1, keepdim=True)
-        return frames
-
     def prepare_gbuffers(
         self,
         gbuffers: Mapping[str, object],
@@ -87,16 +68,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         overlap_latents: int,
     ) -> tuple[dict[str, torch.Tensor], FitPlan, TemporalPlan]:
         """G-buffers -> {key: (1, 3, N, H, W) model-range video} with the clip's spatial and temporal plans."""
-        frames = {key: self.gbuffer_frames(key, value) for key, value in gbuffers.items() if value is not None}
-        shapes = {key: (f.shape[0], *f.shape[-2:]) for key, f in frames.items()}
-        if len(set(shapes.values())) != 1:
-            detail = ", ".join(f"{key} {n}x{h}x{w}" for key, (n, h, w) in shapes.items())
-            raise ValueError(f"G-buffers differ in frame count or size (frames x height x width): {detail}")
-        count, height, width = next(iter(shapes.values()))
-        if fixed_frame is not None:
-            if not 0 <= fixed_frame < count:
-                raise ValueError(f"fixed frame {fixed_frame} is outside the clip's {count} frames")
-            frames = {key: f[fixed_frame : fixed_frame + 1].expand(count, -1, -1, -1) for key, f in frames.items()}
+        frames, (count, height, width) = collect_gbuffers(gbuffers, fixed_frame)  # {key: (N, C, h, w)}
         fit = self.image_processor.plan(height, width, processing_resolution, resize_mode)
         plan = plan_windows(count, num_frames, chunk_mode, overlap_latents)
         videos = {}

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, from_unit
+from diffusion_renderer.conventions import GBUFFER_KEYS
 from diffusion_renderer.lighting.envmap import (
     EnvironmentConditions,
     latlong_uv,
@@ -63,6 +63,7 @@ from diffusion_renderer.lighting.envmap import (
     rotation_angles,
     sample_latlong,
 )
+from diffusion_renderer.pipelines.image_processor import collect_gbuffers
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 
 DIELECTRIC_F0 = 0.04
@@ -612,34 +613,6 @@ def shade_splitsum(
 # Renderer with the forward pipeline's call
 
 
-def _channels_first(value: torch.Tensor) -> torch.Tensor:
-    """Tensors (T, h, w, C) / (h, w, C) -> channel-first, as the image processor expects (T, C, h, w)."""
-    if value.ndim in (3, 4) and value.shape[-1] in (1, 3) and value.shape[-3] not in (1, 3):
-        return value.movedim(-1, -3)
-    return value
-
-
-def gbuffer_frames(key: str, value: object) -> torch.Tensor:
-    """One G-buffer input -> (T, C, h, w) float32 in the conventions' range (as ForwardRenderingPipeline: float
-    arrays / tensors are in that range, integer arrays, PIL images and paths are [0, 1] file encodings)."""
-    from PIL import Image
-
-    from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor
-
-    first = value[0] if isinstance(value, Sequence) and not isinstance(value, str) and value else value
-    encoded = isinstance(first, (str, Image.Image)) or (
-        isinstance(first, np.ndarray) and not np.issubdtype(first.dtype, np.floating)
-    )
-    if isinstance(value, torch.Tensor):
-        value = _channels_first(value)
-    frames = DiffusionRendererImageProcessor.to_frames(value)
-    if encoded and key != MASK_KEY:
-        frames = from_unit(key, frames)
-    if CHANNELS.get(key, 1) == 1 and frames.shape[1] == 3:
-        frames = frames.mean(dim=1, keepdim=True)
-    return frames
-
-
 class SplitSumRenderer:
     """Split-sum IBL baseline that stands in for :class:`ForwardRenderingPipeline` (same call, same output).
 
@@ -697,18 +670,8 @@ class SplitSumRenderer:
         unknown = sorted(set(gbuffers) - {*GBUFFER_KEYS, MASK_KEY})
         if unknown:
             raise ValueError(f"unknown G-buffer keys {unknown} (known: {', '.join(GBUFFER_KEYS)}, {MASK_KEY})")
-        frames = {k: gbuffer_frames(k, v).permute(0, 2, 3, 1) for k, v in gbuffers.items() if v is not None}
-        if not frames:
-            raise ValueError("no G-buffers given")
-        shapes = {k: tuple(f.shape[:3]) for k, f in frames.items()}
-        if len(set(shapes.values())) != 1:
-            detail = ", ".join(f"{k} {n}x{h}x{w}" for k, (n, h, w) in shapes.items())
-            raise ValueError(f"G-buffers differ in frame count or size (frames x height x width): {detail}")
-        count, height, width = next(iter(shapes.values()))
-        if fixed_frame is not None:
-            if not 0 <= fixed_frame < count:
-                raise ValueError(f"fixed frame {fixed_frame} is outside the clip's {count} frames")
-            frames = {k: f[fixed_frame : fixed_frame + 1].expand(count, -1, -1, -1) for k, f in frames.items()}
+        channels_first, (count, height, width) = collect_gbuffers(gbuffers, fixed_frame)
+        frames = {k: f.permute(0, 2, 3, 1) for k, f in channels_first.items()}  # (T, h, w, C)
         out = {k: f.to(self.device, torch.float32) for k, f in frames.items()}
         for key, default in GBUFFER_DEFAULTS.items():
             if key not in out:
