@@ -21,9 +21,9 @@ from diffusion_renderer.data.scenes import (
     ObjectSpec,
     SceneSpec,
     TextureSpec,
-    canonical_mesh,
     look_at,
     make_texture,
+    object_mesh,
     sample_scene,
 )
 from diffusion_renderer.io.hdr import read_hdr, write_hdr
@@ -112,7 +112,7 @@ def test_spec_placement_and_motion(motion: str) -> None:
         for t in range(4):
             for k, obj in enumerate(spec.objects):
                 m = obj.to_world(t)
-                lowest = (canonical_mesh(obj.shape).vertices @ m[:3, :3].T + m[:3, 3])[:, 1].min()
+                lowest = (object_mesh(obj).vertices @ m[:3, :3].T + m[:3, 3])[:, 1].min()
                 assert abs(lowest) < 1e-5, "objects rest on the ground"
                 for other in spec.objects[k + 1 :]:
                     gap = np.linalg.norm(m[[0, 2], 3] - other.to_world(t)[[0, 2], 3])

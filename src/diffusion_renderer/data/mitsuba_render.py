@@ -13,6 +13,13 @@ Outputs (:class:`ClipBuffers`, all numpy float32, frames first):
   - ``normal``: the shading normal rotated into the camera frame (OpenGL: +x right, +y up, +z toward the
     camera). It is flipped when the geometric normal faces away from the camera, and at the silhouettes of
     smooth meshes, where the interpolated normal can point slightly away, bent to be just front-facing.
+    With a normal map it is the **perturbed** normal the material uses, computed as Mitsuba's ``normalmap``
+    plugin does: rgb = the normal-map texture at the hit (same bitmap, uv transform and bilinear filter),
+    ``n = normalize((2 rgb - 1) in the hit's sh_frame (s, t, n))`` (the plugin's s axis is rebuilt from
+    ``dp_du`` but its normal does not depend on it); then flipped/bent as above (tilted normals near grazing
+    angles get bent, so they are front-facing but no longer exactly the material's normal). ``basecolor``,
+    ``roughness`` and ``metallic`` come from the wrapped principled BSDF (``normalmap`` does not forward
+    ``eval_attribute``).
   - ``depth``: planar camera z = ``dot(p - camera_origin, camera_forward)`` in metres, > 0 on surfaces and
     **0 on the background** (``conventions.normalize_depth(z, mask)`` ignores it).
   - ``roughness``, ``metallic``: the BSDF attributes at the hit; ``mask``: 1 where the ray hits a surface.
@@ -43,6 +50,17 @@ only for an identity camera rotation. Note: relative to Mitsuba's native reading
 ``filename`` parameter, no transform) the package's (official) convention is mirrored left-right and turned;
 this module follows the package.
 
+Sun and sky
+-----------
+``LightingSpec.kind == "sunsky"``: :func:`bake_sunsky` evaluates Mitsuba's ``sunsky`` emitter (whose zenith is
+its local +z; the package world is +y up) at the world direction of every texel centre of a 256 x 512 env-map
+*file* (:func:`file_directions`: the texel whose ``prepare_hdr``-ed position has ``latlong_uv`` = its centre),
+with the sun switched off; the sun's radiance is integrated over its disc and that power spread over a
+Gaussian of sigma 1 texel around the sun direction (power preserved, peak far below 65504: about 1.4e3 at 30°
+elevation). :func:`read_environment` returns this map, so rendering (``envmap`` emitter, bitmap of
+:func:`envmap_bitmap_array`) and :func:`environment_hdr` treat it exactly like an HDRI file. Light rotation turns
+the sky with the sun. The sky below the horizon is black (the ground plane hides it).
+
 Sample count
 ------------
 ``scenes.DEFAULT_SPP`` = 256. :func:`noise_psnr` (two sampler seeds, PSNR on ``srgb(clamp(x, 0, 1))``; one render
@@ -69,15 +87,17 @@ import torch
 
 from diffusion_renderer.data.scenes import (
     GROUND_HALF_SIZE,
+    LightingSpec,
     MaterialSpec,
     ObjectSpec,
     SceneSpec,
-    canonical_mesh,
     linear_to_srgb,
+    make_normal_map,
     make_texture,
+    object_mesh,
     srgb_to_linear,
 )
-from diffusion_renderer.lighting.envmap import prepare_hdr, project_envmap, rotate_y, sample_latlong
+from diffusion_renderer.lighting.envmap import HDR_MAX, prepare_hdr, project_envmap, rotate_y, sample_latlong
 
 CPU_VARIANT = "llvm_ad_rgb"
 GPU_VARIANT = "cuda_ad_rgb"
@@ -182,12 +202,110 @@ def envmap_bitmap_array(hdr: np.ndarray, intensity: float = 1.0) -> np.ndarray:
     return sample_latlong(prepared, uv, wrap_v=False).float().numpy()
 
 
+SKY_BAKE_SIZE = (256, 512)  # (H, W) of the baked sun-sky equirect map
+SUN_BLUR_TEXELS = 1.0  # Gaussian sigma of the baked sun, in texel heights (pi / H)
+_WORLD_TO_SUNSKY = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # y-up world -> z-up sky frame
+
+
+def file_directions(height: int, width: int) -> np.ndarray:
+    """(H, W, 3) float64 world direction of every texel of an env-map *file* F at light rotation 0.
+
+    ``prepare_hdr(F)`` = P (width flip + half-turn roll) has texel (i, j) centred at ``latlong_uv`` =
+    ``((j + ½) / W, (i + ½) / H)``, i.e. at direction ``(sinθ sinφ, cosθ, -sinθ cosφ)`` with θ = π v,
+    φ = 2π (u - ½); F's column j is P's column ``(W - 1 - j + W / 2) mod W`` (W even).
+    """
+    theta = np.pi * (np.arange(height) + 0.5) / height
+    phi = 2 * np.pi * ((np.arange(width) + 0.5) / width - 0.5)
+    st = np.sin(theta)[:, None]
+    d = np.stack(np.broadcast_arrays(st * np.sin(phi), np.cos(theta)[:, None], -st * np.cos(phi)), -1)
+    return np.roll(d, -(width // 2), axis=1)[:, ::-1]  # P -> F: F = flip(roll(P, -W / 2))
+
+
+def _eval_emitter(mi: Any, emitter: Any, dirs: np.ndarray) -> np.ndarray:
+    """(N, 3) radiance arriving from world-frame unit directions ``dirs`` (N, 3) (a ray leaving along d)."""
+    import drjit as dr
+
+    si = dr.zeros(mi.SurfaceInteraction3f, len(dirs))
+    si.wi = mi.Vector3f(*(-dirs[:, k].astype(np.float32) for k in range(3)))
+    return np.array(emitter.eval(si), dtype=np.float64).T.reshape(len(dirs), 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _bake_sunsky_cached(
+    elevation_deg: float, azimuth_deg: float, turbidity: float, albedo: float, height: int, width: int
+) -> np.ndarray:
+    mi = load_mitsuba(mi_variant_for_baking())
+    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
+    sun = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+    local = _WORLD_TO_SUNSKY  # world -> the emitter's frame (its zenith is local +z)
+    params = {"type": "sunsky", "sun_direction": (local @ sun).tolist(), "turbidity": turbidity, "albedo": albedo}
+    sky = mi.load_dict({**params, "sun_scale": 0.0})
+    sun_only = mi.load_dict({**params, "sky_scale": 0.0})
+    dirs = file_directions(height, width)  # (H, W, 3) world
+    flat = dirs.reshape(-1, 3)
+    out = _eval_emitter(mi, sky, flat @ local.T)  # sky (with its circumsolar glow) at the texel centres
+    # The sun: integrate its disc on a fine tangent-plane grid (half-width 0.4°, the disc is 0.53° wide) ...
+    tan = math.tan(math.radians(0.4))
+    g = (np.arange(64) + 0.5) / 64 * 2 * tan - tan
+    gx, gy = np.meshgrid(g, g, indexing="ij")
+    t1 = np.cross(sun, [0.0, 1.0, 0.0] if abs(sun[1]) < 0.99 else [1.0, 0.0, 0.0])
+    t1 /= np.linalg.norm(t1)
+    t2 = np.cross(sun, t1)
+    rays = sun[None] + gx.reshape(-1, 1) * t1 + gy.reshape(-1, 1) * t2
+    norm = np.linalg.norm(rays, axis=-1, keepdims=True)
+    d_omega = (2 * tan / 64) ** 2 / norm[:, 0] ** 3  # solid angle of a tangent-plane cell
+    power = (_eval_emitter(mi, sun_only, (rays / norm) @ local.T) * d_omega[:, None]).sum(0)  # (3,) irradiance
+    # ... and spread that power over a small Gaussian blob of texels around the sun direction.
+    texel_omega = (2 * np.pi / width) * (np.pi / height) * np.sin(np.arccos(np.clip(dirs[..., 1], -1, 1)))
+    angle = np.arccos(np.clip(flat @ sun, -1.0, 1.0))
+    sigma = SUN_BLUR_TEXELS * np.pi / height
+    while True:
+        weight = np.where(angle < 4 * sigma, np.exp(-0.5 * (angle / sigma) ** 2), 0.0)
+        blob = weight[:, None] * power[None] / (weight * texel_omega.reshape(-1)).sum()
+        if (out + blob).max() <= HDR_MAX / 2.0:  # headroom for intensity <= 2 under prepare_hdr's clamp
+            break
+        sigma *= 1.25
+    return (out + blob).reshape(height, width, 3).astype(np.float32)
+
+
+def mi_variant_for_baking() -> str:
+    """Variant used to bake the sky: the active one if Mitsuba already has one (scalar or JIT), else llvm_ad_rgb."""
+    mi = _import_mitsuba()
+    return mi.variant() or CPU_VARIANT
+
+
+def bake_sunsky(lighting: LightingSpec, height: int = SKY_BAKE_SIZE[0], width: int = SKY_BAKE_SIZE[1]) -> np.ndarray:
+    """(H, W, 3) float32 equirect HDR *file* of a sun-sky ``LightingSpec`` (package convention, rotation 0).
+
+    Sky: Mitsuba's ``sunsky`` emitter (sun switched off) evaluated at the world direction of every texel centre
+    (:func:`file_directions`), so ``prepare_hdr`` + ``latlong_uv`` lookups see the sky where Mitsuba puts it.
+    Sun: its disc (0.53°) is far smaller than a texel (0.7° at 256 x 512), so its radiance is integrated over
+    the disc and that power is spread over a Gaussian blob of sigma ``SUN_BLUR_TEXELS`` texels centred on the sun
+    direction (widened only if its peak would exceed 65504 / 2): the total sun power is preserved, the sun is
+    slightly softer than the real one (a blurred, not clamped, sun). Deterministic; cached per sky.
+    """
+    return _bake_sunsky_cached(
+        float(lighting.sun_elevation_deg),
+        float(lighting.sun_azimuth_deg),
+        float(lighting.turbidity),
+        float(lighting.sky_albedo),
+        int(height),
+        int(width),
+    ).copy()
+
+
 def read_environment(spec: SceneSpec) -> np.ndarray:
     """(H0, W0, 3) float32 HDR of the clip: ``lighting.path``, else the bundled preset ``lighting.name``.
 
-    The fallback keeps stored specs usable after the package (and so the preset files) moved.
+    The fallback keeps stored specs usable after the package (and so the preset files) moved. Sun-sky lighting
+    returns its baked equirect map (:func:`bake_sunsky`), which then stands for the HDRI everywhere.
     """
     from diffusion_renderer.io.hdr import read_hdr
+
+    if spec.lighting.kind == "sunsky":
+        return bake_sunsky(spec.lighting)
+    if spec.lighting.kind != "hdri":
+        raise ValueError(f"unknown lighting kind {spec.lighting.kind!r}")
     from diffusion_renderer.lighting.presets import list_presets, preset_path
 
     path = Path(spec.lighting.path)
@@ -218,7 +336,32 @@ def _transform(mi: Any, m: np.ndarray) -> Any:
     return mi.ScalarTransform4f(np.asarray(m, dtype=np.float64).tolist())
 
 
+def _normal_texture(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str, Any]:
+    """Raw bilinear bitmap texture dict of a material's normal map (RGB = (n + 1) / 2, tangent space)."""
+    nm = material.normal_map
+    key = id(nm)
+    if key not in textures:
+        textures[key] = mi.Bitmap(make_normal_map(nm))
+    s = nm.uv_scale
+    return {
+        "type": "bitmap",
+        "bitmap": textures[key],
+        "raw": True,
+        "filter_type": "bilinear",
+        "wrap_mode": "repeat",
+        "to_uv": mi.ScalarTransform3f().scale([s, s]),
+    }
+
+
 def _bsdf(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str, Any]:
+    """BSDF dict: the principled BSDF, wrapped in Mitsuba's ``normalmap`` when the material has a normal map."""
+    principled = _principled(mi, material, textures)
+    if material.normal_map is None:
+        return principled
+    return {"type": "normalmap", "normalmap": _normal_texture(mi, material, textures), "bsdf": principled}
+
+
+def _principled(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str, Any]:
     """Principled BSDF dict; basecolours are converted sRGB -> linear reflectance here (the G-buffer converts back)."""
     if material.texture is None:
         base = {"type": "rgb", "value": srgb_to_linear(material.basecolor_rgb).tolist()}
@@ -240,7 +383,7 @@ def _bsdf(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str
 
 def _mesh(mi: Any, name: str, obj: ObjectSpec, frame: int, bsdf: Any) -> Any:
     """World-space Mitsuba mesh of a primitive (vertices moved here; normals by the inverse transpose)."""
-    data = canonical_mesh(obj.shape)
+    data = object_mesh(obj)
     m = obj.to_world(frame)
     verts = data.vertices.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     nrm = data.normals.astype(np.float64) @ np.linalg.inv(m[:3, :3])  # rows: n^T M^-1 = (M^-T n)^T
@@ -340,8 +483,28 @@ def _np(x: Any) -> np.ndarray:
     return a.T if a.ndim == 2 else a
 
 
-def gbuffers(mi: Any, scene: Any, spec: SceneSpec, frame: int) -> dict[str, np.ndarray]:
-    """(H, W, C) float32 G-buffers of one frame from primary rays through the pixel centres."""
+def _lanes(x: Any, n: int) -> np.ndarray:
+    """Dr.Jit array -> numpy (n,) / (n, 3), broadcasting a width-1 (literal) result to n lanes."""
+    a = _np(x)
+    return np.broadcast_to(a, (n, *a.shape[1:])).copy()
+
+
+def _materials_by_shape_id(spec: SceneSpec) -> dict[str, MaterialSpec]:
+    out = {f"object_{k}": obj.material for k, obj in enumerate(spec.objects)}
+    if spec.ground is not None:
+        out["ground"] = spec.ground
+    return out
+
+
+def gbuffers(
+    mi: Any, scene: Any, spec: SceneSpec, frame: int, res: ClipResources | None = None
+) -> dict[str, np.ndarray]:
+    """(H, W, C) float32 G-buffers of one frame from primary rays through the pixel centres.
+
+    Normal-mapped materials (Mitsuba's ``normalmap`` does not forward ``eval_attribute``): the attributes come
+    from the wrapped principled BSDF, and the normal is the perturbed one of the plugin, ``normalize(sh_frame.
+    to_world(2 rgb - 1))`` with rgb the normal-map texture evaluated at the hit (same texture, same uv).
+    """
     h, w = spec.resolution
     c2w = np.asarray(spec.camera.c2w[frame], dtype=np.float64)
     rot, origin = c2w[:3, :3], c2w[:3, 3]
@@ -357,6 +520,25 @@ def gbuffers(mi: Any, scene: Any, spec: SceneSpec, frame: int) -> dict[str, np.n
     rough = _np(bsdf.eval_attribute_1("roughness", si, valid))
     metal = _np(bsdf.eval_attribute_1("metallic", si, valid))
     p, n, ng = _np(si.p).astype(np.float64), _np(si.sh_frame.n).astype(np.float64), _np(si.n).astype(np.float64)
+    textures = res.textures if res is not None else {}
+    materials = _materials_by_shape_id(spec)
+    for shape in scene.shapes():
+        material = materials.get(shape.id())
+        if material is None or material.normal_map is None:
+            continue
+        sel = valid & (si.shape == mi.ShapePtr(shape))
+        hit = _np(sel).astype(bool)
+        if not hit.any():
+            continue
+        inner = mi.load_dict(_principled(mi, material, textures))
+        base[hit] = _lanes(inner.eval_attribute("base_color", si, sel), mask.size)[hit]
+        rough[hit] = _lanes(inner.eval_attribute_1("roughness", si, sel), mask.size)[hit]
+        metal[hit] = _lanes(inner.eval_attribute_1("metallic", si, sel), mask.size)[hit]
+        tex = mi.load_dict(_normal_texture(mi, material, textures))
+        local = 2.0 * _lanes(tex.eval(si, sel), mask.size).astype(np.float64) - 1.0  # tangent space (s, t, n)
+        frame_s, frame_t = _np(si.sh_frame.s).astype(np.float64), _np(si.sh_frame.t).astype(np.float64)
+        pert = local[:, :1] * frame_s + local[:, 1:2] * frame_t + local[:, 2:] * n
+        n[hit] = (pert / np.maximum(np.linalg.norm(pert, axis=-1, keepdims=True), 1e-12))[hit]
 
     view = -dirs  # toward the camera
     flip = np.where(np.einsum("nk,nk->n", ng, view) < 0, -1.0, 1.0)[:, None]  # two-sided: face the camera
@@ -411,7 +593,7 @@ def render_clip(
     for t in iterator:
         scene = build_scene(mi, spec, t, res, max_depth=max_depth, spp=spp)
         image = np.array(mi.render(scene, spp=spp, seed=_sampler_seed(spec, t)), dtype=np.float32)
-        frames.append({"rgb_linear": image[..., :3], **gbuffers(mi, scene, spec, t)})
+        frames.append({"rgb_linear": image[..., :3], **gbuffers(mi, scene, spec, t, res)})
     stacked = {k: np.stack([f[k] for f in frames]) for k in frames[0]}
     return ClipBuffers(
         **stacked,

@@ -1,0 +1,215 @@
+"""Data engine extras: sun-sky lighting baked to an equirect map, procedural normal maps, and the new shapes.
+
+CPU only (llvm_ad_rgb), tiny images and sample counts; skipped without Mitsuba or LLVM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_renderer.data.scenes import (
+    SHAPES,
+    CameraSpec,
+    LightingSpec,
+    MaterialSpec,
+    NormalMapSpec,
+    ObjectSpec,
+    SceneSpec,
+    euler_matrix,
+    look_at,
+    make_normal_map,
+    object_mesh,
+    sample_scene,
+    shape_mesh,
+    trimesh_available,
+)
+from diffusion_renderer.lighting.envmap import latlong_uv, prepare_hdr, project_envmap, sample_latlong
+from diffusion_renderer.lighting.presets import list_presets, resolve_envmap
+
+mi = pytest.importorskip("mitsuba")
+render = pytest.importorskip("diffusion_renderer.data.mitsuba_render")
+try:
+    render.load_mitsuba("llvm_ad_rgb")
+except RuntimeError as err:
+    pytest.skip(f"llvm_ad_rgb unavailable: {err}", allow_module_level=True)
+
+HDRIS = [resolve_envmap(name)[1] for name in list_presets()]
+NEW_SHAPES = ("rounded_box", "bumpy_sphere", "cone", "annulus", "blob")
+
+
+def sky(elevation: float = 30.0, azimuth: float = 60.0, frames: int = 1) -> LightingSpec:
+    return LightingSpec("sunsky", "", 1.0, 0.0, [0.0] * frames, "sunsky", elevation, azimuth, 3.0, 0.3)
+
+
+def spec_of(objects: list[ObjectSpec], c2w: np.ndarray, light: LightingSpec, *, ground=None, size=(32, 32)):
+    return SceneSpec(0, list(size), 1, "static", ground, objects, CameraSpec(45.0, [c2w.tolist()]), light, spp=4)
+
+
+def grey(normal_map: NormalMapSpec | None = None) -> MaterialSpec:
+    return MaterialSpec(0.5, 0.0, basecolor_rgb=[0.5, 0.5, 0.5], normal_map=normal_map)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sun and sky
+
+
+@pytest.mark.parametrize(("elevation", "azimuth"), [(30.0, 60.0), (10.0, 250.0), (65.0, 180.0)])
+def test_baked_sky_is_bright_at_the_sun(elevation: float, azimuth: float) -> None:
+    light = sky(elevation, azimuth)
+    hdr = render.read_environment(spec_of([], np.eye(4), light))
+    h, w = hdr.shape[:2]
+    assert (h, w) == (256, 512) and hdr.dtype == np.float32 and np.isfinite(hdr).all() and hdr.min() >= 0
+    # the package convention: prepare_hdr(F) (width flip + half-turn roll) is looked up at latlong_uv(direction)
+    e, a = math.radians(elevation), math.radians(azimuth)
+    sun = torch.tensor([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)], dtype=torch.float64)
+    u, v = latlong_uv(sun).tolist()
+    row, col_prepared = int(v * h), int(u * w) % w
+    col = (w - 1 - (col_prepared - w // 2)) % w  # undo the roll, then the flip
+    i, j = np.unravel_index(hdr.sum(-1).argmax(), (h, w))
+    assert abs(i - row) <= 1 and min(abs(j - col), w - abs(j - col)) <= 1
+    peak = hdr.sum(-1).max()
+    assert 100 * np.median(hdr[: h // 2].sum(-1)) < peak <= 3 * 65504 / 2  # a bright, unclamped sun
+    lookup = sample_latlong(prepare_hdr(torch.from_numpy(hdr)).double(), latlong_uv(sun), wrap_v=False)
+    assert lookup.sum() > 0.3 * peak  # the package's own lookup sees the sun at the spec's direction
+    assert np.array_equal(hdr, render.read_environment(spec_of([], np.eye(4), light)))  # deterministic
+
+
+def test_sunsky_scene_renders_and_recomputes_its_conditions() -> None:
+    ball = ObjectSpec("sphere", [0.4] * 3, [0.0, 0.4, 0.0], [0.0, 0.0, 0.0], grey())
+    c2w = look_at([0.0, 1.0, 2.5], [0.0, 0.4, 0.0])
+    spec = spec_of([ball], c2w, sky(40.0, 20.0), ground=grey())
+    a = render.render_clip(spec, spp=4)
+    b = render.render_clip(SceneSpec.from_dict(json.loads(json.dumps(spec.to_dict()))), spp=4)
+    assert np.isfinite(a.rgb_linear).all() and a.rgb_linear.min() >= 0 and a.rgb_linear.mean() > 0
+    for key in ("basecolor", "normal", "depth", "mask"):
+        assert np.array_equal(getattr(a, key), getattr(b, key))
+    env = render.environment_hdr(spec, 8, 16, method="direct")
+    hdr = torch.from_numpy(render.bake_sunsky(spec.lighting))
+    c2w_t = torch.tensor(spec.camera.c2w, dtype=torch.float64)[:, :3, :3]
+    direct = project_envmap(hdr, 8, 16, torch.zeros(1, dtype=torch.float64), strength=1.0, c2w=c2w_t, method="direct")
+    torch.testing.assert_close(env, direct)
+
+
+def test_sample_scene_chooses_sunsky_sometimes() -> None:
+    kinds = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS).lighting.kind for s in range(40)]
+    assert 2 <= kinds.count("sunsky") <= 20 and "hdri" in kinds
+    seed = kinds.index("sunsky")
+    a = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS)
+    assert a.to_dict() == sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS).to_dict()
+    assert 5 <= a.lighting.sun_elevation_deg <= 70 and a.lighting.path == ""
+    old = a.to_dict()
+    for key in ("kind", "sun_elevation_deg", "sun_azimuth_deg", "turbidity", "sky_albedo"):
+        old["lighting"].pop(key)
+    assert SceneSpec.from_dict(old).lighting.kind == "hdri"  # specs written before these fields still load
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normal maps
+
+
+def test_normal_map_is_seeded_unit_and_tileable() -> None:
+    nm = NormalMapSpec("noise", 4, 0.6, seed=3)
+    a, b = make_normal_map(nm, 32), make_normal_map(nm, 32)
+    assert np.array_equal(a, b) and not np.array_equal(a, make_normal_map(NormalMapSpec("noise", 4, 0.6, seed=4), 32))
+    n = 2.0 * a.astype(np.float64) - 1.0
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-6)
+    assert n[..., 2].min() >= math.cos(math.atan(0.6)) - 1e-6  # tilt at most atan(strength)
+    bumps = 2.0 * make_normal_map(NormalMapSpec("bumps", 2, 0.5), 64).astype(np.float64) - 1.0
+    assert math.isclose(math.degrees(math.acos(bumps[..., 2].min())), math.degrees(math.atan(0.5)), abs_tol=1e-3)
+
+
+def test_constant_normal_map_tilts_the_ground_gbuffer_normal(monkeypatch: pytest.MonkeyPatch) -> None:
+    tilt = math.radians(25.0)
+    tangent = np.array([math.sin(tilt), 0.0, math.cos(tilt)])  # tilted toward +u (Mitsuba's dp_du)
+    colour = (0.5 * tangent + 0.5).astype(np.float32)
+    monkeypatch.setattr(render, "make_normal_map", lambda nm: np.broadcast_to(colour, (8, 8, 3)).copy())
+    c2w = look_at([0.3, 1.0, 3.0], [0.0, 0.0, 0.0])
+    flat = render.render_clip(spec_of([], c2w, sky(), ground=grey(), size=(24, 32)), spp=1)
+    bumped = render.render_clip(spec_of([], c2w, sky(), ground=grey(NormalMapSpec("bumps")), size=(24, 32)), spp=1)
+    mask = bumped.mask[0, ..., 0] > 0
+    assert mask.sum() > 100 and np.array_equal(mask, flat.mask[0, ..., 0] > 0)
+    # ground: local rectangle x -> world +x (dp_du), normal -> world +y; so the tilted normal is (sin, cos, 0)
+    expected = c2w[:3, :3].T @ np.array([math.sin(tilt), math.cos(tilt), 0.0])
+    view = -render.camera_directions(24, 32, 45.0)  # toward the camera, camera frame
+    n = bumped.normal[0][mask]
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
+    assert (np.einsum("nk,nk->n", n, view[mask]) > 0).all(), "normals face the camera"
+    # near the horizon the tilted normal turns away from the camera and is bent to just front-facing (as documented)
+    front = mask & (view @ expected > 0.01)
+    assert front.sum() > 0.8 * mask.sum()
+    n = bumped.normal[0][front]
+    np.testing.assert_allclose(n, np.broadcast_to(expected, n.shape), atol=1e-4)
+    angle = np.degrees(np.arccos(np.clip(np.einsum("nk,nk->n", n, flat.normal[0][front]), -1, 1)))
+    np.testing.assert_allclose(angle, 25.0, atol=0.05)
+    np.testing.assert_allclose(bumped.basecolor[0][mask], 0.5, atol=2e-4)  # attributes of the wrapped BSDF
+    np.testing.assert_allclose(bumped.roughness[0][mask], 0.5, atol=1e-6)
+
+
+def test_normal_mapped_objects_have_unit_front_facing_normals() -> None:
+    nm = NormalMapSpec("noise", 3, 0.8, seed=7, uv_scale=2.0)
+    ball = ObjectSpec("sphere", [0.5] * 3, [0.0, 0.5, 0.0], [0.0, 0.0, 0.0], grey(nm))
+    c2w = look_at([0.0, 1.0, 2.0], [0.0, 0.5, 0.0])
+    plain = render.render_clip(spec_of([ball], c2w, sky(), size=(32, 32)), spp=1)
+    ball.material.normal_map = None
+    ref = render.render_clip(spec_of([ball], c2w, sky(), size=(32, 32)), spp=1)
+    mask = plain.mask[0, ..., 0] > 0
+    n = plain.normal[0][mask]
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
+    assert np.abs(n - ref.normal[0][mask]).max() > 0.1  # perturbed
+    d = render.camera_directions(32, 32, 45.0)[mask]
+    assert (np.einsum("nk,nk->n", n, -d) > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes
+
+
+@pytest.mark.parametrize("shape", NEW_SHAPES)
+def test_new_shapes_rest_on_the_ground_with_outward_normals(shape: str) -> None:
+    assert shape in SHAPES
+    mesh = shape_mesh(shape, 5, "trimesh")
+    v, n, f = mesh.vertices.astype(np.float64), mesh.normals.astype(np.float64), mesh.faces.astype(np.int64)
+    assert np.abs(v).max() <= 1.0 + 1e-6 and mesh.uvs.shape == (len(v), 2)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    volume = np.einsum("fk,fk->f", v[f[:, 0]], face_n).sum() / 6
+    assert volume > 0.5, "faces wind counter-clockwise seen from outside"
+    agree = np.einsum("fk,fjk->fj", face_n / np.linalg.norm(face_n, axis=-1, keepdims=True), n[f])
+    assert (agree > 0).mean() > 0.999 and agree.min() > -0.2, "vertex normals point outward, like their faces"
+    for seed in range(6):
+        spec = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, motion="static")
+        for obj in spec.objects:
+            m = obj.to_world()
+            lowest = (object_mesh(obj).vertices.astype(np.float64) @ m[:3, :3].T + m[:3, 3])[:, 1].min()
+            assert abs(lowest) < 1e-6
+    obj = ObjectSpec(shape, [0.4, 0.5, 0.4], [0, 0, 0], [20.0, 40.0, 0.0], grey(), shape_seed=5, mesh_source="trimesh")
+    low = object_mesh(obj).vertices.astype(np.float64) @ (euler_matrix(obj.rotation_deg) @ np.diag(obj.size)).T
+    obj.position = [0.0, float(-low[:, 1].min()), 0.0]
+    m = obj.to_world()
+    assert abs((object_mesh(obj).vertices @ m[:3, :3].T + m[:3, 3])[:, 1].min()) < 1e-6
+    c2w = look_at([0.0, 0.8, 2.0], [0.0, 0.3, 0.0])
+    buf = render.render_clip(spec_of([obj], c2w, sky(), ground=grey(), size=(24, 24)), spp=2)
+    on_obj = buf.mask[0, ..., 0] > 0
+    assert np.isfinite(buf.rgb_linear).all() and np.abs(buf.normal[0][on_obj]).sum() > 0
+    assert (np.abs(buf.normal[0, 4:18, 6:18, 1] - buf.normal[0, -1, 0, 1]) > 1e-3).any(), "the object is visible"
+
+
+def test_shape_choice_does_not_depend_on_trimesh(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusion_renderer.data.scenes as scenes
+
+    with_tm = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(12)]
+    monkeypatch.setattr(scenes, "trimesh_available", lambda: False)
+    without = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(12)]
+    for a, b in zip(with_tm, without, strict=True):
+        assert [o.shape for o in a.objects] == [o.shape for o in b.objects]
+        assert [o.shape_seed for o in a.objects] == [o.shape_seed for o in b.objects]
+        assert all(o.mesh_source == "numpy" for o in b.objects)
+    shapes = {o.shape for s in with_tm + without for o in s.objects}
+    assert len(shapes) >= 5
+    if trimesh_available():
+        assert any(o.mesh_source == "trimesh" for s in with_tm for o in s.objects)
