@@ -19,9 +19,12 @@ At the model boundary every image is a 3-channel video (B, 3, T, H, W) in [-1, 1
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
+import numpy as np
 import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 # Inverse renderer: the row of the context ("domain") embedding that selects the G-buffer pass.
 # Official GBUFFER_INDEX_MAPPING (diffusion_renderer_utils/rendering_utils.py); the table has 16 rows.
@@ -112,6 +115,20 @@ def context_index(pass_name: str) -> int:
     except KeyError:
         known = ", ".join(CONTEXT_INDEX)
         raise ValueError(f"unknown G-buffer pass {pass_name!r} (known: {known})") from None
+
+
+def _where(condition: Array, a: Array, b: Array) -> Array:
+    return torch.where(condition, a, b) if isinstance(condition, torch.Tensor) else np.where(condition, a, b)
+
+
+def linear_to_srgb(x: Array) -> Array:
+    """Linear values -> the sRGB curve (IEC 61966-2-1; basecolor and display frames), arrays and tensors alike."""
+    return _where(x <= 0.0031308, 12.92 * x, 1.055 * x.clip(0.0031308, None) ** (1.0 / 2.4) - 0.055)
+
+
+def srgb_to_linear(x: Array) -> Array:
+    """sRGB-encoded values -> linear, the inverse of :func:`linear_to_srgb`."""
+    return _where(x <= 0.04045, x / 12.92, ((x.clip(0.04045, None) + 0.055) / 1.055) ** 2.4)
 
 
 def to_model(key: str, x: torch.Tensor) -> torch.Tensor:

@@ -85,17 +85,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffusion_renderer.conventions import linear_to_srgb, srgb_to_linear
 from diffusion_renderer.data.scenes import (
     GROUND_HALF_SIZE,
     LightingSpec,
     MaterialSpec,
     ObjectSpec,
     SceneSpec,
-    linear_to_srgb,
     make_normal_map,
     make_texture,
     object_mesh,
-    srgb_to_linear,
 )
 from diffusion_renderer.lighting.envmap import HDR_MAX, prepare_hdr, project_envmap, rotate_y, sample_latlong
 
@@ -364,11 +363,13 @@ def _bsdf(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str
 def _principled(mi: Any, material: MaterialSpec, textures: dict[int, Any]) -> dict[str, Any]:
     """Principled BSDF dict; basecolours are converted sRGB -> linear reflectance here (the G-buffer converts back)."""
     if material.texture is None:
-        base = {"type": "rgb", "value": srgb_to_linear(material.basecolor_rgb).tolist()}
+        base = {"type": "rgb", "value": srgb_to_linear(np.asarray(material.basecolor_rgb, dtype=np.float64)).tolist()}
     else:
         key = id(material.texture)
         if key not in textures:  # one bitmap per texture and clip
-            textures[key] = mi.Bitmap(srgb_to_linear(make_texture(material.texture)).astype(np.float32))
+            textures[key] = mi.Bitmap(
+                srgb_to_linear(make_texture(material.texture).astype(np.float64)).astype(np.float32)
+            )
         s = material.texture.uv_scale
         base = {
             "type": "bitmap",
@@ -552,7 +553,7 @@ def gbuffers(
 
     m = mask[:, None]
     out = {
-        "basecolor": np.where(m, linear_to_srgb(base), 0.0),
+        "basecolor": np.where(m, linear_to_srgb(np.clip(np.asarray(base, dtype=np.float64), 0.0, 1.0)), 0.0),
         "normal": np.where(m, n_cam, 0.0),
         "depth": np.where(m, z[:, None], 0.0),
         "roughness": np.where(m, rough[:, None], 0.0),
@@ -608,6 +609,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
+def display(linear: np.ndarray) -> np.ndarray:
+    """Linear radiance -> sRGB display values in [0, 1] (clipped at 1: exposure 1)."""
+    return linear_to_srgb(np.clip(np.asarray(linear, dtype=np.float64), 0.0, 1.0))
+
+
 def noise_psnr(
     spec: SceneSpec, spp: int | None = None, *, frame: int = 0, variant: str = CPU_VARIANT, max_depth: int = 6
 ) -> float:
@@ -619,5 +625,5 @@ def noise_psnr(
     mi = load_mitsuba(variant)
     spp = int(spec.spp if spp is None else spp)
     scene = build_scene(mi, spec, frame, max_depth=max_depth, spp=spp)
-    images = [linear_to_srgb(np.array(mi.render(scene, spp=spp, seed=_sampler_seed(spec, frame, k)))) for k in (0, 1)]
+    images = [display(np.array(mi.render(scene, spp=spp, seed=_sampler_seed(spec, frame, k)))) for k in (0, 1)]
     return psnr(*images)

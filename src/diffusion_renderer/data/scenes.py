@@ -551,16 +551,6 @@ def object_mesh(obj: ObjectSpec) -> MeshData:
 # Textures
 
 
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
-
-
 def _value_noise(size: int, cells: int, seed: int, octaves: int = 4) -> np.ndarray:
     """(size, size) tileable fractal value noise in [0, 1] (bilinear lattices, smoothstep-free)."""
     rng = np.random.default_rng(seed)

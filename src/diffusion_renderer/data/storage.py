@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_renderer.conventions import GBUFFER_KEYS, PNG_BIT_DEPTH, to_unit
+from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, PNG_BIT_DEPTH, from_unit, linear_to_srgb, to_unit
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
 from diffusion_renderer.io.images import read_image, write_image
 
@@ -47,8 +47,7 @@ def is_finished(root: Path, split: str, clip: str) -> bool:
 
 def display_rgb(linear: np.ndarray) -> np.ndarray:
     """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve)."""
-    x = np.clip(linear, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
+    return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
 
 
 @dataclass
@@ -103,8 +102,6 @@ def write_manifest(root: Path) -> Path:
 
 
 def read_clip(root: Path, split: str, clip: str) -> StoredClip:
-    from diffusion_renderer.conventions import CHANNELS, from_unit
-
     meta = json.loads(meta_path(root, split, clip).read_text())
     rgb = np.stack([read_image(p) for p in sorted((root / split / "rgb" / clip).glob("frame_*.png"))])
     folder = root / split / "gbuffer_frames" / clip

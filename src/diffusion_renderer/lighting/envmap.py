@@ -54,6 +54,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffusion_renderer.conventions import linear_to_srgb
+
 HDR_MAX = 65504.0  # float16 max, the official clamp
 REINHARD_WHITE = 16.0
 LOG_SCALE = 10000.0
@@ -66,9 +68,8 @@ METHODS = ("cubemap", "direct")
 
 
 def rgb2srgb(x: torch.Tensor) -> torch.Tensor:
-    """Linear -> sRGB transfer curve (piecewise, as official ``rgb2srgb``)."""
-    # clamp_min keeps the unused branch finite for x < 0 (no NaN in gradients)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055)
+    """Linear -> sRGB transfer curve (piecewise, as official ``rgb2srgb``): the conventions' curve."""
+    return linear_to_srgb(x)
 
 
 def reinhard_extended(x: torch.Tensor, white: float = REINHARD_WHITE) -> torch.Tensor:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.conventions import GBUFFER_KEYS, srgb_to_linear
 from diffusion_renderer.lighting.envmap import (
     EnvironmentConditions,
     latlong_uv,
@@ -85,12 +85,6 @@ _EPS = 1e-7
 
 # ---------------------------------------------------------------------------------------------------------------
 # Colour
-
-
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """sRGB [0, 1] -> linear (the inverse of ``rgb2srgb``)."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
 def tonemap_to_display(linear: torch.Tensor, tonemap: str = "clamp", exposure: float = 1.0) -> torch.Tensor:
