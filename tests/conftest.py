@@ -44,3 +44,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, tol: f
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
     err = (actual.double() - expected.double()).abs().max().item()
     torch.testing.assert_close(actual.double(), expected.double(), atol=tol, rtol=tol, msg=f"{name}: max {err}")
+
+
+def require_mitsuba():
+    """The data engine's renderer module with Mitsuba's CPU variant loaded; skips the calling test module if
+    Mitsuba or LLVM >= 19 is missing (``pip install -e .[data]``, ``apt-get install libllvm19``)."""
+    pytest.importorskip("mitsuba")
+    render = pytest.importorskip("diffusion_renderer.data.mitsuba_render")
+    try:
+        render.load_mitsuba("llvm_ad_rgb")
+    except RuntimeError as err:
+        pytest.skip(f"llvm_ad_rgb unavailable: {err}", allow_module_level=True)
+    return render

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
+from conftest import require_mitsuba
 from diffusion_renderer.cli.main import main
 
-mi = pytest.importorskip("mitsuba")
-try:
-    mi.set_variant("llvm_ad_rgb")
-except Exception as exc:  # any failure to load the CPU variant means: not on this machine
-    pytest.skip(f"Mitsuba's llvm variant is unavailable ({exc})", allow_module_level=True)
+require_mitsuba()
 
 
 def make_data(out, *extra: str) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_mitsuba
 from diffusion_renderer.data.scenes import (
     SHAPES,
     CameraSpec,
@@ -31,12 +32,8 @@ from diffusion_renderer.data.scenes import (
 from diffusion_renderer.lighting.envmap import latlong_uv, prepare_hdr, project_envmap, sample_latlong
 from diffusion_renderer.lighting.presets import list_presets, resolve_envmap
 
+render = require_mitsuba()
 mi = pytest.importorskip("mitsuba")
-render = pytest.importorskip("diffusion_renderer.data.mitsuba_render")
-try:
-    render.load_mitsuba("llvm_ad_rgb")
-except RuntimeError as err:
-    pytest.skip(f"llvm_ad_rgb unavailable: {err}", allow_module_level=True)
 
 HDRIS = [resolve_envmap(name)[1] for name in list_presets()]
 NEW_SHAPES = ("rounded_box", "bumpy_sphere", "cone", "annulus", "blob")
