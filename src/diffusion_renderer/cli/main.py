@@ -13,9 +13,8 @@ from pathlib import Path
 
 from diffusion_renderer.cli.data import add_data_parsers
 from diffusion_renderer.cli.official import translate
-from diffusion_renderer.cli.render import add_render_parsers
+from diffusion_renderer.cli.render import PROG, add_render_parsers
 
-PROG = "diffusion-renderer"
 DTYPES = ("float32", "bfloat16", "float16")
 
 

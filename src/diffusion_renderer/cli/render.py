@@ -19,21 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from diffusion_renderer.conventions import (
-    CHANNELS,
     CHUNK_MODES,
     CONTEXT_INDEX,
     DEFAULT_SEED,
     GBUFFER_KEYS,
     INVERSE_PASSES,
     NUM_INFERENCE_STEPS,
-    PNG_BIT_DEPTH,
     WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
-    from_unit,
     to_unit,
 )
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
 from diffusion_renderer.io.errors import InputError
+from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame, write_gbuffer_frame
 from diffusion_renderer.io.layout import (
     GBUFFER_DIR,
     GROUP_MODES,
@@ -51,7 +49,6 @@ PROG = "diffusion-renderer"
 FORMATS = ("png", "jpg", "exr")
 OFFLOAD = ("none", "model", "sequential")
 OFFICIAL_ENVLIGHTS = ("0", "1", "2", "3")
-JPEG_QUALITY = 85  # what the official scripts write
 
 
 def log_error(message: str) -> None:
@@ -205,25 +202,6 @@ def frame_id(index: int, num_frames: int, window: int, chunk_mode: str) -> tuple
     return 0, index
 
 
-def write_frame(path: Path, key: str, value: np.ndarray, fmt: str) -> None:
-    """One (h, w, C) frame in the range of ``key``: PNG/JPEG hold its [0, 1] encoding, EXR the values."""
-    from diffusion_renderer.io.images import write_image
-
-    if fmt == "exr":
-        write_image(path, value)
-    else:
-        bit_depth = PNG_BIT_DEPTH.get(key, 8) if fmt == "png" else 8
-        write_image(path, to_unit(key, value), bit_depth=bit_depth, quality=JPEG_QUALITY)
-
-
-def read_frame(path: Path, key: str) -> np.ndarray:
-    """Inverse of :func:`write_frame` (official JPEGs included): (h, w, C) in the range of ``key``."""
-    from diffusion_renderer.io.images import read_image
-
-    value = read_image(path, channels=CHANNELS[key])
-    return value if path.suffix.lower() == ".exr" else from_unit(key, value)
-
-
 def write_clip_video(path: Path, key: str, frames: np.ndarray, fps: float) -> None:
     from diffusion_renderer.io.video import write_video
 
@@ -312,9 +290,8 @@ def write_gbuffers(out: Path, clip: str, gbuffers: Mapping[str, np.ndarray], fps
         for name, frames in gbuffers.items():
             for index, frame in enumerate(frames):
                 chunk, local = frame_id(index, len(frames), args.frames, args.chunk_mode)
-                write_frame(
-                    tmp / gbuffer_frame_path(out, clip, chunk, local, name, args.format).name, name, frame, args.format
-                )
+                path = tmp / gbuffer_frame_path(out, clip, chunk, local, name, args.format).name
+                write_gbuffer_frame(path, name, frame)
     count = len(next(iter(gbuffers.values())))
     if count > 1 and not args.no_video:
         for name, frames in gbuffers.items():
@@ -383,7 +360,7 @@ def load_gbuffer_clip(paths: Mapping[str, list[Path]]) -> dict[str, np.ndarray]:
     """{pass: frame paths} -> {pass: (T, h, w, C) in the conventions' ranges}."""
     gbuffers = {}
     for key, files in paths.items():
-        frames = [read_frame(p, key) for p in files]
+        frames = [read_gbuffer_frame(p, key) for p in files]
         if len({f.shape for f in frames}) > 1:
             raise InputError(files[0].parent, f"{key} frames differ in size")
         gbuffers[key] = np.stack(frames)
@@ -403,7 +380,7 @@ def forward_done(out: Path, clip: str, name: str, count: int, args) -> bool:
 def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float, args) -> None:
     for index, frame in enumerate(images):
         chunk, local = frame_id(index, len(images), args.frames, args.chunk_mode)
-        write_frame(relit_frame_path(out, clip, chunk, local, name, args.format), "rgb", frame, args.format)
+        write_gbuffer_frame(relit_frame_path(out, clip, chunk, local, name, args.format), "rgb", frame)
     if len(images) > 1 and not args.no_video:
         write_clip_video(video_path(out, clip, name), "rgb", images, fps)
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, PNG_BIT_DEPTH, from_unit, linear_to_srgb, to_unit
+from diffusion_renderer.conventions import GBUFFER_KEYS, linear_to_srgb
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
+from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame, write_gbuffer_frame
 from diffusion_renderer.io.images import read_image, write_image
 
 SPLITS = ("train", "val")
@@ -82,8 +83,7 @@ def write_clip(
     with atomic_directory(root / split / "gbuffer_frames" / clip) as tmp:
         for key in GBUFFER_FILE_KEYS:
             for t, frame in enumerate(gbuffers[key]):
-                value = frame if key == MASK_KEY else to_unit(key, frame)
-                write_image(tmp / f"0000.{t:04d}.{key}.png", value, bit_depth=PNG_BIT_DEPTH.get(key, 8))
+                write_gbuffer_frame(tmp / f"0000.{t:04d}.{key}.png", key, frame)
     record = {"clip": clip, "split": split, **meta}
     with atomic_file(meta_path(root, split, clip)) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
@@ -105,12 +105,10 @@ def read_clip(root: Path, split: str, clip: str) -> StoredClip:
     meta = json.loads(meta_path(root, split, clip).read_text())
     rgb = np.stack([read_image(p) for p in sorted((root / split / "rgb" / clip).glob("frame_*.png"))])
     folder = root / split / "gbuffer_frames" / clip
-    gbuffers = {}
-    for key in GBUFFER_FILE_KEYS:
-        files = sorted(folder.glob(f"0000.*.{key}.png"))
-        channels = 1 if key == MASK_KEY else CHANNELS[key]
-        frames = np.stack([read_image(p, channels=channels) for p in files])
-        gbuffers[key] = frames if key == MASK_KEY else from_unit(key, frames)
+    gbuffers = {
+        key: np.stack([read_gbuffer_frame(p, key) for p in sorted(folder.glob(f"0000.*.{key}.png"))])
+        for key in GBUFFER_FILE_KEYS
+    }
     return StoredClip(clip, split, rgb, gbuffers, meta)
 
 
