@@ -69,9 +69,9 @@ against the converged image is about 3 dB better) measured at 256² on six sampl
 caustics: with such fireflies the figure does not improve with more samples (27.4 dB at 64 spp as well), a
 limit of unidirectional path tracing with a 65504-radiance sun. 128 spp would give about 3 dB less (two of the
 six scenes just under 40 dB).
-Speed on the 2-core CPU (llvm_ad_rgb, max_depth 6): 5.4-9 s per 256² frame including G-buffers (0.11-0.19
-frames/s). cuda_ad_rgb was not measured here (the research notes report 0.09 s for a simpler 512², 256-spp
-scene on an H100).
+Speed at 256², 256 spp, max_depth 6, G-buffers included (``benchmarks/data_engine.py``): 0.16 frames/s on the
+2-core CPU (llvm_ad_rgb); on an H100 (cuda_ad_rgb) 1.1 frames/s for 1-frame scenes and 8.2 / 11.5 frames/s for
+8 / 24-frame clips, whose scene is built once (:class:`ClipScene`).
 """
 
 from __future__ import annotations
