@@ -299,3 +299,18 @@ def test_classical_baseline_renders_gbuffer_folders(tmp_path, capsys) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     code, lines = run(capsys, "relight", tmp_path / "x.png", "--out", tmp_path / "r", "--model", "classical:splitsum")
     assert code == 2 and len(lines) == 1 and "only renders" in lines[0]
+
+
+def test_light_thumbnails_follow_the_rotation() -> None:
+    import argparse
+
+    from diffusion_renderer.cli.render import light_thumbnails
+
+    hdr = np.zeros((16, 32, 3), np.float32)
+    hdr[6:8, 4:6] = 100.0  # one bright light
+    fixed = light_thumbnails(hdr, 3, argparse.Namespace(rotate_light=False, light_angle=0.0))
+    turning = light_thumbnails(hdr, 3, argparse.Namespace(rotate_light=True, light_angle=0.0))
+    assert fixed.shape == turning.shape == (3, 64, 128, 3)
+    assert np.array_equal(fixed[0], fixed[2]) and np.allclose(turning[0], fixed[0], atol=1e-5)
+    brightest = [np.unravel_index(frame.sum(-1).argmax(), frame.shape[:2])[1] for frame in turning]
+    assert brightest[0] != brightest[1]  # the light moves over the clip

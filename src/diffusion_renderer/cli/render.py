@@ -405,11 +405,24 @@ def render_lightings(
         **pipeline_options(args),
     )
     relit = {}
-    for (name, _), images in zip(todo, result.images, strict=True):
+    for (name, hdr), images in zip(todo, result.images, strict=True):
         write_relit(out, clip, name, images, fps, args)
+        if hdr is not None and not args.no_contact_sheet:
+            relit[f"{name} (light)"] = light_thumbnails(hdr, count, args)
         relit[name] = images
     summary.done += 1
     return relit
+
+
+def light_thumbnails(hdr: np.ndarray, count: int, args: argparse.Namespace) -> np.ndarray:
+    """(T, 64, 128, 3) env_ldr panoramas as the forward model sees them, per frame (for contact sheets)."""
+    from diffusion_renderer.lighting.envmap import process_environment_map
+
+    frames = count if args.rotate_light else 1
+    env = process_environment_map(
+        hdr, 64, 128, frames, rotate=args.rotate_light, fixed_angle_deg=args.light_angle, method="direct"
+    )
+    return env.env_ldr.expand(count, -1, -1, -1).numpy()
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
