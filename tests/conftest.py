@@ -56,3 +56,17 @@ def require_mitsuba():
     except RuntimeError as err:
         pytest.skip(f"llvm_ad_rgb unavailable: {err}", allow_module_level=True)
     return render
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A folder without write permission (skips where privileges ignore it, e.g. as root); restored after."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running with privileges that ignore folder permissions (root)")
+        yield folder
+    finally:
+        folder.chmod(0o700)
