@@ -314,3 +314,9 @@ def test_light_thumbnails_follow_the_rotation() -> None:
     assert np.array_equal(fixed[0], fixed[2]) and np.allclose(turning[0], fixed[0], atol=1e-5)
     brightest = [np.unravel_index(frame.sum(-1).argmax(), frame.shape[:2])[1] for frame in turning]
     assert brightest[0] != brightest[1]  # the light moves over the clip
+
+
+def test_official_image_extensions_flag_is_accepted_by_both_scripts() -> None:
+    for command in ("inference_inverse_renderer", "inference_forward_renderer"):
+        argv = translate([command, "--dataset_path=d", "--image_extensions", ".png", ".jpg", "--video_save_folder=o"])
+        assert "--extensions" not in argv and ".png" not in argv and argv[1] == "d"

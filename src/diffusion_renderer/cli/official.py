@@ -31,7 +31,6 @@ RENAMED = {
     "--envlight_ind": "--envmap",
     "--num_steps": "--steps",
     "--chunk_mode": "--chunk-mode",
-    "--image_extensions": "--extensions",
     "--frame_rate": "--fps",
     "--max_frames": "--max-frames",
 }
@@ -58,6 +57,7 @@ IGNORED_WITH_VALUE = (
     "--num_gpus",
     "--resize_resolution",
     "--overlap_n_frames",
+    "--image_extensions",
 )
 IGNORED_SWITCHES = (
     "--disable_prompt_upsampler",

@@ -578,7 +578,6 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--group-mode", choices=GROUP_MODES, default="folder", help="folder grouping (as official)")
     g.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
     g.add_argument("--every-n", type=int, default=1, help="keep every n-th frame")
-    g.add_argument("--extensions", nargs="+", default=None, help=argparse.SUPPRESS)
 
 
 def add_inverse_options(p: argparse.ArgumentParser) -> None:
@@ -627,7 +626,6 @@ def add_render_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Cal
     p.add_argument("inputs", nargs="+", metavar="GBUFFER_DIR", help="output folder of `inverse` (or gbuffer_frames)")
     add_forward_options(p)
     add_model_options(p)
-    p.set_defaults(every_n=1, max_frames=None)
     set_defaults(p, cmd_forward)
 
     p = sub.add_parser(
