@@ -25,6 +25,9 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         variant=args.variant,
         spp=args.spp,
         val_fraction=args.val_fraction,
+        map_seed=args.map_seed,
+        layout=args.layout,
+        only_split=args.only_split,
         progress=not args.quiet,
     )
     print(
@@ -55,6 +58,11 @@ def add_data_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--variant", choices=("cpu", "gpu", "auto"), default="cpu", help="Mitsuba llvm or cuda")
     p.add_argument("--spp", type=int, default=None, help="samples per pixel (default: the engine's)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of clips and of env maps")
+    p.add_argument("--only-split", choices=("train", "val"), default=None, help="render only this split's clips")
+    p.add_argument("--map-seed", type=int, default=0, help="seed of the held-out map choice (not tied to --seed)")
+    p.add_argument(
+        "--layout", choices=("folder", "shards"), default="folder", help="PNG/EXR folders or training shards"
+    )
     p.add_argument("--quiet", action="store_true")
     set_defaults(p, cmd_make_data)
 

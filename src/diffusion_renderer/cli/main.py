@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from diffusion_renderer.cli.data import add_data_parsers
+from diffusion_renderer.cli.eval import add_eval_parser
 from diffusion_renderer.cli.official import translate
 from diffusion_renderer.cli.render import PROG, add_render_parsers
+from diffusion_renderer.cli.train import add_train_parser
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_render_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     add_data_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
+    add_eval_parser(sub, lambda parser, func: parser.set_defaults(func=func))
+    add_train_parser(sub, lambda parser, func: parser.set_defaults(func=func))
     return parser
 
 

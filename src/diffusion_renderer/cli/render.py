@@ -24,7 +24,7 @@ from diffusion_renderer.conventions import (
     DEFAULT_SEED,
     GBUFFER_KEYS,
     INVERSE_PASSES,
-    NUM_INFERENCE_STEPS,
+    TEMPORAL_COMPRESSION,
     WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
     to_unit,
@@ -96,6 +96,8 @@ def build_pipeline(role: str, args: argparse.Namespace):
 
     device, dtype = runtime(args)
     if args.model.startswith("classical:"):
+        if hasattr(args, "frames"):
+            args.frames, args.temporal_compression = args.frames or WINDOW_FRAMES, TEMPORAL_COMPRESSION
         return classical_renderer(args.model, role, device)
     offload = args.offload if device.type == "cuda" else "none"  # offloading to the CPU from the CPU: nothing
     try:
@@ -106,6 +108,7 @@ def build_pipeline(role: str, args: argparse.Namespace):
         raise InputError(None, str(exc)) from None
     if args.model.startswith("random:") and not args.quiet:
         print(f"note: {args.model} has random weights, so its {role} outputs are noise", file=sys.stderr)
+    apply_lora(model.transformer, role, args)  # before offloading: its hooks then cover the adapter layers
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)
     if offload == "model":
@@ -115,7 +118,52 @@ def build_pipeline(role: str, args: argparse.Namespace):
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
+    if hasattr(args, "frames"):  # the model's window unless given; files are numbered in its frame grid
+        args.frames = args.frames or pipe.tokenizer.window_frames
+        args.temporal_compression = pipe.tokenizer.temporal_compression
     return pipe
+
+
+def lora_files(args: argparse.Namespace, roles: tuple[str, ...]) -> dict[str, Path]:
+    """{role: file} of ``--lora``: one adapter per role, each trained for a role this command runs.
+
+    Reads only the files' headers, so a wrong file stops the command in one line before any model loads.
+    """
+    paths = getattr(args, "lora", None) or []
+    if not paths:
+        return {}
+    from diffusion_renderer.models.lora import read_lora_header
+
+    if args.model.startswith("classical:"):
+        raise InputError(None, f"--lora adapts a neural model, not {args.model}")
+    scale = getattr(args, "lora_scale", 1.0)
+    if not np.isfinite(scale):
+        raise InputError(None, f"--lora-scale must be a finite number, got {scale}")
+    files: dict[str, Path] = {}
+    for path in map(Path, paths):
+        try:
+            role = read_lora_header(path)["role"]
+        except ValueError as exc:
+            raise InputError(None, str(exc)) from None
+        if role not in roles:
+            raise InputError(path, f"a LoRA for the {role} model; this command runs the {' and '.join(roles)} model")
+        if role in files:
+            raise InputError(path, f"a second {role} LoRA (after {files[role]}): give one per role")
+        files[role] = path
+    return files
+
+
+def apply_lora(transformer, role: str, args: argparse.Namespace) -> None:
+    """Load the ``--lora`` file of ``role`` (if any) into the DiT at ``--lora-scale``."""
+    from diffusion_renderer.models.lora import load_lora
+
+    path = lora_files(args, ("inverse", "forward")).get(role)
+    if path is None:
+        return
+    try:
+        load_lora(transformer, path, scale=getattr(args, "lora_scale", 1.0), role=role)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
 
 
 CLASSICAL = ("classical:splitsum",)
@@ -192,11 +240,13 @@ def pipeline_options(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------------------------- file helpers
 
 
-def frame_id(index: int, num_frames: int, window: int, chunk_mode: str) -> tuple[int, int]:
+def frame_id(
+    index: int, num_frames: int, window: int, chunk_mode: str, compression: int = TEMPORAL_COMPRESSION
+) -> tuple[int, int]:
     """(chunk, frame) of a clip frame: official per-window numbering for independent windows, else chunk 0."""
     from diffusion_renderer.pipelines.windows import window_length
 
-    length = window_length(num_frames, window)
+    length = window_length(num_frames, window, compression)
     if chunk_mode == "all" or (length == 1 and num_frames > 1):
         return divmod(index, length)
     return 0, index
@@ -289,7 +339,7 @@ def write_gbuffers(out: Path, clip: str, gbuffers: Mapping[str, np.ndarray], fps
     with atomic_directory(folder) as tmp:
         for name, frames in gbuffers.items():
             for index, frame in enumerate(frames):
-                chunk, local = frame_id(index, len(frames), args.frames, args.chunk_mode)
+                chunk, local = frame_id(index, len(frames), args.frames, args.chunk_mode, args.temporal_compression)
                 path = tmp / gbuffer_frame_path(out, clip, chunk, local, name, args.format).name
                 write_gbuffer_frame(path, name, frame)
     count = len(next(iter(gbuffers.values())))
@@ -316,6 +366,7 @@ def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray
 def cmd_inverse(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    lora_files(args, ("inverse",))  # a wrong --lora file: one line, before any work
     out, summary = start_batch(args)
     clips = input_clips(args, summary)
     pipe = None
@@ -369,7 +420,9 @@ def load_gbuffer_clip(paths: Mapping[str, list[Path]]) -> dict[str, np.ndarray]:
 
 def forward_done(out: Path, clip: str, name: str, count: int, args) -> bool:
     frames = [
-        relit_frame_path(out, clip, *frame_id(i, count, args.frames, args.chunk_mode), name, args.format)
+        relit_frame_path(
+            out, clip, *frame_id(i, count, args.frames, args.chunk_mode, args.temporal_compression), name, args.format
+        )
         for i in range(count)
     ]
     if not all(f.is_file() for f in frames):
@@ -379,7 +432,7 @@ def forward_done(out: Path, clip: str, name: str, count: int, args) -> bool:
 
 def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float, args) -> None:
     for index, frame in enumerate(images):
-        chunk, local = frame_id(index, len(images), args.frames, args.chunk_mode)
+        chunk, local = frame_id(index, len(images), args.frames, args.chunk_mode, args.temporal_compression)
         write_gbuffer_frame(relit_frame_path(out, clip, chunk, local, name, args.format), "rgb", frame)
     if len(images) > 1 and not args.no_video:
         write_clip_video(video_path(out, clip, name), "rgb", images, fps)
@@ -428,6 +481,7 @@ def light_thumbnails(hdr: np.ndarray, count: int, args: argparse.Namespace) -> n
 def cmd_forward(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    lora_files(args, ("forward",))
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
@@ -459,6 +513,7 @@ def cmd_relight(args: argparse.Namespace) -> int:
 
     if args.model.startswith("classical:"):
         classical_renderer(args.model, "inverse", "cpu")  # says, in one line, that it cannot estimate G-buffers
+    lora_files(args, ("inverse", "forward"))
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
@@ -543,21 +598,35 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and sampling")
     g.add_argument(
         "--model",
-        default="random:tiny",
-        help="model spec: random:tiny, a converted or official folder; classical:splitsum (forward only)",
+        default="tiny",
+        help="model spec: tiny (shipped, default), random:tiny, a trained, converted or official folder; "
+        "classical:splitsum (forward only)",
     )
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed; same seed, same output (default 1000)")
-    g.add_argument("--steps", type=int, default=NUM_INFERENCE_STEPS, help="denoising steps (default 15)")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: off)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
     g.add_argument("--offload", choices=OFFLOAD, default="none", help="CPU offloading through diffusers (GPU only)")
+    g.add_argument(
+        "--lora",
+        action="append",
+        metavar="PATH",
+        help="LoRA adapter file (e.g. the real-footage LoRA from `train --lora`), applied to the model of the "
+        "role it was trained for; relight takes one per role",
+    )
+    g.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (default 1; 0: off)")
     g = p.add_argument_group("frames and resolution")
     g.add_argument(
         "--resolution", type=int, nargs="+", metavar="N", help="H W, or the longest side (default 704 1280)"
     )
     g.add_argument("--resize-mode", choices=("fit", "stretch"), default="fit", help="fit: no stretching (default)")
-    g.add_argument("--frames", type=int, default=WINDOW_FRAMES, help="frames per window, 1 + 8k (default 57)")
+    g.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames per window (default the model's: 57 = 1 + 8k official, 16 tiny)",
+    )
     g.add_argument("--chunk-mode", choices=CHUNK_MODES, default="blend", help="blend: overlapping windows (default)")
     g.add_argument("--overlap", type=int, default=WINDOW_OVERLAP_LATENTS, help="latent frames shared by windows")
     g.add_argument("--fps", type=float, default=None, help="sample input videos at this rate; rate of output mp4s")

@@ -23,6 +23,7 @@ from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import HDR_SUFFIXES
 
 VARIANTS = {"cpu": "llvm_ad_rgb", "gpu": "cuda_ad_rgb", "auto": "auto"}
+LAYOUTS = ("folder", "shards")
 
 
 @dataclass
@@ -78,21 +79,46 @@ def make_dataset(
     variant: str = "cpu",
     spp: int | None = None,
     val_fraction: float = 0.1,
+    map_seed: int = 0,
+    layout: str = "folder",
+    only_split: str | None = None,
     progress: bool = True,
 ) -> MakeDataReport:
-    """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable)."""
-    from diffusion_renderer.data.mitsuba_render import render_clip
+    """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable).
+
+    ``map_seed`` picks the held-out maps, independently of ``seed``: datasets made with other seeds share the
+    split, so they can be combined (the small model's training data grows run by run). ``layout``: ``folder``
+    (PNG/EXR files, see data/storage.py) or ``shards`` (training shards, see data/shards.py; no image codecs).
+    ``only_split``: render only the clips of that split (the others are counted as skipped).
+    """
+    from diffusion_renderer.data.mitsuba_render import environment_hdr, render_clip
     from diffusion_renderer.data.scenes import sample_scene
-    from diffusion_renderer.data.storage import clip_name, is_finished, write_clip, write_manifest
+    from diffusion_renderer.data.shards import (
+        clip_name,
+        display_rgb,
+        encode_clip,
+        shard_meta,
+        shard_path,
+        write_shard,
+    )
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "folder":  # PNG/EXR codecs imported only here: GPU hosts may lack OpenCV/OpenEXR
+        from diffusion_renderer.data.storage import is_finished, write_clip, write_manifest
+    else:
+
+        def is_finished(root: Path, split: str, clip: str) -> bool:
+            return shard_path(root, split, clip).is_file()
 
     maps = environment_maps(hdri_dir)
-    train_maps, val_maps = split_maps(maps, val_fraction, seed)
+    train_maps, val_maps = split_maps(maps, val_fraction, map_seed)
     written = skipped = rendered_frames = 0
     start = time.perf_counter()
     for index in tqdm(range(scenes), desc="scenes", disable=not progress):
         split, clip_seed = split_of(index, val_fraction), seed + index
         clip = clip_name(clip_seed)
-        if is_finished(out, split, clip):
+        if (only_split and split != only_split) or is_finished(out, split, clip):
             skipped += 1
             continue
         spec = sample_scene(
@@ -123,10 +149,16 @@ def make_dataset(
             "c2w": np.asarray(buffers.c2w).tolist(),
             "scene": spec.to_dict(),
         }
-        write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
+        if layout == "folder":
+            write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
+        else:
+            env = environment_hdr(spec, resolution, resolution)
+            tensors = encode_clip(display_rgb(buffers.rgb_linear), gbuffers, env)
+            write_shard(shard_path(out, split, clip), tensors, shard_meta(meta, clip, split))
         written += 1
         rendered_frames += frames
-    write_manifest(out)
+    if layout == "folder":
+        write_manifest(out)
     return MakeDataReport(written, skipped, time.perf_counter() - start, rendered_frames)
 
 

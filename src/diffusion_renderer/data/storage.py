@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_renderer.conventions import GBUFFER_KEYS, linear_to_srgb
+from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.data.shards import display_rgb
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
 from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame, write_gbuffer_frame
 from diffusion_renderer.io.images import read_image, write_image
@@ -34,21 +35,12 @@ MASK_KEY = "mask"
 GBUFFER_FILE_KEYS = (*GBUFFER_KEYS, MASK_KEY)
 
 
-def clip_name(seed: int) -> str:
-    return f"scene_{seed:08d}"
-
-
 def meta_path(root: Path, split: str, clip: str) -> Path:
     return root / split / "meta" / f"{clip}.json"
 
 
 def is_finished(root: Path, split: str, clip: str) -> bool:
     return meta_path(root, split, clip).is_file()
-
-
-def display_rgb(linear: np.ndarray) -> np.ndarray:
-    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve)."""
-    return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
 
 
 @dataclass

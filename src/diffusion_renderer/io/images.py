@@ -10,13 +10,24 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
-import OpenEXR
 from PIL import Image, UnidentifiedImageError
 
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
+
+# OpenCV (16-bit colour PNG/TIFF) and OpenEXR are dependencies of the package, but GPU training hosts that carry
+# only torch have neither: 8-bit files go through Pillow there, and the two codecs fail only when needed.
+try:
+    import cv2
+except ImportError:
+    cv2 = None
+try:
+    import OpenEXR
+except ImportError:
+    OpenEXR = None
+_CV2_ERRORS: tuple[type[BaseException], ...] = (cv2.error,) if cv2 is not None else ()
+
 
 # The official list plus .tif and .webp.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".tiff", ".tif", ".bmp", ".webp", ".exr")
@@ -102,7 +113,7 @@ def _read_raster(path: Path, max_pixels: int) -> np.ndarray:
         raise InputError(path, "not an image or an unsupported format") from None
     except PermissionError as err:
         raise InputError(path, f"cannot read: {err.strerror or 'permission denied'}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, cv2.error) as err:
+    except (OSError, SyntaxError, ValueError, EOFError, *_CV2_ERRORS) as err:
         # Pillow reports truncated/corrupt data as OSError, SyntaxError or ValueError depending on the codec.
         raise InputError(path, f"corrupt or truncated image ({_describe(err)})") from None
     except MemoryError:
@@ -138,6 +149,7 @@ def _is_16bit_colour(img: Image.Image) -> bool:
 
 def _decode_16bit_colour(path: Path) -> np.ndarray:
     """OpenCV decode of a 16-bit colour file -> float32 (H, W, C) RGB(A) in [0, 1]."""
+    _require(cv2, "opencv-python-headless", path)
     raw = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise InputError(path, "corrupt or truncated image (OpenCV cannot decode it)")
@@ -190,7 +202,13 @@ def _composite(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return (color * alpha + (1.0 - alpha)).astype(np.float32)
 
 
+def _require(module: object, package: str, path: Path) -> None:
+    if module is None:
+        raise InputError(path, f"this file type needs the {package} package, which is not installed")
+
+
 def _read_exr(path: Path, max_pixels: int) -> np.ndarray:
+    _require(OpenEXR, "openexr", path)
     """Raw linear float32 (H, W, 1 or 3) of an EXR; alpha is ignored (EXR colour is usually premultiplied)."""
     try:
         with OpenEXR.File(str(path), header_only=True) as f:
@@ -263,7 +281,7 @@ def write_image(path: str | Path, array: np.ndarray, *, bit_depth: int = 8, qual
                 _write_pil(tmp, array, quality)
     except OSError as err:
         raise InputError(path, f"cannot write: {err.strerror or _describe(err)}") from None
-    except (cv2.error, RuntimeError) as err:
+    except (*_CV2_ERRORS, RuntimeError) as err:
         raise InputError(path, f"cannot write: {_describe(err)}") from None
 
 
@@ -293,6 +311,7 @@ def _write_pil(tmp: Path, array: np.ndarray, quality: int) -> None:
 
 
 def _write_png16(tmp: Path, array: np.ndarray) -> None:
+    _require(cv2, "opencv-python-headless", tmp)
     data = quantize(array, 16)  # (H, W, C)
     data = data[..., 0] if data.shape[2] == 1 else np.ascontiguousarray(data[..., ::-1])  # RGB -> BGR
     if not cv2.imwrite(str(tmp), data):
@@ -300,6 +319,7 @@ def _write_png16(tmp: Path, array: np.ndarray) -> None:
 
 
 def _write_exr(tmp: Path, array: np.ndarray) -> None:
+    _require(OpenEXR, "openexr", tmp)
     pixels = np.ascontiguousarray(array, dtype=np.float32)
     channels = {"Y": np.ascontiguousarray(pixels[..., 0])} if pixels.shape[2] == 1 else {"RGB": pixels}
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}

@@ -12,18 +12,28 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
+
+try:
+    import av
+except ImportError:  # PyAV is a dependency, but GPU training hosts carry only torch: fail when a video is used
+    av = None
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 FALLBACK_FPS: float = 24.0  # when a container states no frame rate at all (the official datasets' rate)
 _FRAME_SLACK = 2  # frames a complete file may decode short of its header's count (see ``_check_complete``)
 
 # Everything PyAV/FFmpeg may raise for a bad file: FFmpegError subclasses, plus plain OS/value errors.
-_DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError, RuntimeError, IndexError)
+_FFMPEG_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError,) if av is not None else ()
+_DECODE_ERRORS = (*_FFMPEG_ERRORS, OSError, ValueError, EOFError, RuntimeError, IndexError)
+
+
+def _require_av(path: str | Path) -> None:
+    if av is None:
+        raise InputError(path, "videos need the av (PyAV) package, which is not installed")
 
 
 def is_video_file(path: str | Path) -> bool:
@@ -201,6 +211,7 @@ def _rotation_turns(frame: av.VideoFrame) -> int:
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
+    _require_av(path)
     if not path.exists():
         raise InputError(path, "no such file")
     if not path.is_file():
@@ -224,7 +235,7 @@ def _stream_fps(stream: av.VideoStream) -> float:
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, av.error.FFmpegError) and err.strerror:
+    if av is not None and isinstance(err, av.error.FFmpegError) and err.strerror:
         return str(err.strerror)  # without PyAV's errno and C function name
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -241,6 +252,7 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
     column/row (the output is then 1 pixel larger than the input). An unwritable destination raises InputError.
     """
     path = Path(path)
+    _require_av(path)
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, not {fps!r}")
     frames_iter = iter(frames)
@@ -252,7 +264,7 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
             _encode(tmp, first, frames_iter, fps, crf)
     except OSError as err:
         raise InputError(path, f"cannot write: {err.strerror or _describe(err)}") from None
-    except av.error.FFmpegError as err:
+    except _FFMPEG_ERRORS as err:
         raise InputError(path, f"cannot write: {_describe(err)}") from None
 
 

@@ -2,9 +2,13 @@
 
 Every command takes ``--model SPEC``:
 
+* ``tiny`` (the default) - the small renderers trained by this project, shipped inside the package
+  (``weights/tiny/{inverse,forward}.safetensors``; model card ``weights/tiny/MODEL_CARD.md``);
 * ``random:tiny`` - tiny DiT of the official layout and a tiny Cosmos tokenizer, randomly initialised
-  (seeded): for tests and smoke runs;
+  (seeded): for tests and smoke runs; ``random:small`` - the shipped model's size, random;
 * ``random:inverse-7b`` / ``random:forward-7b`` - the official sizes with random weights: for benchmarks;
+* a renderer file (``*.safetensors`` written by ``diffusion-renderer train``) or a folder holding
+  ``inverse.safetensors`` / ``forward.safetensors``;
 * a folder written by ``diffusion-renderer convert-official`` (``diffusion_renderer.json`` inside);
 * an official checkpoint folder (or one downloaded repo): converted on first use into the cache
   (``$DIFFUSION_RENDERER_CACHE``, default ``~/.cache/diffusion_renderer``), then loaded from there.
@@ -16,7 +20,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,15 +31,26 @@ from diffusion_renderer.checkpoints.official import (
     convert_official,
     is_official_checkpoint_dir,
 )
+from diffusion_renderer.checkpoints.renderer_file import read_renderer_file
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
-from diffusion_renderer.models.configs import OFFICIAL_NETS, ROLES, dit_config, role_of_config
+from diffusion_renderer.models.configs import (
+    OFFICIAL_NETS,
+    ROLES,
+    TOKENIZER_OF_SIZE,
+    dit_config,
+    role_of_config,
+    size_of_config,
+)
+from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.tokenizer import CV8X8X8_720P_CONFIG, CosmosTokenizer, LatentTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 
 TINY_TOKENIZER_CONFIG = {**CV8X8X8_720P_CONFIG, "channels": 8}
+DEFAULT_SPEC = "tiny"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 SPEC_HELP = (
-    "random:tiny, random:inverse-7b, random:forward-7b, a folder from `convert-official`, "
-    "or an official checkpoint folder"
+    "tiny (shipped), random:tiny, random:small, random:inverse-7b, random:forward-7b, a renderer file or folder "
+    "from `train`, a folder from `convert-official`, or an official checkpoint folder"
 )
 
 
@@ -51,6 +66,7 @@ class RendererModel:
     tokenizer: LatentTokenizer
     role: str
     spec: str
+    record: dict = field(default_factory=dict)  # provenance of a trained model (data, steps, metrics)
 
 
 def cache_root() -> Path:
@@ -89,15 +105,50 @@ def random_transformer(
 
 
 def _random_spec(name: str, role: str, device, dtype, seed: int) -> RendererModel:
-    config_name = f"{role}-tiny" if name == "tiny" else name
+    config_name = f"{role}-{name}" if name in ("tiny", "small") else name
     if config_name not in OFFICIAL_NETS:
         raise ModelSpecError(f"unknown model spec 'random:{name}' (expected {SPEC_HELP})")
     if role_of_config(config_name) != role:
         raise ModelSpecError(f"'random:{name}' is a {role_of_config(config_name)} model, not {role}")
     transformer = random_transformer(config_name, seed, device, dtype)
-    tokenizer_config = TINY_TOKENIZER_CONFIG if config_name.endswith("tiny") else CV8X8X8_720P_CONFIG
-    tokenizer = CosmosTokenizer.random(tokenizer_config, seed=seed, dtype=dtype, stats_dtype=dtype).to(device=device)
+    kind = TOKENIZER_OF_SIZE[size_of_config(config_name)]
+    if kind == "space-to-depth":
+        tokenizer: LatentTokenizer = SpaceToDepthTokenizer().to(device=device, dtype=dtype)
+    else:
+        tokenizer_config = TINY_TOKENIZER_CONFIG if kind == "cosmos-tiny" else CV8X8X8_720P_CONFIG
+        tokenizer = CosmosTokenizer.random(tokenizer_config, seed=seed, dtype=dtype, stats_dtype=dtype)
+        tokenizer = tokenizer.to(device=device)
     return RendererModel(transformer, tokenizer, role, f"random:{name}")
+
+
+def renderer_file_of(spec_path: Path, role: str) -> Path:
+    """The file of ``role`` in a renderer folder, or the file itself."""
+    return spec_path / f"{role}.safetensors" if spec_path.is_dir() else spec_path
+
+
+def load_renderer_file(path: Path, role: str, device, dtype, spec: str) -> RendererModel:
+    """A DiT + tokenizer from a renderer file (see checkpoints/renderer_file.py)."""
+    try:
+        state, meta = read_renderer_file(path)
+    except CheckpointError as exc:
+        raise ModelSpecError(str(exc)) from None
+    if meta.get("role") != role:
+        raise ModelSpecError(f"{path}: holds the {meta.get('role')} model, not the {role} one")
+    try:
+        tokenizer = SpaceToDepthTokenizer.from_config(meta["tokenizer"])
+        transformer = DiffusionRendererTransformer3DModel(**meta["dit_config"])
+        transformer.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelSpecError(f"{path}: cannot build the model it describes ({str(exc).splitlines()[0]})") from None
+    transformer = torch.nn.Module.to(transformer, device=device, dtype=dtype).eval()
+    return RendererModel(transformer, tokenizer.to(device=device, dtype=dtype), role, spec, meta.get("record", {}))
+
+
+def _shipped(role: str, device, dtype) -> RendererModel:
+    path = SHIPPED_DIR / DEFAULT_SPEC / f"{role}.safetensors"
+    if not path.is_file():
+        raise ModelSpecError(f"{path}: the shipped model is missing from this installation (reinstall the package)")
+    return load_renderer_file(path, role, device, dtype, DEFAULT_SPEC)
 
 
 def converted_cache_dir(checkpoint_dir: str | Path) -> Path:
@@ -138,7 +189,11 @@ def load_model(
         raise ModelSpecError(f"role must be one of {ROLES}, got {role!r}")
     if spec.startswith("random:"):
         return _random_spec(spec.split(":", 1)[1], role, device, dtype, seed)
+    if spec == DEFAULT_SPEC:
+        return _shipped(role, device, dtype)
     folder = Path(spec).expanduser()
+    if folder.suffix == ".safetensors" or (folder / f"{role}.safetensors").is_file():
+        return load_renderer_file(renderer_file_of(folder, role), role, device, dtype, spec)
     if not folder.is_dir():
         raise ModelSpecError(f"unknown model spec {spec!r} (expected {SPEC_HELP})")
     if (folder / CONVERTED_MARKER).is_file():

@@ -32,7 +32,7 @@ from diffusion_renderer.checkpoints.keys import (
     shape_of,
     vae_key_to_official,
 )
-from diffusion_renderer.conventions import PIXEL_CHUNK_DURATION, SIGMA_DATA
+from diffusion_renderer.conventions import DEFAULT_RESOLUTION, PIXEL_CHUNK_DURATION, SIGMA_DATA
 
 # Official network config ``TokenizerConfigs["CV8x8x8_720p"]`` of Cosmos-Tokenize1-CV8x8x8-720p.
 CV8X8X8_720P_CONFIG: Final[dict[str, Any]] = {
@@ -223,6 +223,8 @@ class LatentTokenizer(ABC):
     latent_channels: int
     spatial_compression: int
     temporal_compression: int
+    window_frames: int  # frames per window the pipelines use by default (1 + temporal_compression k)
+    resolution: int | tuple[int, int] = DEFAULT_RESOLUTION  # default processing size of the pipelines
 
     @abstractmethod
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -308,6 +310,7 @@ class CosmosTokenizer(LatentTokenizer):
                 f"pixel_chunk_duration must be {self.temporal_compression}·n + 1, got {pixel_chunk_duration}"
             )
         self.latent_chunk_duration = (self.pixel_chunk_duration - 1) // self.temporal_compression + 1
+        self.window_frames = self.pixel_chunk_duration
 
         channels = self.latent_channels
         stats_dtype = stats_dtype or torch.float32

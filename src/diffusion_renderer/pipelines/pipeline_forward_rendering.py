@@ -23,8 +23,6 @@ from diffusion_renderer.conventions import (
     FORWARD_CONDITION_KEYS,
     GBUFFER_KEYS,
     GUIDANCE_SCALE,
-    NUM_INFERENCE_STEPS,
-    WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
     from_model,
     to_model,
@@ -35,7 +33,7 @@ from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution, co
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
-from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
+from diffusion_renderer.pipelines.windows import TemporalPlan
 
 Lighting = np.ndarray | torch.Tensor | EnvironmentConditions | None
 
@@ -63,14 +61,14 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         fixed_frame: int | None,
         processing_resolution: Resolution,
         resize_mode: str | None,
-        num_frames: int,
+        num_frames: int | None,
         chunk_mode: str,
         overlap_latents: int,
     ) -> tuple[dict[str, torch.Tensor], FitPlan, TemporalPlan]:
         """G-buffers -> {key: (1, 3, N, H, W) model-range video} with the clip's spatial and temporal plans."""
         frames, (count, height, width) = collect_gbuffers(gbuffers, fixed_frame)  # {key: (N, C, h, w)}
         fit = self.image_processor.plan(height, width, processing_resolution, resize_mode)
-        plan = plan_windows(count, num_frames, chunk_mode, overlap_latents)
+        plan = self.plan_windows(count, num_frames, chunk_mode, overlap_latents)
         videos = {}
         for key, f in frames.items():
             f = self.image_processor.preprocess(f, fit)  # (N, C, H, W)
@@ -153,7 +151,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         generator: torch.Generator | None = None,
         processing_resolution: Resolution = None,
         resize_mode: str | None = None,
-        num_frames: int = WINDOW_FRAMES,
+        num_frames: int | None = None,
         chunk_mode: str = "blend",
         overlap_latents: int = WINDOW_OVERLAP_LATENTS,
         fps: float = DEFAULT_FPS,
@@ -178,7 +176,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             envmap_method: ``cubemap`` (official resampling) or ``direct`` (one equirect lookup).
             Others: as :class:`InverseRenderingPipeline`.
         """
-        steps = num_inference_steps or NUM_INFERENCE_STEPS
+        steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
         self.check_inputs(gbuffers, steps)
         lightings = list(envmap) if isinstance(envmap, (list, tuple)) else [envmap]

@@ -19,9 +19,7 @@ from diffusion_renderer.conventions import (
     DEFAULT_FPS,
     GUIDANCE_SCALE,
     INVERSE_PASSES,
-    NUM_INFERENCE_STEPS,
     VALUE_RANGE,
-    WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
     context_index,
     from_model,
@@ -34,7 +32,7 @@ from diffusion_renderer.pipelines.image_processor import (
 from diffusion_renderer.pipelines.pipeline_output import InverseRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
-from diffusion_renderer.pipelines.windows import TemporalPlan, plan_windows
+from diffusion_renderer.pipelines.windows import TemporalPlan
 
 
 def soft_normalize(normal: torch.Tensor, low: float = 0.2, high: float = 0.4, dim: int = 1) -> torch.Tensor:
@@ -73,7 +71,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         image: FramesInput,
         processing_resolution: Resolution,
         resize_mode: str | None,
-        num_frames: int,
+        num_frames: int | None,
         chunk_mode: str,
         overlap_latents: int,
     ) -> tuple[torch.Tensor, FitPlan, TemporalPlan]:
@@ -83,7 +81,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             frames = frames.expand(-1, 3, -1, -1)
         fit = self.image_processor.plan(*frames.shape[-2:], processing_resolution, resize_mode)
         frames = self.image_processor.preprocess(frames, fit)  # (N, 3, H, W)
-        plan = plan_windows(frames.shape[0], num_frames, chunk_mode, overlap_latents)
+        plan = self.plan_windows(frames.shape[0], num_frames, chunk_mode, overlap_latents)
         return (frames * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0), fit, plan
 
     def prepare_latents(
@@ -161,7 +159,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         generator: torch.Generator | None = None,
         processing_resolution: Resolution = None,
         resize_mode: str | None = None,
-        num_frames: int = WINDOW_FRAMES,
+        num_frames: int | None = None,
         chunk_mode: str = "blend",
         overlap_latents: int = WINDOW_OVERLAP_LATENTS,
         fps: float = DEFAULT_FPS,
@@ -182,14 +180,15 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             processing_resolution: ``None`` (704x1280, turned to the input's orientation), ``(H, W)``, an int
                 (longest side) or 0 (native size); multiples of 16.
             resize_mode: ``fit`` (default: no stretching, padding flagged to the DiT) or ``stretch`` (official).
-            num_frames: frames per window (1 + 8k, default 57); ``chunk_mode``: ``blend`` (overlapping windows
-                agreeing in latent space), ``first`` (official: first window only), ``all`` (official:
-                independent windows); ``overlap_latents``: latent frames neighbouring windows share.
+            num_frames: frames per window (default: the tokenizer's window, 57 = 1 + 8k for Cosmos);
+                ``chunk_mode``: ``blend`` (overlapping windows agreeing in latent space), ``first`` (official:
+                first window only), ``all`` (official: independent windows); ``overlap_latents``: latent
+                frames neighbouring windows share.
             pass_batch_size: passes per DiT batch (default: all for images, 1 for videos).
             normalize_normal: the official soft re-normalisation of predicted normals.
         """
         passes = tuple(passes or INVERSE_PASSES)
-        steps = num_inference_steps or NUM_INFERENCE_STEPS
+        steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
         self.check_inputs(passes, steps, pass_batch_size)
         device = self._execution_device

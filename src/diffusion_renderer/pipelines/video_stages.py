@@ -6,28 +6,30 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKLCosmos, EDMEulerScheduler
 
+from diffusion_renderer.conventions import NUM_INFERENCE_STEPS
 from diffusion_renderer.models.tokenizer import LatentTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor
 from diffusion_renderer.pipelines.sampling import make_scheduler
-from diffusion_renderer.pipelines.windows import TemporalPlan, blend_frames
+from diffusion_renderer.pipelines.windows import TemporalPlan, blend_frames, plan_windows
 
 
 class RendererPipelineMixin:
     """Components of a rendering pipeline (mixed into a ``DiffusionPipeline``).
 
     ``transformer`` (the DiT of the pipeline's ``role``), ``vae`` (the Cosmos tokenizer network, registered so
-    diffusers' offloading manages it) and ``scheduler``; ``tokenizer`` wraps ``vae`` with the latent
-    normalisation and is what the stages call.
+    diffusers' offloading manages it; None for a tokenizer without weights) and ``scheduler``; ``tokenizer``
+    wraps ``vae`` with the latent normalisation and is what the stages call.
     """
 
     role: str
     model_cpu_offload_seq = "vae->transformer"
+    default_inference_steps: int = NUM_INFERENCE_STEPS  # a trained model may record its own (see from_model)
 
     def __init__(
         self,
         transformer: DiffusionRendererTransformer3DModel,
-        vae: AutoencoderKLCosmos,
+        vae: AutoencoderKLCosmos | None,
         scheduler: EDMEulerScheduler,
         tokenizer: LatentTokenizer | None = None,
     ) -> None:
@@ -36,14 +38,21 @@ class RendererPipelineMixin:
             raise ValueError("pass `tokenizer` (the latent normalisation around `vae`)")
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
         self.tokenizer = tokenizer
-        self.image_processor = DiffusionRendererImageProcessor()
+        self.image_processor = DiffusionRendererImageProcessor(resolution=tokenizer.resolution)
 
     @classmethod
     def from_model(cls, model):
         """From a :class:`~diffusion_renderer.models.specs.RendererModel` of the pipeline's role."""
         if model.role != cls.role:
             raise ValueError(f"{model.spec}: a {model.role} model cannot run {cls.role} rendering")
-        return cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+        pipe = cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
+        pipe.default_inference_steps = int(model.record.get("default_steps", NUM_INFERENCE_STEPS))
+        return pipe
+
+    def plan_windows(self, count: int, num_frames: int | None, chunk_mode: str, overlap_latents: int) -> TemporalPlan:
+        """Windows of a ``count``-frame clip in the tokenizer's frame grid (``num_frames`` None: its default)."""
+        window = num_frames or self.tokenizer.window_frames
+        return plan_windows(count, window, chunk_mode, overlap_latents, self.tokenizer.temporal_compression)
 
 
 def window_frames(video: torch.Tensor, plan: TemporalPlan, window: int) -> torch.Tensor:

@@ -1,0 +1,63 @@
+"""Speed of the shipped `tiny` model on the CPU: relight one 256² image (inverse, 5 passes, + forward, 1 map).
+
+Usage: python benchmarks/tiny_cpu_speed.py --out benchmarks/results/tiny_cpu_speed.json [--threads 2]
+Median of --repeats runs after a warm-up, model loading excluded; at the model's default steps and at 15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion_renderer.apps.relight import relight
+from diffusion_renderer.lighting.presets import load_envmap
+from diffusion_renderer.models.specs import load_model
+from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    inverse = InverseRenderingPipeline.from_model(load_model("tiny", "inverse"))
+    forward = ForwardRenderingPipeline.from_model(load_model("tiny", "forward"))
+    load_s = time.perf_counter() - start
+    _, hdr = load_envmap("park")
+    figures = {}
+    for steps in (inverse.default_inference_steps, 15):
+        times = []
+        for i in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            relight(inverse, forward, str(EXAMPLE), [hdr], seed=0, num_inference_steps=steps, progress=False)
+            if i:  # the first run warms up
+                times.append(time.perf_counter() - t0)
+        figures[f"relight_256_steps{steps}_s"] = round(statistics.median(times), 3)
+    result = {
+        "date": dt.date.today().isoformat(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "load_s": round(load_s, 2),
+        **figures,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""One-file renderers: a DiT, its config, its tokenizer's config and a record of how it was made, in one
+safetensors file (no pickles). The shipped ``tiny`` model and every training checkpoint use it.
+
+Weights are stored as float32, float16, or int8 with one float16 scale per output row (symmetric absmax,
+``w ≈ q * scale``), dequantised to float32 at load. int8 halves the size of float16 for a relative error of
+at most 1/254 of each row's largest weight; 1-D tensors (norms, biases) and small matrices stay float16.
+Why by hand: torchao's int8 schemes quantise for int8 *compute*; here the only goal is a small file that
+loads into plain float modules on any device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from diffusion_renderer.checkpoints.safe_load import CheckpointError
+from diffusion_renderer.io.atomic import atomic_file
+
+FORMAT: Final[str] = "diffusion_renderer.RendererFile/1"
+STORAGE: Final[tuple[str, ...]] = ("float32", "float16", "int8")
+_SCALE_SUFFIX: Final[str] = ".__scale__"
+_INT8_MIN_NUMEL: Final[int] = 4096  # smaller matrices are not worth a scale row each
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O, ...) float -> (O, ...) int8 and (O,) float16 scales, symmetric per output row."""
+    rows = weight.detach().float().reshape(weight.shape[0], -1)  # (O, I)
+    scale = (rows.abs().amax(dim=1) / 127).clamp_min(1e-12)
+    scale = scale.half().float().clamp_min(6e-8)  # what float16 storage keeps, so q uses the stored scale
+    q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape), scale.half()
+
+
+def dequantize_rows_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`quantize_rows_int8`: (O, ...) float32."""
+    shape = (-1,) + (1,) * (q.ndim - 1)
+    return q.float() * scale.float().reshape(shape)
+
+
+def encode_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """Float state dict -> the tensors of a renderer file in ``storage`` (float32, float16 or int8)."""
+    if storage not in STORAGE:
+        raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        value = value.detach().cpu()
+        if not value.is_floating_point():
+            out[name] = value.contiguous()
+        elif storage == "float32":
+            out[name] = value.float().contiguous()
+        elif storage == "int8" and value.ndim >= 2 and value.numel() >= _INT8_MIN_NUMEL:
+            out[name], out[name + _SCALE_SUFFIX] = quantize_rows_int8(value)
+        else:
+            out[name] = value.half().contiguous()
+    return out
+
+
+def decode_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of a renderer file -> a float32 state dict."""
+    state = {}
+    for name, value in tensors.items():
+        if name.endswith(_SCALE_SUFFIX):
+            continue
+        scale = tensors.get(name + _SCALE_SUFFIX)
+        if scale is not None:
+            state[name] = dequantize_rows_int8(value, scale)
+        else:
+            state[name] = value.float() if value.is_floating_point() else value
+    return state
+
+
+def save_renderer_file(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    *,
+    role: str,
+    dit_config: dict[str, Any],
+    tokenizer_config: dict[str, Any],
+    storage: str = "float32",
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Write a renderer file atomically. ``record``: free-form provenance (data, steps, time, metrics)."""
+    meta = {
+        "format": FORMAT,
+        "role": role,
+        "storage": storage,
+        "dit_config": dit_config,
+        "tokenizer": tokenizer_config,
+        "record": record or {},
+    }
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        save_file(encode_state_dict(state, storage), str(tmp), metadata={"json": json.dumps(meta)})
+    return path
+
+
+def read_renderer_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(float32 state dict, metadata) of a renderer file; :class:`CheckpointError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("json", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors renderer file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    return decode_state_dict(tensors), meta
+
+
+def read_renderer_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata only (no tensors read)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("json", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors renderer file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    return meta

@@ -1,0 +1,107 @@
+"""The ``eval`` command: a model spec against the ground truth of a ``make-data`` split (metrics + HTML report)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from diffusion_renderer.cli.render import (
+    build_pipeline,
+    check_output_dir,
+    classical_renderer,
+    log_error,
+    processing_resolution,
+    runtime,
+)
+from diffusion_renderer.conventions import DEFAULT_SEED, INVERSE_PASSES
+
+EPILOG = """examples:
+  diffusion-renderer eval inverse data --out eval/inverse --model CHECKPOINTS
+  diffusion-renderer eval forward data --out eval/splitsum --model classical:splitsum
+  diffusion-renderer eval relight data --out eval/relight --model classical:splitsum --inverse-model CKPT --spp 64
+
+outputs: OUT/metrics.json (per-clip and mean metrics), OUT/report.html, OUT/grids/{clip}.png
+(input, ground truth, prediction, error map), OUT/references/{clip}.npz (relight: cached path-traced targets)"""
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from diffusion_renderer.eval.evaluate import EvalConfig, list_eval_clips, run_evaluation
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    resolution = processing_resolution(args)
+    config = EvalConfig(
+        data=Path(args.data),
+        out=Path(args.out),
+        mode=args.mode,
+        model=args.model,
+        inverse_model=args.inverse_model,
+        split=args.split,
+        max_clips=args.max_clips,
+        max_frames=args.max_frames,
+        steps=args.steps,
+        seed=args.seed,
+        resolution=0 if resolution is None else resolution,  # 0: the data's own size
+        passes=tuple(args.passes),
+        variant=args.variant,
+        spp=args.spp,
+        envmap_method=args.envmap_method,
+        grid_frames=args.grid_frames,
+        progress=not args.quiet,
+    )
+    list_eval_clips(config.data, config.split, config.max_clips)  # bad data: one line, before any model loads
+    check_output_dir(config.out)
+
+    def load(role: str):
+        model = args.inverse_model if role == "inverse" and args.inverse_model else args.model
+        if model.startswith("classical:"):  # directly: build_pipeline would import the neural stack first
+            return classical_renderer(model, role, runtime(args)[0])
+        return build_pipeline(role, argparse.Namespace(**{**vars(args), "model": model, "offload": "none"}))
+
+    result = run_evaluation(config, load, on_error=lambda clip, reason: log_error(f"{clip}: {reason}"))
+    mean = ", ".join(f"{k} {v:.4g}" for k, v in result.mean.items())
+    print(f"{len(result.samples)} clips evaluated, {len(result.failed)} failed: {mean}", file=sys.stderr)
+    print(f"-> {result.report_path}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="metrics of a model on a make-data split: inverse, forward or relight (report.html)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    p.add_argument("mode", choices=("inverse", "forward", "relight"), help="what to evaluate")
+    p.add_argument("data", help="a make-data folder (DATA/{train,val}/rgb, gbuffer_frames, meta)")
+    p.add_argument("--out", required=True, help="output folder: metrics.json, report.html, grids/")
+    p.add_argument("--model", required=True, help="model spec, as for the render commands; classical:splitsum")
+    p.add_argument("--inverse-model", default=None, help="relight: inverse model when --model is forward-only")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default val)")
+    p.add_argument("--max-clips", type=int, default=None, help="the first N clips (name order)")
+    p.add_argument("--max-frames", type=int, default=None, help="the first N frames of each clip")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed, the same for every clip")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
+    p.add_argument(
+        "--resolution", type=int, nargs="+", metavar="N", help="processing H W or longest side (default: the data's)"
+    )
+    p.add_argument(
+        "--passes",
+        nargs="+",
+        choices=INVERSE_PASSES,
+        default=list(INVERSE_PASSES),
+        metavar="PASS",
+        help="inverse: passes to evaluate (default all five)",
+    )
+    p.add_argument("--variant", choices=("cpu", "gpu", "auto"), default="auto", help="relight: Mitsuba llvm or cuda")
+    p.add_argument(
+        "--spp", type=int, default=None, help="relight: reference samples per pixel (default: the scene spec's)"
+    )
+    p.add_argument("--grid-frames", type=int, default=3, help="frames per sample grid (default 3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
+    set_defaults(p, cmd_eval)

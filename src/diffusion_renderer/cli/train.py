@@ -1,0 +1,122 @@
+"""``diffusion-renderer train {inverse,forward}``: train (or fine-tune, or LoRA-adapt) a renderer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from diffusion_renderer.cli.render import check_output_dir
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
+    from diffusion_renderer.training.trainer import TrainConfig, Trainer
+
+    out = Path(args.out)
+    check_output_dir(out)
+    device = _device(args.device)
+    config = TrainConfig(
+        role=args.role,
+        model_config=args.model_config,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        clip_frames=args.clip_frames,
+        clip_fraction=args.clip_fraction,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        ema_decay=args.ema_decay,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+        seed=args.seed,
+        log_every=args.log_every,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        drop_lighting=args.real is not None,
+        p_mean=args.p_mean,
+        p_std=args.p_std,
+    )
+    bank_device = args.bank_device or device
+    progress = not args.quiet
+    if args.real is not None:
+        from diffusion_renderer.training.real_domain import pseudo_label_bank
+
+        bank = pseudo_label_bank(
+            [Path(p) for p in args.real], args.init, size=args.real_size, frames=args.clip_frames, device=device
+        )
+        val_bank = None
+    else:
+        bank = load_frame_bank(Path(args.data), "train", bank_device, progress)
+        try:
+            val_bank = load_frame_bank(Path(args.data), "val", bank_device, progress, first_frames=1)
+        except ValueError:  # InputError: no validation clips; training goes on without validation samples
+            val_bank = None
+    model = None
+    if args.init:
+        model = load_model(args.init, args.role).transformer.float()
+    if args.lora:
+        from diffusion_renderer.models.lora import add_lora
+
+        if model is None:
+            raise ValueError("--lora adapts an existing model: name it with --init SPEC")
+        add_lora(model, rank=args.lora)
+    trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress)
+    if args.resume and trainer.resume():
+        print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
+
+    def refresh(step: int) -> None:
+        if args.watch and step % args.watch == 0:
+            refresh_frame_bank(bank, Path(args.data), "train")
+
+    limit = args.time_limit * 60 if args.time_limit else None
+    result = trainer.fit(time_limit_s=limit, on_step=refresh if args.watch and args.real is None else None)
+    written = trainer.path(".lora.safetensors" if args.lora else ".safetensors")
+    print(
+        f"{args.role}: step {result['step']} in {result['seconds']:.0f}s on {bank.num_clips} clips -> {written}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
+    p = sub.add_parser("train", help="train a renderer (EDM, the official condition layout) on make-data clips")
+    p.add_argument("role", choices=("inverse", "forward"))
+    p.add_argument("--data", help="a make-data folder (folder or shards layout)")
+    p.add_argument("--out", required=True, help="output folder: {role}.safetensors is a model spec")
+    p.add_argument("--model-config", default="small", help="DiT size (models/configs.py; default small)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=64, help="frames per step")
+    p.add_argument("--clip-frames", type=int, default=4, help="frames of a clip example")
+    p.add_argument("--clip-fraction", type=float, default=0.5, help="share of steps on clips (others: images)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--p-mean", type=float, default=0.0, help="log-normal sigma: mean of ln sigma (official 0)")
+    p.add_argument("--p-std", type=float, default=1.0, help="log-normal sigma: std of ln sigma (official 1)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/{role}.train_state.safetensors")
+    p.add_argument("--time-limit", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    p.add_argument("--watch", type=int, default=0, help="re-scan --data for new shards every N steps")
+    p.add_argument("--device", default=None)
+    p.add_argument("--bank-device", default=None, help="where the training clips live (default: --device)")
+    p.add_argument("--init", default=None, help="start from this model spec (fine-tuning; required by --lora)")
+    p.add_argument("--lora", type=int, default=0, help="train a LoRA adapter of this rank instead of all weights")
+    p.add_argument("--real", nargs="+", default=None, help="real images/videos: pseudo-labelled LoRA domain")
+    p.add_argument("--real-size", type=int, default=256, help="square size of the real frames")
+    p.add_argument("--quiet", action="store_true")
+    set_defaults(p, cmd_train)

@@ -1,0 +1,145 @@
+"""Training shards: one clip per safetensors file, every input the trainer needs already encoded, no image codecs.
+
+::
+
+    DATA/{split}/shards/scene_{seed:08d}.safetensors
+
+Tensors, each (T, C, H, W) and quantised like the package's image files (so a clip costs ~1.3 MB a frame at
+256² and reading it is a memcpy):
+
+* ``rgb`` uint8: the sRGB display frame the models see; ``basecolor``, ``roughness``, ``metallic`` uint8 [0, 1];
+* ``normal``, ``depth`` uint16: ``to_unit`` of [-1, 1] (16 bits as their PNGs);
+* ``env_ldr``, ``env_log`` uint8: the forward model's lighting conditions of each frame, projected into the
+  frame's camera (``mitsuba_render.environment_hdr``), so training needs neither the HDRI nor the projection;
+* ``mask`` uint8: 1 where a surface is seen.
+
+``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
+the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
+is how ``make-data --format shards`` resumes and how a trainer reading a growing folder sees only whole clips.
+Why not the PNG/EXR layout: GPU hosts carry no OpenCV/OpenEXR, and the trainer would decode the same PNGs
+every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, VALUE_RANGE, from_unit, linear_to_srgb, to_unit
+from diffusion_renderer.io.atomic import atomic_file
+
+FORMAT: Final[str] = "diffusion_renderer.TrainingShard/1"
+SHARD_DIR: Final[str] = "shards"
+ENV_KEYS: Final[tuple[str, ...]] = ("env_ldr", "env_log")
+SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
+WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
+_RANGES: Final[dict[str, tuple[float, float]]] = {**VALUE_RANGE, "mask": (0.0, 1.0)}
+
+
+def clip_name(seed: int) -> str:
+    return f"scene_{seed:08d}"
+
+
+def display_rgb(linear: np.ndarray) -> np.ndarray:
+    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve)."""
+    return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
+
+
+def shard_path(root: Path, split: str, clip: str) -> Path:
+    return Path(root) / split / SHARD_DIR / f"{clip}.safetensors"
+
+
+def list_shards(root: Path, split: str) -> list[Path]:
+    folder = Path(root) / split / SHARD_DIR
+    return sorted(folder.glob("scene_*.safetensors")) if folder.is_dir() else []
+
+
+def quantize(key: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, C) float in the range of ``key`` -> (T, C, H, W) uint8 / uint16 (16 bits for normal, depth)."""
+    value = torch.as_tensor(np.asarray(value, dtype=np.float32)).permute(0, 3, 1, 2)
+    unit = to_unit(key, value) if key in VALUE_RANGE else value.clamp(0, 1)
+    if key in WIDE_KEYS:  # uint16 via int32: torch has no uint16 rounding ops on every version
+        return torch.round(unit * 65535).to(torch.int32).to(torch.uint16)
+    return torch.round(unit * 255).to(torch.uint8)
+
+
+def dequantize(key: str, value: torch.Tensor) -> torch.Tensor:
+    """Stored (..., C, H, W) integers -> float in the range of ``key`` (same shape, float32)."""
+    if value.dtype in (torch.uint16, torch.int16):  # int16: uint16 bits viewed for CUDA indexing (see FrameBank)
+        unit = (value.view(torch.int16).to(torch.int32) & 0xFFFF).float() / 65535.0
+    else:
+        unit = value.float() / 255.0
+    return from_unit(key, unit) if key in _RANGES else unit
+
+
+def encode_clip(
+    rgb: np.ndarray, gbuffers: Mapping[str, np.ndarray], env_hdr: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """One clip -> shard tensors. ``rgb`` (T, H, W, 3) sRGB [0, 1]; ``gbuffers`` the passes and ``mask`` as the
+    data engine stores them (T, H, W, C); ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment."""
+    from diffusion_renderer.lighting.envmap import env_ldr, env_log
+
+    tensors = {"rgb": quantize("rgb", rgb)}
+    for key in (*GBUFFER_KEYS, "mask"):
+        tensors[key] = quantize(key, gbuffers[key])
+    if env_hdr is not None:
+        hdr = torch.as_tensor(env_hdr, dtype=torch.float32).cpu()
+        tensors["env_ldr"] = quantize("env_ldr", env_ldr(hdr).numpy())
+        tensors["env_log"] = quantize("env_log", env_log(hdr).numpy())
+    for key, value in tensors.items():
+        expected = CHANNELS.get(key, 1 if key == "mask" else 3)
+        if value.shape[1] != expected:
+            raise ValueError(f"{key}: {value.shape[1]} channels, expected {expected}")
+    return tensors
+
+
+def write_shard(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    record = {"format": FORMAT, **meta}
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(record)})
+    return path
+
+
+def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) of a shard; ``ValueError`` naming the file when it is not one."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("json", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    except Exception as exc:  # safetensors raises its own error types and OSError
+        raise ValueError(f"{path}: not a readable training shard ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    return tensors, meta
+
+
+def shard_meta(meta: Mapping[str, Any], clip: str, split: str) -> dict[str, Any]:
+    """A clip's meta record for its shard (the full scene spec kept: it regenerates the clip)."""
+    return {**meta, "clip": clip, "split": split}
+
+
+def pack_folder(root: Path, split: str, progress: bool = False) -> int:
+    """Shards for the folder-layout clips of ``split`` that have none yet (PNG/EXR -> shard); returns how many.
+
+    The lighting conditions are recomputed from each clip's scene spec (HDRI path, rotations, camera poses).
+    """
+    from tqdm.auto import tqdm
+
+    from diffusion_renderer.data.mitsuba_render import environment_hdr
+    from diffusion_renderer.data.scenes import SceneSpec
+    from diffusion_renderer.data.storage import finished_clips, read_clip
+
+    todo = [clip for s, clip in finished_clips(root) if s == split and not shard_path(root, split, clip).is_file()]
+    for clip in tqdm(todo, desc=f"packing {split} clips", disable=not progress or not todo):
+        stored = read_clip(root, split, clip)
+        height, width = stored.rgb.shape[1:3]
+        env = environment_hdr(SceneSpec.from_dict(stored.meta["scene"]), height, width)
+        write_shard(shard_path(root, split, clip), encode_clip(stored.rgb, stored.gbuffers, env), stored.meta)
+    return len(todo)

@@ -1,0 +1,106 @@
+"""Training examples in the inference condition layout (so a trained model runs in the pipelines unchanged).
+
+* inverse: target = one G-buffer pass per example, chosen uniformly, named to the DiT by the context index;
+  condition = the RGB latent. Whole-condition dropout 0.1 (official conditioner rate) zeroes it, which is the
+  sampler's unconditional branch, so guidance works.
+* forward: target = the RGB latent; condition = 8 keys x (latent + presence mask) in the official order. Each
+  key is dropped independently with p = 0.05 (latent and mask zeroed: a missing key at inference), and the
+  whole condition with p = 0.05 (official rates). ``drop_lighting`` removes the three lighting keys of every
+  example: the paper's real-footage domain, where no lighting is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from diffusion_renderer.conventions import (
+    CONTEXT_INDEX,
+    DEFAULT_FPS,
+    FORWARD_CONDITION_KEYS,
+    INVERSE_PASSES,
+    LIGHTING_KEYS,
+)
+from diffusion_renderer.models.tokenizer import LatentTokenizer
+from diffusion_renderer.pipelines.conditions import assemble_latent_condition
+from diffusion_renderer.pipelines.sampling import ConditionInputs
+
+INVERSE_CONDITION_DROP = 0.1
+FORWARD_KEY_DROP = 0.05
+FORWARD_CONDITION_DROP = 0.05
+
+
+@dataclass
+class TrainingExample:
+    """A clean target latent and everything the DiT takes besides the noisy latent and timestep."""
+
+    x0: torch.Tensor  # (B, C, T, h, w)
+    condition: ConditionInputs
+
+
+def bernoulli(batch_size: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B,) bool, True with probability ``p``."""
+    return torch.rand(batch_size, generator=generator, device=device) < p
+
+
+def _keep(drop: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) drop flags -> (B, 1, 1, 1, 1) multipliers in the dtype of ``like``."""
+    return (~drop).to(like.dtype).view(-1, 1, 1, 1, 1)
+
+
+def inverse_example(
+    batch: Mapping[str, torch.Tensor],
+    tokenizer: LatentTokenizer,
+    generator: torch.Generator,
+    passes: Sequence[str] = INVERSE_PASSES,
+    condition_drop: float = INVERSE_CONDITION_DROP,
+) -> TrainingExample:
+    """``batch``: {rgb, passes...: (B, 3, T, H, W)} in [-1, 1] -> one random pass per example."""
+    rgb = batch["rgb"]
+    size, device = rgb.shape[0], rgb.device
+    choice = torch.randint(len(passes), (size,), generator=generator, device=device)
+    stacked = torch.stack([batch[p] for p in passes])  # (P, B, 3, T, H, W)
+    target = stacked[choice, torch.arange(size, device=device)]  # (B, 3, T, H, W)
+    index = torch.tensor([CONTEXT_INDEX[p] for p in passes], device=device)[choice].view(-1, 1)  # (B, 1)
+    x0 = tokenizer.encode(target)
+    condition = tokenizer.encode(rgb)
+    condition = condition * _keep(bernoulli(size, condition_drop, generator, device), condition)
+    return TrainingExample(x0, ConditionInputs(condition, context_index=index, fps=DEFAULT_FPS))
+
+
+def forward_example(
+    batch: Mapping[str, torch.Tensor],
+    tokenizer: LatentTokenizer,
+    generator: torch.Generator,
+    key_drop: float = FORWARD_KEY_DROP,
+    condition_drop: float = FORWARD_CONDITION_DROP,
+    drop_lighting: bool = False,
+) -> TrainingExample:
+    """``batch``: {rgb, G-buffers, env_ldr, env_log, env_nrm: (B, 3, T, H, W)} in [-1, 1]."""
+    rgb = batch["rgb"]
+    size, device = rgb.shape[0], rgb.device
+    x0 = tokenizer.encode(rgb)
+    keys = [k for k in FORWARD_CONDITION_KEYS if not (drop_lighting and k in LIGHTING_KEYS) and k in batch]
+    latents = {}
+    if keys:  # one tokenizer call for all keys
+        encoded = tokenizer.encode(torch.cat([batch[k] for k in keys]))
+        latents = dict(zip(keys, encoded.chunk(len(keys)), strict=True))
+    parts = []
+    for key in FORWARD_CONDITION_KEYS:
+        one = assemble_latent_condition({key: latents.get(key)}, (key,), x0.shape, device=device, dtype=x0.dtype)
+        parts.append(one * _keep(bernoulli(size, key_drop, generator, device), one))
+    condition = torch.cat(parts, dim=1)  # (B, 8 (C + 1), T, h, w)
+    condition = condition * _keep(bernoulli(size, condition_drop, generator, device), condition)
+    return TrainingExample(x0, ConditionInputs(condition, fps=DEFAULT_FPS))
+
+
+def make_example(
+    role: str, batch: Mapping[str, torch.Tensor], tokenizer: LatentTokenizer, generator: torch.Generator, **kwargs
+) -> TrainingExample:
+    if role == "inverse":
+        return inverse_example(batch, tokenizer, generator, **kwargs)
+    if role == "forward":
+        return forward_example(batch, tokenizer, generator, **kwargs)
+    raise ValueError(f"role must be inverse or forward, got {role!r}")

@@ -1,0 +1,156 @@
+"""Training data in memory: every clip of a data folder as quantised tensors, sampled into model-range batches.
+
+A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) integers (on the GPU when
+there is room: a 256² frame is ~1.3 MB, so 10,000 frames fit in 13 GB), and draws batches of images (T = 1:
+one random frame of a random clip) or short clips (T consecutive frames). Batches come out as the model sees
+its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
+
+Augmentation: a horizontal mirror of everything (images, G-buffers, lighting conditions) with the normal's x
+negated is the same scene in a mirrored world, so it is exact; env_nrm needs no change (its x already flips
+with the columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusion_renderer.conventions import to_model
+from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, list_shards, read_shard
+from diffusion_renderer.io.errors import InputError
+from diffusion_renderer.lighting.envmap import envmap_directions
+
+MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm")
+
+
+def indexable(value: torch.Tensor) -> torch.Tensor:
+    """uint16 viewed as int16 (same bits): CUDA cannot gather uint16; ``dequantize`` reads both."""
+    return value.view(torch.int16) if value.dtype == torch.uint16 else value
+
+
+@dataclass
+class FrameBank:
+    """Quantised clips (N, T, C, H, W) per key, all the same size; ``names`` of the clips."""
+
+    tensors: dict[str, torch.Tensor]
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tensors = {key: indexable(value) for key, value in self.tensors.items()}
+
+    @property
+    def num_clips(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    @property
+    def clip_frames(self) -> int:
+        return next(iter(self.tensors.values())).shape[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(next(iter(self.tensors.values())).shape[-2:])
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.tensors.values())).device
+
+    def add(self, clips: dict[str, torch.Tensor], names: list[str]) -> None:
+        """Append clips (n, T, C, H, W) per key (a growing folder adds shards as they land)."""
+        for key, value in clips.items():
+            value = indexable(value).to(self.device)
+            self.tensors[key] = torch.cat([self.tensors[key], value]) if key in self.tensors else value
+        self.names.extend(names)
+
+    def sample(
+        self,
+        batch_size: int,
+        frames: int,
+        generator: torch.Generator,
+        keys: Iterable[str] | None = None,
+        flip: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror.
+
+        ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none)."""
+        if keys is None:
+            keys = [k for k in MODEL_KEYS if k in self.tensors or (k == "env_nrm" and "env_ldr" in self.tensors)]
+        frames = min(frames, self.clip_frames)
+        device = self.device
+        clip = torch.randint(self.num_clips, (batch_size,), generator=generator, device=device)
+        start = torch.randint(self.clip_frames - frames + 1, (batch_size,), generator=generator, device=device)
+        index = start[:, None] + torch.arange(frames, device=device)  # (B, T)
+        mirror = torch.rand(batch_size, generator=generator, device=device) < (0.5 if flip else 0.0)
+        height, width = self.size
+        batch = {}
+        for key in keys:
+            if key == "env_nrm":
+                nrm = envmap_directions(height, width, device=device).permute(2, 0, 1)  # (3, H, W)
+                batch[key] = nrm[None, :, None].expand(batch_size, 3, frames, height, width)
+                continue
+            stored = self.tensors[key][clip[:, None], index]  # (B, T, C, H, W)
+            value = dequantize(key, stored)
+            value = torch.where(mirror[:, None, None, None, None], value.flip(-1), value)
+            if key == "normal":
+                sign = torch.where(mirror, -1.0, 1.0).to(value)
+                value = torch.cat([value[:, :, :1] * sign[:, None, None, None, None], value[:, :, 1:]], dim=2)
+            batch[key] = to_model(key, value.transpose(1, 2))  # (B, 3, T, H, W)
+        return batch
+
+
+def stack_shards(
+    paths: list[Path], progress: bool = False, first_frames: int | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Read shards and stack them: {key: (n, T, C, H, W)}; shards of another size are refused by name.
+
+    ``first_frames``: keep only the first frames of every clip (validation uses frame 0 of mixed-length clips).
+    """
+    parts: dict[str, list[torch.Tensor]] = {}
+    names, shape = [], None
+    for path in tqdm(paths, desc="shards", disable=not progress):
+        tensors, meta = read_shard(path)
+        if first_frames is not None:
+            tensors = {k: v[:first_frames] for k, v in tensors.items()}
+        this = tuple(tensors["rgb"].shape)
+        if shape is None:
+            shape = this
+        elif this != shape:
+            raise InputError(path, f"clip of shape {this}, but the others are {shape} (one size per data folder)")
+        for key, value in tensors.items():
+            parts.setdefault(key, []).append(value)
+        names.append(meta.get("clip", path.stem))
+    return {key: torch.stack(values) for key, values in parts.items()}, names
+
+
+def load_frame_bank(
+    root: Path,
+    split: str = "train",
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    first_frames: int | None = None,
+) -> FrameBank:
+    """All training clips of a data folder, packing folder-layout clips into shards first (see ``pack_folder``)."""
+    from diffusion_renderer.data.shards import pack_folder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(root, "no such data folder")
+    pack_folder(root, split, progress=progress)
+    paths = list_shards(root, split)
+    if not paths:
+        raise InputError(root, f"no {split} clips (expected make-data output: {split}/meta or {split}/shards)")
+    tensors, names = stack_shards(paths, progress, first_frames)
+    return FrameBank({k: v.to(device) for k, v in tensors.items()}, names)
+
+
+def refresh_frame_bank(bank: FrameBank, root: Path, split: str = "train") -> int:
+    """Add shards that appeared since the bank was built (a generator still writing); returns how many."""
+    known = set(bank.names)
+    new = [p for p in list_shards(root, split) if p.stem not in known]
+    if new:
+        tensors, names = stack_shards(new)
+        bank.add(tensors, names)
+    return len(new)

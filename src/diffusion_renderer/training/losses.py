@@ -1,0 +1,54 @@
+"""EDM training in the official parameterisation (Karras et al. 2022; Cosmos' ``EDMSDE`` and loss).
+
+Small pure functions named after the math; the preconditioning (c_skip, c_out, c_in, c_noise) is the one the
+sampler uses (models/edm.py), so training and inference cannot drift apart.
+
+    sigma ~ exp(N(P_mean, P_std²)), clipped to [sigma_min, sigma_max]     (official: 0, 1, 2e-4, 80)
+    x_sigma = x0 + sigma n
+    D = c_skip x_sigma + c_out F(c_in x_sigma, c_noise)
+    loss = lambda(sigma) ||D - x0||², lambda = 1 / c_out²   ==   ||F - (x0 - c_skip x_sigma) / c_out||²
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffusion_renderer.conventions import SIGMA_DATA, SIGMA_MAX
+from diffusion_renderer.models.edm import c_out, c_skip
+
+P_MEAN = 0.0
+P_STD = 1.0
+TRAIN_SIGMA_MIN = 2e-4
+
+
+def sample_sigma_lognormal(
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    p_mean: float = P_MEAN,
+    p_std: float = P_STD,
+    sigma_min: float = TRAIN_SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+) -> torch.Tensor:
+    """(B,) noise levels, log-normal and clipped to the official range."""
+    log_sigma = torch.randn(batch_size, generator=generator, device=device) * p_std + p_mean
+    return log_sigma.exp().clamp(sigma_min, sigma_max)
+
+
+def add_noise(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_sigma = x0 + sigma n, sigma (B,) broadcast over (B, C, T, H, W)."""
+    return x0 + sigma.view(-1, *([1] * (x0.ndim - 1))) * noise
+
+
+def edm_output_target(x0: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor, sigma_data: float = SIGMA_DATA):
+    """F* = (x0 - c_skip x_sigma) / c_out: the raw network output that makes D(x_sigma) = x0."""
+    s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+    return (x0 - c_skip(s, sigma_data) * noisy) / c_out(s, sigma_data)
+
+
+def edm_loss(
+    output: torch.Tensor, x0: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor, sigma_data: float = SIGMA_DATA
+) -> torch.Tensor:
+    """(B,) EDM-weighted denoising loss lambda(sigma) ||D - x0||², computed as ||F - F*||² (mean per sample)."""
+    err = output.float() - edm_output_target(x0.float(), noisy.float(), sigma.float(), sigma_data)
+    return err.square().flatten(1).mean(dim=1)

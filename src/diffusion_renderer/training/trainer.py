@@ -1,0 +1,392 @@
+"""The training loop: EDM denoising of one role's DiT on a :class:`FrameBank`, with EMA, checkpoints and logs.
+
+Every step draws a batch of images (T = 1, ``batch_size`` of them) or, with probability ``clip_fraction``, of
+short clips (T = ``clip_frames``, ``batch_size // clip_frames`` of them: the same frame count), builds the
+inference condition layout (training/examples.py), and minimises the EDM loss (training/losses.py). All
+randomness comes from one seeded generator whose state is checkpointed, so a resumed run continues exactly.
+
+Outputs in ``out`` (``role`` = inverse or forward):
+
+* ``{role}.safetensors``: the EMA weights as a renderer file - a model spec (``--model out``);
+* ``{role}.train_state.safetensors``: weights, EMA, AdamW moments, step, RNG (``--resume``);
+* ``{role}.log.jsonl`` (loss, lr, frames/s, validation figures) and ``{role}.loss.png``;
+* ``{role}.val/step_{step}.png``: fixed validation samples (input | ground truth | prediction) every N steps.
+
+Data parallel: the loop only needs a per-rank batch and gradient all-reduce, which ``torch.nn.parallel.
+DistributedDataParallel`` adds around ``self.model`` when ``torch.distributed`` is initialised (torchrun);
+each rank then draws from its own generator (seed + rank) and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from diffusion_renderer.checkpoints.renderer_file import save_renderer_file
+from diffusion_renderer.conventions import INVERSE_PASSES, from_model
+from diffusion_renderer.models.configs import dit_config
+from diffusion_renderer.models.edm import c_in, c_noise
+from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
+from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+from diffusion_renderer.pipelines.sampling import sample_edm_euler
+from diffusion_renderer.training.checkpoint import prefixed, read_train_state, save_train_state
+from diffusion_renderer.training.examples import TrainingExample, make_example
+from diffusion_renderer.training.frames import FrameBank
+from diffusion_renderer.training.losses import P_MEAN, P_STD, add_noise, edm_loss, sample_sigma_lognormal
+
+
+@dataclass
+class TrainConfig:
+    role: str = "inverse"
+    model_config: str = "small"  # a size of models/configs.py (``{role}-{size}``)
+    steps: int = 1000
+    batch_size: int = 64  # frames per step
+    clip_frames: int = 4
+    clip_fraction: float = 0.5
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 1000
+    val_steps: int = 15
+    checkpoint_every: int = 1000
+    drop_lighting: bool = False  # forward: the real-footage domain (no lighting conditions)
+    p_mean: float = P_MEAN  # log-normal sigma: official N(0, 1) on ln sigma
+    p_std: float = P_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``steps`` - or at the time limit, when
+    ``time_fraction`` (elapsed / limit) runs out first."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    progress = max(progress, min(1.0, time_fraction))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def new_transformer(config: TrainConfig) -> DiffusionRendererTransformer3DModel:
+    """A fresh DiT of ``{role}-{model_config}``: PyTorch's default init seeded by ``config.seed`` (without
+    touching the global RNG), output projection zeroed (D = c_skip x)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = DiffusionRendererTransformer3DModel(**dit_config(f"{config.role}-{config.model_config}"))
+    torch.nn.init.zeros_(model.proj_out.weight)
+    return model
+
+
+def denoiser_loss(
+    model: torch.nn.Module,
+    example: TrainingExample,
+    generator: torch.Generator,
+    p_mean: float = P_MEAN,
+    p_std: float = P_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, per-sample sigma) of one example batch."""
+    x0 = example.x0
+    sigma = sample_sigma_lognormal(x0.shape[0], generator, x0.device, p_mean, p_std)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    noisy = add_noise(x0, sigma, noise)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    output = model(c_in(s) * noisy, c_noise(sigma), **example.condition.model_kwargs()).sample
+    return edm_loss(output, x0, noisy, sigma).mean(), sigma
+
+
+class Trainer:
+    """Trains ``config.role`` on ``bank``; ``val_bank`` (T = 1 frames) gives fixed validation samples."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        bank: FrameBank,
+        val_bank: FrameBank | None = None,
+        model: DiffusionRendererTransformer3DModel | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.config, self.out, self.bank, self.val_bank = config, Path(out), bank, val_bank
+        self.device = torch.device(device)
+        self.progress = progress
+        self.tokenizer = SpaceToDepthTokenizer().to(device=self.device)
+        self.model = (model if model is not None else new_transformer(config)).to(self.device).train()
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.ndim >= 2]
+        no_decay = [p for p in trainable if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            betas=(0.9, 0.99),
+            fused=self.device.type == "cuda",
+        )
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self.forward_fn = torch.compile(self.model) if config.compile else self.model
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.val_batch = self._fixed_val_batch()
+
+    # ------------------------------------------------------------------------------------------ paths
+
+    def path(self, suffix: str) -> Path:
+        return self.out / f"{self.config.role}{suffix}"
+
+    # ------------------------------------------------------------------------------------------ one step
+
+    def draw_batch(self) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        clips = float(torch.rand(1, generator=self.generator, device=self.device)) < cfg.clip_fraction
+        frames = min(cfg.clip_frames, self.bank.clip_frames) if clips else 1
+        return self.bank.sample(max(1, cfg.batch_size // frames), frames, self.generator)
+
+    def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
+        kwargs = {"drop_lighting": True} if self.config.role == "forward" and self.config.drop_lighting else {}
+        with torch.no_grad():
+            return make_example(self.config.role, batch, self.tokenizer, self.generator, **kwargs)
+
+    def train_step(self, time_fraction: float = 0.0) -> float:
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg, time_fraction)
+        example = self.example(self.draw_batch())
+        with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            loss, _ = denoiser_loss(self.forward_fn, example, self.generator, cfg.p_mean, cfg.p_std)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def fit(
+        self,
+        steps: int | None = None,
+        time_limit_s: float | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Train until ``steps`` (default ``config.steps``) or ``time_limit_s``; checkpoint at the end.
+
+        ``on_step(step)`` runs after every step (e.g. to add shards a running generator wrote)."""
+        cfg = self.config
+        end = steps if steps is not None else cfg.steps
+        start_time, window_start, window_losses = time.perf_counter(), time.perf_counter(), []
+        frames_seen = 0
+        bar = tqdm(total=end, initial=self.step, desc=f"train {cfg.role}", disable=not self.progress)
+        while self.step < end:
+            fraction = (time.perf_counter() - start_time) / time_limit_s if time_limit_s else 0.0
+            window_losses.append(self.train_step(fraction))
+            frames_seen += cfg.batch_size
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": self.step,
+                    "loss": float(np.mean(window_losses)),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "frames_per_s": frames_seen / max(elapsed, 1e-9),
+                    "clips": self.bank.num_clips,
+                    "time_s": time.perf_counter() - start_time,
+                }
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                self.log(record)
+                window_start, window_losses, frames_seen = time.perf_counter(), [], 0
+            if cfg.val_every and self.step % cfg.val_every == 0:
+                self.validate()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save()
+            if on_step is not None:
+                on_step(self.step)
+            if time_limit_s is not None and time.perf_counter() - start_time > time_limit_s:
+                break
+        bar.close()
+        self.save()
+        return {"step": self.step, "seconds": time.perf_counter() - start_time}
+
+    # ------------------------------------------------------------------------------------------ records
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.path(".log.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save(self, record: dict[str, Any] | None = None) -> None:
+        """The EMA model as a renderer file (a LoRA run: the EMA adapter, ``{role}.lora.safetensors``), then
+        the full training state (all atomic)."""
+        from diffusion_renderer.models.lora import adapter_names, save_lora
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        tokenizer_config = self.tokenizer.config()
+        provenance = {"steps": self.step, "train_config": self.config.to_dict(), "clips": self.bank.num_clips}
+        adapters = adapter_names(self.ema.module)
+        if adapters:
+            save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], {**provenance, **(record or {})})
+        else:
+            save_renderer_file(
+                self.path(".safetensors"),
+                self.ema.module.state_dict(),
+                role=self.config.role,
+                dit_config=dict(self.model.config),
+                tokenizer_config=tokenizer_config,
+                record={**provenance, **(record or {})},
+            )
+        save_train_state(
+            self.path(".train_state.safetensors"),
+            step=self.step,
+            model=self.model,
+            ema=self.ema,
+            optimizer=self.optimizer,
+            rng=self.generator.get_state(),
+            config=self.config.to_dict(),
+        )
+        plot_log(self.path(".log.jsonl"), self.path(".loss.png"))
+
+    def resume(self) -> bool:
+        """Load ``{role}.train_state.safetensors`` if present; returns whether it did."""
+        path = self.path(".train_state.safetensors")
+        if not path.is_file():
+            return False
+        tensors, meta = read_train_state(path)
+        self.model.load_state_dict(prefixed(tensors, "model."))
+        self.ema.load_state_dict(prefixed(tensors, "ema."))
+        from diffusion_renderer.training.checkpoint import load_optimizer_tensors
+
+        load_optimizer_tensors(
+            self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, meta["param_groups"]
+        )
+        self.generator.set_state(tensors["rng"].to(torch.uint8))
+        self.step = int(meta["step"])
+        return True
+
+    # ------------------------------------------------------------------------------------------ validation
+
+    def _fixed_val_batch(self) -> dict[str, torch.Tensor] | None:
+        if self.val_bank is None or self.val_bank.num_clips == 0:
+            return None
+        generator = torch.Generator(device=self.val_bank.device).manual_seed(1234)
+        count = min(8, self.val_bank.num_clips)
+        return {k: v.to(self.device) for k, v in self.val_bank.sample(count, 1, generator, flip=False).items()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
+        """EMA-model samples of the fixed batch: {pass or "rgb": (B, 3, 1, H, W)} in [-1, 1]."""
+        model = self.ema.module.eval()
+        keys = INVERSE_PASSES if self.config.role == "inverse" else ("rgb",)
+        out = {}
+        for i, key in enumerate(keys):
+            generator = torch.Generator(device=self.device).manual_seed(i)
+            example = make_example(
+                self.config.role,
+                batch,
+                self.tokenizer,
+                generator,
+                **(
+                    {"passes": (key,), "condition_drop": 0.0}
+                    if self.config.role == "inverse"
+                    else {"key_drop": 0.0, "condition_drop": 0.0, "drop_lighting": self.config.drop_lighting}
+                ),
+            )
+            with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                latent = sample_edm_euler(
+                    model,
+                    example.condition,
+                    tuple(example.x0.shape),
+                    num_inference_steps=steps,
+                    generator=generator,
+                    device=self.device,
+                )
+            out[key] = self.tokenizer.decode(latent.float()).clamp(-1, 1)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        if self.val_batch is None:
+            return {}
+        predictions = self.predict(self.val_batch, self.config.val_steps)
+        figures = {}
+        for key, pred in predictions.items():
+            target = from_model(key, self.val_batch[key]).float()
+            mse = float((from_model(key, pred) - target).square().mean())
+            figures[f"val_psnr_{key}"] = 10 * math.log10(1 / max(mse, 1e-12))
+        self.log({"step": self.step, **figures})
+        save_validation_grid(self.path(".val") / f"step_{self.step:07d}.png", self.val_batch, predictions)
+        return figures
+
+
+def save_validation_grid(path: Path, batch: dict[str, torch.Tensor], predictions: dict[str, torch.Tensor]) -> None:
+    """One row per sample: input RGB, then (ground truth, prediction) per predicted key."""
+    from diffusion_renderer.conventions import to_unit
+    from diffusion_renderer.io.contact_sheet import save_contact_sheet
+
+    def image(key: str, value: torch.Tensor, b: int) -> np.ndarray:
+        frame = from_model(key, value[b : b + 1].float())[0, :, 0]  # (C, H, W)
+        return to_unit(key, frame).permute(1, 2, 0).cpu().numpy()
+
+    rows = []
+    for b in range(batch["rgb"].shape[0]):
+        tiles = [("rgb", image("rgb", batch["rgb"], b))]
+        for key, pred in predictions.items():
+            if key != "rgb":
+                tiles.append((f"{key} gt", image(key, batch[key], b)))
+            tiles.append((f"{key} pred", image(key, pred, b)))
+        rows.append((f"sample {b}", tiles))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_contact_sheet(path, rows, tile_height=128)
+
+
+def plot_log(log_path: Path, out_png: Path) -> Path | None:
+    """Loss curve (and validation PSNR) from a training log; None without matplotlib (GPU hosts)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not log_path.is_file():
+        return None
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if any(k.startswith("val_psnr") for k in r)]
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(10 if val else 5, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train])
+    ax.set(xlabel="step", ylabel="EDM loss", yscale="log", title=log_path.name.split(".")[0])
+    if val:
+        ax = axes[0, 1]
+        for key in sorted({k for r in val for k in r if k.startswith("val_psnr")}):
+            points = [(r["step"], r[key]) for r in val if key in r]
+            ax.plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("val_psnr_"))
+        ax.set(xlabel="step", ylabel="validation PSNR (dB)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,169 @@
+"""``diffusion-renderer eval`` end to end on a tiny synthetic split (32², one frame per clip) and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require_mitsuba
+from diffusion_renderer.cli.main import main
+from diffusion_renderer.conventions import srgb_to_linear
+from diffusion_renderer.data.scenes import LightingSpec, sample_scene
+from diffusion_renderer.data.storage import write_clip
+from diffusion_renderer.eval.evaluate import EvalConfig, relight_target, render_forward
+from diffusion_renderer.lighting.presets import resolve_envmap
+from diffusion_renderer.render.splitsum import SplitSumRenderer
+
+SIZE = 32
+FAST = ["--steps", "1", "--quiet"]
+INVERSE_KEYS = {
+    "basecolor_si_psnr",
+    "basecolor_psnr",
+    "normal_angle_mean",
+    "normal_angle_median",
+    "normal_angle_within_11.25",
+    "normal_angle_within_22.5",
+    "normal_angle_within_30",
+    "depth_abs_rel",
+    "depth_delta1",
+    "roughness_rmse",
+    "metallic_rmse",
+}
+IMAGE_KEYS = {"psnr", "psnr_fg", "ssim", "flip"}
+
+
+def run(capsys, *argv: object) -> tuple[int, list[str]]:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
+def synthetic_gbuffers(seed: int) -> dict[str, np.ndarray]:
+    """(1, 32, 32, C) G-buffers: random materials, camera-facing normals, a depth ramp, the top rows background."""
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(size=(1, SIZE, SIZE, 3)) * [0.3, 0.3, 0.0] + [0.0, 0.0, 1.0]
+    mask = np.ones((1, SIZE, SIZE, 1), np.float32)
+    mask[:, :6] = 0
+    depth = np.broadcast_to(np.linspace(1.0, -1.0, SIZE)[None, :, None, None], mask.shape).copy()
+    depth[mask == 0] = 1.0
+    return {
+        "basecolor": rng.random((1, SIZE, SIZE, 3)).astype(np.float32),
+        "normal": (normal / np.linalg.norm(normal, axis=-1, keepdims=True)).astype(np.float32),
+        "depth": depth.astype(np.float32),
+        "roughness": rng.random((1, SIZE, SIZE, 1)).astype(np.float32),
+        "metallic": (rng.random((1, SIZE, SIZE, 1)) > 0.7).astype(np.float32),
+        "mask": mask,
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Two val clips and one train clip. Their RGB is the split-sum rendering of their own G-buffers under their
+    own lighting, so ``eval forward --model classical:splitsum`` must reproduce it (up to 8-bit storage)."""
+    root = tmp_path_factory.mktemp("eval") / "data"
+    for seed, (split, preset) in enumerate([("val", "park"), ("val", "city"), ("train", "studio")]):
+        name, path = resolve_envmap(preset)
+        spec = sample_scene(seed, resolution=(SIZE, SIZE), hdri_paths=[path], spp=4)
+        spec = dataclasses.replace(spec, lighting=LightingSpec(name, str(path), 1.0, 40.0 * seed, [0.0]))
+        gbuffers = synthetic_gbuffers(seed)
+        config = EvalConfig(root, root, "forward", "classical:splitsum")
+        display = render_forward(SplitSumRenderer(), gbuffers, spec, config, mask=gbuffers["mask"])
+        meta = {"seed": seed, "frames": 1, "depth_range": [2.0, 6.0], "hdri": name, "scene": spec.to_dict()}
+        write_clip(root, split, f"scene_{seed:08d}", srgb_to_linear(display), gbuffers, meta)
+    return root
+
+
+def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int = 2) -> dict:
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["mode"] == mode and record["model"] == model and record["split"] == "val"
+    assert record["count"] == count and record["frames"] == count and not record["failed"]
+    assert {"data", "date", "version", "settings", "mean", "samples"} <= set(record)
+    assert set(record["mean"]) == keys
+    report = (out / "report.html").read_text()
+    for sample in record["samples"]:
+        assert set(sample["metrics"]) == keys
+        assert all(isinstance(v, float) and math.isfinite(v) for v in sample["metrics"].values()), sample
+        assert (out / sample["grid"]).is_file() and sample["grid"] in report
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    return record
+
+
+def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "inverse"
+    code, lines = run(capsys, "eval", "inverse", dataset, "--out", out, "--model", "random:tiny", *FAST)
+    assert code == 0, lines
+    record = check_outputs(out, "inverse", "random:tiny", INVERSE_KEYS)
+    assert [s["clip"] for s in record["samples"]] == ["scene_00000000", "scene_00000001"]
+    assert 0.0 <= record["mean"]["depth_delta1"] <= 1.0 and 0.0 <= record["mean"]["normal_angle_mean"] <= 180.0
+
+
+def test_forward_classical_reproduces_its_own_rendering(dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "splitsum"
+    code, lines = run(capsys, "eval", "forward", dataset, "--out", out, "--model", "classical:splitsum", "--quiet")
+    assert code == 0, lines
+    record = check_outputs(out, "forward", "classical:splitsum", IMAGE_KEYS)
+    assert record["mean"]["psnr"] > 40 and record["mean"]["ssim"] > 0.99 and record["mean"]["flip"] < 0.02
+
+
+def test_forward_random_tiny_and_limits(dataset: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "forward"
+    argv = ["eval", "forward", dataset, "--out", out, "--model", "random:tiny", "--max-clips", "1", *FAST]
+    code, lines = run(capsys, *argv, "--split", "train")
+    assert code == 0, lines
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["split"] == "train" and [s["clip"] for s in record["samples"]] == ["scene_00000002"]
+    code, lines = run(capsys, *argv, "--resolution", "16")  # processing size differs from the data's
+    assert code == 0, lines
+    record = check_outputs(out, "forward", "random:tiny", IMAGE_KEYS, count=1)
+    assert record["settings"]["resolution"] == 16 and record["mean"]["psnr"] < 30
+
+
+def test_relight_renders_the_reference_once(dataset: Path, tmp_path: Path, capsys) -> None:
+    require_mitsuba()
+    out = tmp_path / "relight"
+    argv = ["eval", "relight", dataset, "--out", out, "--model", "random:tiny", "--spp", "4", "--variant", "cpu"]
+    code, lines = run(capsys, *argv, *FAST)
+    assert code == 0, lines
+    record = check_outputs(out, "relight", "random:tiny", IMAGE_KEYS)
+    assert [s["lighting"] for s in record["samples"]] == ["scene_00000001 (city)", "scene_00000000 (park)"]
+    references = sorted((out / "references").glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in references]
+    assert len(references) == 2
+    code, lines = run(capsys, *argv, *FAST, "--model", "classical:splitsum", "--inverse-model", "random:tiny")
+    assert code == 0, lines
+    assert [p.stat().st_mtime_ns for p in references] == stamps  # cached: not rendered again
+    check_outputs(out, "relight", "classical:splitsum", IMAGE_KEYS)
+
+
+def test_relight_target_swaps_the_light_only() -> None:
+    _, park = resolve_envmap("park")
+    spec = sample_scene(3, resolution=(SIZE, SIZE), num_frames=3, hdri_paths=[park])
+    other = sample_scene(4, resolution=(SIZE, SIZE), num_frames=3, hdri_paths=[park])
+    target, source = relight_target(spec, other, "clip4")
+    assert target.lighting.intensity == other.lighting.intensity and source == f"clip4 ({other.lighting.name})"
+    assert target.lighting.frame_rotation_deg == spec.lighting.frame_rotation_deg and target.objects == spec.objects
+    alone, source = relight_target(spec, None)
+    assert alone.lighting.base_rotation_deg == pytest.approx((spec.lighting.base_rotation_deg + 180) % 360)
+    assert source.endswith("turned 180°")
+
+
+def test_bad_input_is_one_line(dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    out = tmp_path / "o"
+    code, lines = run(capsys, "eval", "inverse", tmp_path / "missing", "--out", out, "--model", "random:tiny")
+    assert code == 2 and len(lines) == 1 and "no such data folder" in lines[0], lines
+    empty = tmp_path / "empty"
+    (empty / "train" / "meta").mkdir(parents=True)
+    code, lines = run(capsys, "eval", "forward", empty, "--out", out, "--model", "random:tiny")
+    assert code == 2 and len(lines) == 1 and "no finished val clips" in lines[0], lines
+    code, lines = run(capsys, "eval", "inverse", dataset, "--out", out, "--model", "classical:splitsum")
+    assert code == 2 and len(lines) == 1 and "only renders" in lines[0], lines
+    assert not out.exists() or not list(out.iterdir())
+    monkeypatch.setitem(sys.modules, "mitsuba", None)  # as if Mitsuba were not installed
+    code, lines = run(capsys, "eval", "relight", dataset, "--out", out, "--model", "random:tiny", *FAST)
+    assert code == 2 and len(lines) == 1 and "Mitsuba is not installed" in lines[0], lines

@@ -1,0 +1,241 @@
+"""Training stack at tiny size on the CPU: tokenizer, shards, renderer files, examples, loss, loop, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_renderer.checkpoints.renderer_file import (
+    dequantize_rows_int8,
+    quantize_rows_int8,
+    read_renderer_file,
+    save_renderer_file,
+)
+from diffusion_renderer.checkpoints.safe_load import CheckpointError
+from diffusion_renderer.conventions import CONTEXT_INDEX, FORWARD_CONDITION_KEYS, GBUFFER_KEYS, INVERSE_PASSES
+from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, encode_clip, read_shard, write_shard
+from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, loss_weight
+from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
+from diffusion_renderer.models.specs import ModelSpecError, load_model
+from diffusion_renderer.training.examples import forward_example, inverse_example
+from diffusion_renderer.training.frames import FrameBank, stack_shards
+from diffusion_renderer.training.losses import add_noise, edm_loss, edm_output_target, sample_sigma_lognormal
+from diffusion_renderer.training.trainer import TrainConfig, Trainer, denoiser_loss, lr_at
+
+SIZE, FRAMES, CLIPS = 32, 3, 4
+
+
+def synthetic_clip(rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    gbuffers = {
+        "basecolor": rng.random((FRAMES, SIZE, SIZE, 3)),
+        "normal": rng.random((FRAMES, SIZE, SIZE, 3)) * 2 - 1,
+        "depth": rng.random((FRAMES, SIZE, SIZE, 1)) * 2 - 1,
+        "roughness": rng.random((FRAMES, SIZE, SIZE, 1)),
+        "metallic": rng.random((FRAMES, SIZE, SIZE, 1)),
+        "mask": (rng.random((FRAMES, SIZE, SIZE, 1)) > 0.3).astype(np.float32),
+    }
+    env = torch.from_numpy(rng.random((FRAMES, SIZE, SIZE, 3)) * 4).float()
+    return encode_clip(rng.random((FRAMES, SIZE, SIZE, 3)), gbuffers, env)
+
+
+@pytest.fixture(scope="module")
+def bank() -> FrameBank:
+    rng = np.random.default_rng(0)
+    clips = [synthetic_clip(rng) for _ in range(CLIPS)]
+    return FrameBank({k: torch.stack([c[k] for c in clips]) for k in clips[0]}, [f"c{i}" for i in range(CLIPS)])
+
+
+def small_config(role: str, **kwargs) -> TrainConfig:
+    base = {"role": role, "model_config": "small", "batch_size": 4, "clip_frames": 2, "warmup_steps": 1}
+    base.update(log_every=2, val_every=0, checkpoint_every=0, ema_decay=0.9)
+    return TrainConfig(**{**base, **kwargs})
+
+
+# ----------------------------------------------------------------------------------------- tokenizer, files
+
+
+def test_space_to_depth_is_exact_and_any_length():
+    tok = SpaceToDepthTokenizer(factor=8)
+    x = torch.rand(2, 3, 5, 16, 24) * 2 - 1
+    z = tok.encode(x)
+    assert z.shape == (2, 192, 5, 2, 3) == (2, tok.latent_channels, *tok.latent_shape(5, 16, 24))
+    assert torch.equal(tok.decode(z), x)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        tok.latent_shape(1, 12, 16)
+    assert SpaceToDepthTokenizer.from_config(tok.config()).config() == tok.config()
+
+
+def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
+    weight = torch.randn(64, 96) * torch.logspace(-2, 1, 64)[:, None]  # rows of very different scales
+    q, scale = quantize_rows_int8(weight)
+    back = dequantize_rows_int8(q, scale)
+    assert q.dtype == torch.int8
+    assert ((back - weight).abs().amax(1) <= weight.abs().amax(1) / 254 * 1.01 + 1e-7).all()
+
+    model = load_model("random:small", "inverse").transformer
+    state = model.state_dict()
+    for storage, tol in (("float32", 0.0), ("float16", 1e-2), ("int8", 2e-2)):
+        path = save_renderer_file(
+            tmp_path / f"{storage}.safetensors",
+            state,
+            role="inverse",
+            dit_config=dict(model.config),
+            tokenizer_config=SpaceToDepthTokenizer().config(),
+            storage=storage,
+        )
+        loaded, meta = read_renderer_file(path)
+        assert meta["role"] == "inverse" and set(loaded) == set(state)
+        worst = max(float((loaded[k] - v).abs().max() / v.abs().max().clamp_min(1e-8)) for k, v in state.items())
+        assert worst <= tol
+    sizes = {s: (tmp_path / f"{s}.safetensors").stat().st_size for s in ("float32", "float16", "int8")}
+    assert sizes["int8"] < 0.3 * sizes["float32"]
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a file")
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
+        read_renderer_file(bad)
+    with pytest.raises(ModelSpecError, match="inverse model, not the forward"):
+        load_model(str(tmp_path / "int8.safetensors"), "forward")
+
+
+def test_shards_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    clip = synthetic_clip(rng)
+    assert set(clip) == set(SHARD_KEYS)
+    assert clip["normal"].dtype == torch.uint16 and clip["rgb"].dtype == torch.uint8
+    path = write_shard(tmp_path / "scene_00000001.safetensors", clip, {"clip": "scene_00000001", "seed": 1})
+    tensors, meta = read_shard(path)
+    assert meta["seed"] == 1 and all(torch.equal(tensors[k], clip[k]) for k in clip)
+    normal = dequantize("normal", tensors["normal"])
+    assert normal.min() >= -1 and normal.max() <= 1
+    stacked, names = stack_shards([path, path], first_frames=1)
+    assert stacked["rgb"].shape == (2, 1, 3, SIZE, SIZE) and names == ["scene_00000001"] * 2
+    with pytest.raises(ValueError, match="not a readable"):
+        read_shard(tmp_path / "missing.safetensors")
+
+
+# ----------------------------------------------------------------------------------------- examples and loss
+
+
+def test_bank_batches_and_exact_mirror(bank):
+    g = torch.Generator().manual_seed(0)
+    batch = bank.sample(6, 2, g)
+    assert set(batch) == set(SHARD_KEYS) - {"mask"} | {"env_nrm"}
+    assert all(v.shape == (6, 3, 2, SIZE, SIZE) and v.min() >= -1 and v.max() <= 1 for v in batch.values())
+    # The mirror is exact: a flipped batch equals the unflipped one mirrored, with normal x negated.
+    plain = bank.sample(1, 1, torch.Generator().manual_seed(5), flip=False)
+    for seed in range(20):
+        flipped = bank.sample(1, 1, torch.Generator().manual_seed(seed))
+        if not torch.equal(flipped["rgb"], plain["rgb"]) and torch.equal(flipped["rgb"], plain["rgb"].flip(-1)):
+            assert torch.equal(flipped["normal"][:, 0], -plain["normal"][:, 0].flip(-1))
+            assert torch.equal(flipped["env_ldr"], plain["env_ldr"].flip(-1))
+            break
+
+
+def test_examples_follow_the_inference_layout(bank):
+    tok = SpaceToDepthTokenizer()
+    g = torch.Generator().manual_seed(0)
+    batch = bank.sample(8, 1, g)
+    inv = inverse_example(batch, tok, g, condition_drop=0.0)
+    assert inv.condition.latent_condition.shape == inv.x0.shape == (8, 192, 1, 4, 4)
+    # Each target is the pass its context index names.
+    for b in range(8):
+        index = int(inv.condition.context_index[b])
+        name = next(p for p in INVERSE_PASSES if CONTEXT_INDEX[p] == index)
+        assert torch.equal(inv.x0[b], tok.encode(batch[name][b : b + 1])[0])
+    dropped = inverse_example(batch, tok, g, condition_drop=1.0)
+    assert not dropped.condition.latent_condition.any()
+
+    fwd = forward_example(batch, tok, g, key_drop=0.0, condition_drop=0.0)
+    cond = fwd.condition.latent_condition  # (B, 8 x 193, T, h, w)
+    assert cond.shape[1] == len(FORWARD_CONDITION_KEYS) * 193
+    masks = cond[:, 192::193]
+    assert torch.equal(masks, torch.ones_like(masks))
+    real = forward_example(batch, tok, g, key_drop=0.0, condition_drop=0.0, drop_lighting=True)
+    per_key = real.condition.latent_condition.unflatten(1, (len(FORWARD_CONDITION_KEYS), 193))
+    assert per_key[:, len(GBUFFER_KEYS) :].abs().sum() == 0 and per_key[:, : len(GBUFFER_KEYS)].abs().sum() > 0
+
+
+def test_edm_loss_is_the_weighted_denoising_error():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(5, 4, 1, 2, 2, generator=g)
+    sigma = sample_sigma_lognormal(5, g)
+    assert (sigma >= 2e-4).all() and (sigma <= 80).all()
+    noisy = add_noise(x0, sigma, torch.randn(x0.shape, generator=g))
+    output = torch.randn(x0.shape, generator=g)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    weighted = loss_weight(s) * (denoised_from_output(noisy, output, s) - x0).square()
+    assert torch.allclose(edm_loss(output, x0, noisy, sigma), weighted.flatten(1).mean(1), rtol=1e-4)
+    exact = edm_output_target(x0, noisy, sigma)
+    assert edm_loss(exact, x0, noisy, sigma).max() < 1e-10
+    assert torch.allclose(denoised_from_output(noisy, exact, s), x0, atol=1e-5)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(20, cfg, time_fraction=1.0) == pytest.approx(0.1)
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+@pytest.mark.parametrize("role", ["inverse", "forward"])
+def test_training_reduces_the_loss_on_a_fixed_batch(bank, role):
+    torch.manual_seed(0)
+    trainer = Trainer(small_config(role, lr=2e-3), "unused", bank, progress=False)
+    g = torch.Generator().manual_seed(3)
+    example = trainer.example(bank.sample(4, 1, g))
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(denoiser_loss(trainer.model, example, torch.Generator().manual_seed(7))[0])
+
+    before = fixed_loss()
+    for _ in range(12):
+        loss, _ = denoiser_loss(trainer.model, example, torch.Generator().manual_seed(7))
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+    assert fixed_loss() < 0.7 * before
+
+
+def test_resume_continues_exactly(bank, tmp_path):
+    straight = Trainer(small_config("inverse", steps=4), tmp_path / "a", bank, bank, progress=False)
+    straight.fit()
+    first = Trainer(small_config("inverse", steps=4), tmp_path / "b", bank, bank, progress=False)
+    first.fit(steps=2)
+    resumed = Trainer(small_config("inverse", steps=4), tmp_path / "b", bank, bank, progress=False)
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # The written model is a model spec, with its provenance.
+    model = load_model(str(tmp_path / "b"), "inverse")
+    assert model.record["steps"] == 4 and isinstance(model.tokenizer, SpaceToDepthTokenizer)
+    assert (tmp_path / "b" / "inverse.log.jsonl").is_file()
+
+
+def test_validation_writes_a_grid(bank, tmp_path):
+    trainer = Trainer(small_config("forward", val_steps=1), tmp_path, bank, bank, progress=False)
+    figures = trainer.validate()
+    assert set(figures) == {"val_psnr_rgb"} and np.isfinite(figures["val_psnr_rgb"])
+    assert (tmp_path / "forward.val" / "step_0000000.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------- the shipped model
+
+
+@pytest.mark.parametrize("role", ["inverse", "forward"])
+def test_shipped_model_loads_and_renders_in_range(role):
+    model = load_model("tiny", role)
+    assert model.record["default_steps"] >= 1 and model.record["total_steps"] > 0
+    size = sum(p.numel() for p in model.transformer.parameters())
+    assert 1e6 < size < 8e6
+    x = torch.zeros(1, 192, 1, 4, 4)
+    kwargs = {"latent_condition": torch.zeros(1, model.transformer.condition_channels, 1, 4, 4)}
+    if role == "inverse":
+        kwargs["context_index"] = torch.tensor([[0]])
+    with torch.no_grad():
+        out = model.transformer(c_in(80.0) * x, c_noise(torch.tensor([80.0])), **kwargs).sample
+    assert torch.isfinite(out).all()
