@@ -110,7 +110,7 @@ def test_shards_round_trip(tmp_path):
     assert normal.min() >= -1 and normal.max() <= 1
     stacked, names = stack_shards([path, path], first_frames=1)
     assert stacked["rgb"].shape == (2, 1, 3, SIZE, SIZE) and names == ["scene_00000001"] * 2
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match=r"missing\.safetensors: no such file"):
         read_shard(tmp_path / "missing.safetensors")
 
 

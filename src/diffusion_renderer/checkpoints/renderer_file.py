@@ -10,16 +10,13 @@ loads into plain float modules on any device.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Final
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
-from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 
 FORMAT: Final[str] = "diffusion_renderer.RendererFile/1"
 STORAGE: Final[tuple[str, ...]] = ("float32", "float16", "int8")
@@ -86,42 +83,16 @@ def save_renderer_file(
 ) -> Path:
     """Write a renderer file atomically. ``record``: free-form provenance (data, steps, time, metrics)."""
     meta = {
-        "format": FORMAT,
         "role": role,
         "storage": storage,
         "dit_config": dit_config,
         "tokenizer": tokenizer_config,
         "record": record or {},
     }
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        save_file(encode_state_dict(state, storage), str(tmp), metadata={"json": json.dumps(meta)})
-    return path
+    return write_tagged(path, encode_state_dict(state, storage), FORMAT, meta)
 
 
 def read_renderer_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(float32 state dict, metadata) of a renderer file; :class:`CheckpointError` naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("json", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors renderer file ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+    tensors, meta = read_tagged(path, FORMAT, "renderer file", CheckpointError)
     return decode_state_dict(tensors), meta
-
-
-def read_renderer_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata only (no tensors read)."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("json", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a safetensors renderer file ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
-    return meta

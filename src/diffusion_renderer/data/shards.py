@@ -22,18 +22,15 @@ every epoch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, VALUE_RANGE, from_unit, linear_to_srgb, to_unit
-from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 
 FORMAT: Final[str] = "diffusion_renderer.TrainingShard/1"
 SHARD_DIR: Final[str] = "shards"
@@ -101,23 +98,12 @@ def encode_clip(
 
 
 def write_shard(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
-    record = {"format": FORMAT, **meta}
-    with atomic_file(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"json": json.dumps(record)})
-    return path
+    return write_tagged(path, tensors, FORMAT, meta)
 
 
 def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta) of a shard; ``ValueError`` naming the file when it is not one."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("json", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
-    except Exception as exc:  # safetensors raises its own error types and OSError
-        raise ValueError(f"{path}: not a readable training shard ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
-    return tensors, meta
+    return read_tagged(path, FORMAT, "training shard")
 
 
 def shard_meta(meta: Mapping[str, Any], clip: str, split: str) -> dict[str, Any]:

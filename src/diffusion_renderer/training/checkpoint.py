@@ -7,16 +7,13 @@ and ``rng``; its metadata the step, the optimizer's param groups and the trainin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
-from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 
 FORMAT = "diffusion_renderer.TrainState/1"
 
@@ -57,22 +54,11 @@ def save_train_state(
     optim, groups = optimizer_tensors(optimizer)
     tensors.update(optim)
     tensors["rng"] = rng.cpu().contiguous()
-    meta = {"format": FORMAT, "step": step, "param_groups": groups, "config": config}
-    with atomic_file(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"json": json.dumps(meta)})
-    return path
+    return write_tagged(path, tensors, FORMAT, {"step": step, "param_groups": groups, "config": config})
 
 
 def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("json", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
-    except Exception as exc:  # safetensors' own error types and OSError
-        raise CheckpointError(f"{path}: cannot read training state ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
-    return tensors, meta
+    return read_tagged(path, FORMAT, "training state", CheckpointError)
 
 
 def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
