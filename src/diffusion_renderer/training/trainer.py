@@ -12,9 +12,9 @@ Outputs in ``out`` (``role`` = inverse or forward):
 * ``{role}.log.jsonl`` (loss, lr, frames/s, validation figures) and ``{role}.loss.png``;
 * ``{role}.val/step_{step}.png``: fixed validation samples (input | ground truth | prediction) every N steps.
 
-Data parallel: the loop only needs a per-rank batch and gradient all-reduce, which ``torch.nn.parallel.
-DistributedDataParallel`` adds around ``self.model`` when ``torch.distributed`` is initialised (torchrun);
-each rank then draws from its own generator (seed + rank) and rank 0 alone writes files.
+Data parallel (issue 8, not wired yet): the loop is written per rank - one batch, one generator, one writer -
+so ``torch.nn.parallel.DistributedDataParallel`` around ``self.model`` under torchrun, a generator seeded with
+seed + rank and writes on rank 0 are what it takes.
 """
 
 from __future__ import annotations
