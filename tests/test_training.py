@@ -239,3 +239,25 @@ def test_shipped_model_loads_and_renders_in_range(role):
     with torch.no_grad():
         out = model.transformer(c_in(80.0) * x, c_noise(torch.tensor([80.0])), **kwargs).sample
     assert torch.isfinite(out).all()
+
+
+def test_train_command_end_to_end_and_resume(tmp_path, capsys):
+    from diffusion_renderer.cli.main import main
+    from diffusion_renderer.data.shards import shard_path
+
+    rng = np.random.default_rng(2)
+    for split, count in (("train", 3), ("val", 1)):
+        for i in range(count):
+            clip = f"scene_{i:08d}"
+            write_shard(shard_path(tmp_path / "data", split, clip), synthetic_clip(rng), {"clip": clip})
+    out = tmp_path / "run"
+    args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
+    args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet", "--device", "cpu"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "3", "--resume"]) == 0
+    assert "resumed forward at step 2" in capsys.readouterr().err
+    model = load_model(str(out), "forward")
+    assert model.record["steps"] == 3
+    assert (out / "forward.val" / "step_0000002.png").is_file()
+    assert main(["train", "inverse", "--out", str(out)]) == 2  # no data: one line, no traceback
+    assert "give --data" in capsys.readouterr().err

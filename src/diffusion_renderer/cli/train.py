@@ -21,6 +21,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer
 
+    if args.real is None and not args.data:
+        raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
+    if args.watch and args.real is not None:
+        raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     out = Path(args.out)
     check_output_dir(out)
     device = _device(args.device)
@@ -78,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             refresh_frame_bank(bank, Path(args.data), "train")
 
     limit = args.time_limit * 60 if args.time_limit else None
-    result = trainer.fit(time_limit_s=limit, on_step=refresh if args.watch and args.real is None else None)
+    result = trainer.fit(time_limit_s=limit, on_step=refresh if args.watch else None)
     written = trainer.path(".lora.safetensors" if args.lora else ".safetensors")
     print(
         f"{args.role}: step {result['step']} in {result['seconds']:.0f}s on {bank.num_clips} clips -> {written}",
