@@ -252,7 +252,8 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
             write_shard(shard_path(tmp_path / "data", split, clip), synthetic_clip(rng), {"clip": clip})
     out = tmp_path / "run"
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
-    args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet", "--device", "cpu"]
+    args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet"]
+    args += ["--device", "cpu"]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     assert "resumed forward at step 2" in capsys.readouterr().err
