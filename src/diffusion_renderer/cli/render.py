@@ -79,11 +79,18 @@ class Summary:
 # ------------------------------------------------------------------------------------------------ runtime set-up
 
 
+def default_device(name: str | None):
+    """``--device``, else CUDA when available, else the CPU."""
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def runtime(args: argparse.Namespace) -> tuple[object, object]:
     """(device, dtype): CUDA with bfloat16 when available, else CPU with float32, unless given."""
     import torch
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     return device, dtype
 
@@ -96,8 +103,7 @@ def build_pipeline(role: str, args: argparse.Namespace):
 
     device, dtype = runtime(args)
     if args.model.startswith("classical:"):
-        if hasattr(args, "frames"):
-            args.frames, args.temporal_compression = args.frames or WINDOW_FRAMES, TEMPORAL_COMPRESSION
+        settle_window(args, WINDOW_FRAMES, TEMPORAL_COMPRESSION)
         return classical_renderer(args.model, role, device)
     offload = args.offload if device.type == "cuda" else "none"  # offloading to the CPU from the CPU: nothing
     try:
@@ -118,10 +124,15 @@ def build_pipeline(role: str, args: argparse.Namespace):
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
-    if hasattr(args, "frames"):  # the model's window unless given; files are numbered in its frame grid
-        args.frames = args.frames or pipe.tokenizer.window_frames
-        args.temporal_compression = pipe.tokenizer.temporal_compression
+    settle_window(args, pipe.tokenizer.window_frames, pipe.tokenizer.temporal_compression)
     return pipe
+
+
+def settle_window(args: argparse.Namespace, window: int, compression: int) -> None:
+    """``--frames`` defaults to the model's window; output files are numbered in the model's frame grid."""
+    if hasattr(args, "frames"):
+        args.frames = args.frames or window
+        args.temporal_compression = compression
 
 
 def lora_files(args: argparse.Namespace, roles: tuple[str, ...]) -> dict[str, Path]:

@@ -7,13 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from diffusion_renderer.cli.render import check_output_dir
-
-
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+from diffusion_renderer.cli.render import check_output_dir, default_device
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     out = Path(args.out)
     check_output_dir(out)
-    device = _device(args.device)
+    device = default_device(args.device)
     config = TrainConfig(
         role=args.role,
         model_config=args.model_config,

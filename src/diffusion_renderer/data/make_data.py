@@ -97,6 +97,7 @@ def make_dataset(
         clip_name,
         display_rgb,
         encode_clip,
+        is_packed,
         shard_meta,
         shard_path,
         write_shard,
@@ -104,12 +105,9 @@ def make_dataset(
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    is_finished = is_packed
     if layout == "folder":  # PNG/EXR codecs imported only here: GPU hosts may lack OpenCV/OpenEXR
         from diffusion_renderer.data.storage import is_finished, write_clip, write_manifest
-    else:
-
-        def is_finished(root: Path, split: str, clip: str) -> bool:
-            return shard_path(root, split, clip).is_file()
 
     maps = environment_maps(hdri_dir)
     train_maps, val_maps = split_maps(maps, val_fraction, map_seed)

@@ -53,6 +53,11 @@ def shard_path(root: Path, split: str, clip: str) -> Path:
     return Path(root) / split / SHARD_DIR / f"{clip}.safetensors"
 
 
+def is_packed(root: Path, split: str, clip: str) -> bool:
+    """Whether the clip's shard exists (written atomically, so it is complete)."""
+    return shard_path(root, split, clip).is_file()
+
+
 def list_shards(root: Path, split: str) -> list[Path]:
     folder = Path(root) / split / SHARD_DIR
     return sorted(folder.glob("scene_*.safetensors")) if folder.is_dir() else []
@@ -81,15 +86,15 @@ def encode_clip(
 ) -> dict[str, torch.Tensor]:
     """One clip -> shard tensors. ``rgb`` (T, H, W, 3) sRGB [0, 1]; ``gbuffers`` the passes and ``mask`` as the
     data engine stores them (T, H, W, C); ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment."""
-    from diffusion_renderer.lighting.envmap import env_ldr, env_log
+    from diffusion_renderer.lighting.envmap import EnvironmentConditions
 
     tensors = {"rgb": quantize("rgb", rgb)}
     for key in (*GBUFFER_KEYS, "mask"):
         tensors[key] = quantize(key, gbuffers[key])
     if env_hdr is not None:
-        hdr = torch.as_tensor(env_hdr, dtype=torch.float32).cpu()
-        tensors["env_ldr"] = quantize("env_ldr", env_ldr(hdr).numpy())
-        tensors["env_log"] = quantize("env_log", env_log(hdr).numpy())
+        env = EnvironmentConditions.from_hdr(torch.as_tensor(env_hdr, dtype=torch.float32).cpu())
+        tensors["env_ldr"] = quantize("env_ldr", env.env_ldr.numpy())
+        tensors["env_log"] = quantize("env_log", env.env_log.numpy())
     for key, value in tensors.items():
         expected = CHANNELS.get(key, 1 if key == "mask" else 3)
         if value.shape[1] != expected:
@@ -122,7 +127,7 @@ def pack_folder(root: Path, split: str, progress: bool = False) -> int:
     from diffusion_renderer.data.scenes import SceneSpec
     from diffusion_renderer.data.storage import finished_clips, read_clip
 
-    todo = [clip for s, clip in finished_clips(root) if s == split and not shard_path(root, split, clip).is_file()]
+    todo = [clip for s, clip in finished_clips(root) if s == split and not is_packed(root, split, clip)]
     for clip in tqdm(todo, desc=f"packing {split} clips", disable=not progress or not todo):
         stored = read_clip(root, split, clip)
         height, width = stored.rgb.shape[1:3]

@@ -171,11 +171,10 @@ def metric_depth(depth: np.ndarray, depth_range: Sequence[float]) -> np.ndarray:
 def lighting_conditions(spec: SceneSpec, height: int, width: int, frames: int, method: str = "cubemap"):
     """The forward renderer's (T, H, W, 3) ``EnvironmentConditions`` of ``spec``'s first ``frames`` frames."""
     from diffusion_renderer.data.mitsuba_render import environment_hdr
-    from diffusion_renderer.lighting.envmap import EnvironmentConditions, env_ldr, env_log, envmap_directions
+    from diffusion_renderer.lighting.envmap import EnvironmentConditions
 
     hdr = environment_hdr(first_frames(spec, frames), height, width, method=method)  # (T, H, W, 3)
-    directions = envmap_directions(height, width).expand(hdr.shape[0], -1, -1, -1)
-    return EnvironmentConditions(env_ldr(hdr), env_log(hdr), directions)
+    return EnvironmentConditions.from_hdr(hdr)
 
 
 def camera_panoramas(spec: SceneSpec, frames: int, frame_height: int) -> torch.Tensor:

@@ -345,6 +345,13 @@ class EnvironmentConditions:
     env_log: torch.Tensor
     env_nrm: torch.Tensor
 
+    @classmethod
+    def from_hdr(cls, env: torch.Tensor) -> EnvironmentConditions:
+        """From (T, H, W, 3) camera-frame HDR environments (``project_envmap``, ``environment_hdr``)."""
+        frames, height, width, _ = env.shape
+        nrm = envmap_directions(height, width, device=env.device)
+        return cls(env_ldr(env), env_log(env), nrm.expand(frames, -1, -1, -1))
+
 
 def process_environment_map(
     hdr: torch.Tensor | np.ndarray,
@@ -366,5 +373,4 @@ def process_environment_map(
     hdr = torch.as_tensor(hdr, dtype=torch.float32, device=device)
     angles = rotation_angles(num_frames, rotate, fixed_angle_deg)
     env = project_envmap(hdr, height, width, angles, strength=strength, method=method)  # (T, H, W, 3)
-    nrm = envmap_directions(height, width, device=hdr.device)
-    return EnvironmentConditions(env_ldr(env), env_log(env), nrm.expand(num_frames, -1, -1, -1))
+    return EnvironmentConditions.from_hdr(env)

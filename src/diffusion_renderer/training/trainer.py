@@ -35,12 +35,18 @@ from tqdm.auto import tqdm
 
 from diffusion_renderer.checkpoints.renderer_file import save_renderer_file
 from diffusion_renderer.conventions import INVERSE_PASSES, from_model
+from diffusion_renderer.eval.metrics import mse_to_psnr
 from diffusion_renderer.models.configs import dit_config
 from diffusion_renderer.models.edm import c_in, c_noise
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.sampling import sample_edm_euler
-from diffusion_renderer.training.checkpoint import prefixed, read_train_state, save_train_state
+from diffusion_renderer.training.checkpoint import (
+    load_optimizer_tensors,
+    prefixed,
+    read_train_state,
+    save_train_state,
+)
 from diffusion_renderer.training.examples import TrainingExample, make_example
 from diffusion_renderer.training.frames import FrameBank
 from diffusion_renderer.training.losses import P_MEAN, P_STD, add_noise, edm_loss, sample_sigma_lognormal
@@ -243,19 +249,19 @@ class Trainer:
         from diffusion_renderer.models.lora import adapter_names, save_lora
 
         self.out.mkdir(parents=True, exist_ok=True)
-        tokenizer_config = self.tokenizer.config()
         provenance = {"steps": self.step, "train_config": self.config.to_dict(), "clips": self.bank.num_clips}
+        provenance.update(record or {})
         adapters = adapter_names(self.ema.module)
         if adapters:
-            save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], {**provenance, **(record or {})})
+            save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], provenance)
         else:
             save_renderer_file(
                 self.path(".safetensors"),
                 self.ema.module.state_dict(),
                 role=self.config.role,
                 dit_config=dict(self.model.config),
-                tokenizer_config=tokenizer_config,
-                record={**provenance, **(record or {})},
+                tokenizer_config=self.tokenizer.config(),
+                record=provenance,
             )
         save_train_state(
             self.path(".train_state.safetensors"),
@@ -276,11 +282,7 @@ class Trainer:
         tensors, meta = read_train_state(path)
         self.model.load_state_dict(prefixed(tensors, "model."))
         self.ema.load_state_dict(prefixed(tensors, "ema."))
-        from diffusion_renderer.training.checkpoint import load_optimizer_tensors
-
-        load_optimizer_tensors(
-            self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, meta["param_groups"]
-        )
+        load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])  # moved to the params' device
         self.generator.set_state(tensors["rng"].to(torch.uint8))
         self.step = int(meta["step"])
         return True
@@ -298,21 +300,13 @@ class Trainer:
     def predict(self, batch: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
         """EMA-model samples of the fixed batch: {pass or "rgb": (B, 3, 1, H, W)} in [-1, 1]."""
         model = self.ema.module.eval()
-        keys = INVERSE_PASSES if self.config.role == "inverse" else ("rgb",)
+        inverse = self.config.role == "inverse"
+        keys = INVERSE_PASSES if inverse else ("rgb",)
         out = {}
         for i, key in enumerate(keys):
             generator = torch.Generator(device=self.device).manual_seed(i)
-            example = make_example(
-                self.config.role,
-                batch,
-                self.tokenizer,
-                generator,
-                **(
-                    {"passes": (key,), "condition_drop": 0.0}
-                    if self.config.role == "inverse"
-                    else {"key_drop": 0.0, "condition_drop": 0.0, "drop_lighting": self.config.drop_lighting}
-                ),
-            )
+            kwargs = {"passes": (key,)} if inverse else {"key_drop": 0.0, "drop_lighting": self.config.drop_lighting}
+            example = make_example(self.config.role, batch, self.tokenizer, generator, condition_drop=0.0, **kwargs)
             with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 latent = sample_edm_euler(
                     model,
@@ -332,8 +326,7 @@ class Trainer:
         figures = {}
         for key, pred in predictions.items():
             target = from_model(key, self.val_batch[key]).float()
-            mse = float((from_model(key, pred) - target).square().mean())
-            figures[f"val_psnr_{key}"] = 10 * math.log10(1 / max(mse, 1e-12))
+            figures[f"val_psnr_{key}"] = mse_to_psnr(float((from_model(key, pred) - target).square().mean()))
         self.log({"step": self.step, **figures})
         save_validation_grid(self.path(".val") / f"step_{self.step:07d}.png", self.val_batch, predictions)
         return figures
