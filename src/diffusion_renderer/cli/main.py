@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from diffusion_renderer.cli.apps import add_app_parsers
 from diffusion_renderer.cli.data import add_data_parsers
 from diffusion_renderer.cli.eval import add_eval_parser
 from diffusion_renderer.cli.official import translate
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_model)
 
     add_render_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
+    add_app_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     add_data_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     add_eval_parser(sub, lambda parser, func: parser.set_defaults(func=func))
     add_train_parser(sub, lambda parser, func: parser.set_defaults(func=func))

@@ -308,9 +308,10 @@ def save_sheet(out: Path, clip: str, columns: Mapping[str, np.ndarray]) -> None:
         tiles = []
         for name, frames in columns.items():
             image = frames[min(t, frames.shape[0] - 1)]
-            if name in ("normal", "depth"):
-                image = to_unit(name, image)
-            if name == "depth":
+            key = name.split(" ", 1)[0]  # "normal (edited)" shows as a normal
+            if key in ("normal", "depth"):
+                image = to_unit(key, image)
+            if key == "depth":
                 image = depth_to_color(image[..., 0])
             tiles.append((name, image))
         rows.append((f"frame {t}", tiles))
@@ -519,6 +520,14 @@ def cmd_forward(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------ relight
 
 
+def read_gbuffers_back(out: Path, clip: str, passes: Iterable[str]) -> dict[str, np.ndarray]:
+    """The G-buffers an earlier run wrote for ``clip`` (see :func:`inverse_done`)."""
+    found, errors = find_gbuffer_clips(gbuffer_folder(out, clip), passes)
+    if errors:
+        raise errors[0]
+    return load_gbuffer_clip(next(iter(found.values())))
+
+
 def cmd_relight(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -539,11 +548,7 @@ def cmd_relight(args: argparse.Namespace) -> int:
                 inverse = inverse or build_pipeline("inverse", args)
                 frames, gbuffers, fps = run_inverse_clip(inverse, clip, out, args)
             else:  # G-buffers of an earlier run: read them back
-                found, found_errors = find_gbuffer_clips(gbuffer_folder(out, clip.name), passes)
-                if found_errors:
-                    raise found_errors[0]
-                gbuffers = load_gbuffer_clip(next(iter(found.values())))
-                fps = clip_fps(args, None)
+                gbuffers, fps = read_gbuffers_back(out, clip.name, passes), clip_fps(args, None)
             forward = forward or build_pipeline("forward", args)
             relit = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary)
             if relit and not args.no_contact_sheet:
@@ -652,8 +657,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
 
 
-def add_input_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
+def add_input_options(p: argparse.ArgumentParser, single: bool = False) -> None:
+    if single:
+        p.add_argument("input", metavar="INPUT", help="an image, a video, a frame folder or a G-buffer folder")
+    else:
+        p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, video files or folders")
     g = p.add_argument_group("inputs")
     g.add_argument("--group-mode", choices=GROUP_MODES, default="folder", help="folder grouping (as official)")
     g.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")

@@ -516,19 +516,9 @@ def gbuffers(
     """
     h, w = spec.resolution
     c2w = np.asarray(spec.camera.c2w[frame], dtype=np.float64)
-    rot, origin = c2w[:3, :3], c2w[:3, 3]
-    dirs = camera_directions(h, w, spec.camera.fov_deg).reshape(-1, 3) @ rot.T  # (N, 3) world
-    o = np.broadcast_to(origin, dirs.shape).astype(np.float32)
-    d = dirs.astype(np.float32)
-    ray = mi.Ray3f(o=mi.Point3f(*(o[:, i] for i in range(3))), d=mi.Vector3f(*(d[:, i] for i in range(3))))
-    si = scene.ray_intersect(ray)
-    valid = si.is_valid()
-    bsdf = si.bsdf(ray)
-    mask = _np(valid).astype(bool)
-    base = _np(bsdf.eval_attribute("base_color", si, valid))
-    rough = _np(bsdf.eval_attribute_1("roughness", si, valid))
-    metal = _np(bsdf.eval_attribute_1("metallic", si, valid))
-    p, n, ng = _np(si.p).astype(np.float64), _np(si.sh_frame.n).astype(np.float64), _np(si.n).astype(np.float64)
+    hits = primary_hits(mi, scene, c2w, spec.camera.fov_deg, h, w)
+    si, valid, mask = hits.si, hits.valid, hits.mask
+    base, rough, metal, n = hits.base, hits.rough, hits.metal, hits.n
     textures = res.textures if res is not None else {}
     plugins = res.plugins if res is not None else {}
     materials = _materials_by_shape_id(spec)
@@ -553,26 +543,85 @@ def gbuffers(
         pert = local[:, :1] * frame_s + local[:, 1:2] * frame_t + local[:, 2:] * n
         n[hit] = (pert / np.maximum(np.linalg.norm(pert, axis=-1, keepdims=True), 1e-12))[hit]
 
-    view = -dirs  # toward the camera
-    flip = np.where(np.einsum("nk,nk->n", ng, view) < 0, -1.0, 1.0)[:, None]  # two-sided: face the camera
-    n = n * flip
-    nv = np.einsum("nk,nk->n", n, view)[:, None]
-    eps = 1e-3  # smooth-mesh silhouettes: bend a back-facing interpolated normal to just front-facing
-    n = np.where(nv < eps, n + (eps - nv) * view, n)
-    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
-    n_cam = n @ rot  # world -> camera: R^T n, as rows
-    z = (p - origin) @ (-rot[:, 2])  # planar depth along the viewing axis (-z of the camera)
+    return hits.camera_gbuffers()
 
-    m = mask[:, None]
-    out = {
-        "basecolor": np.where(m, linear_to_srgb(np.clip(np.asarray(base, dtype=np.float64), 0.0, 1.0)), 0.0),
-        "normal": np.where(m, n_cam, 0.0),
-        "depth": np.where(m, z[:, None], 0.0),
-        "roughness": np.where(m, rough[:, None], 0.0),
-        "metallic": np.where(m, metal[:, None], 0.0),
-        "mask": m.astype(np.float64),
-    }
-    return {k: v.reshape(h, w, -1).astype(np.float32) for k, v in out.items()}
+
+@dataclass
+class PrimaryHits:
+    """Primary rays through the pixel centres of an H x W camera and what they hit (numpy, N = H W lanes).
+
+    ``base`` (linear), ``rough``, ``metal`` are the hit BSDF's attributes and ``n`` its shading normal (world);
+    callers may overwrite them (normal maps, per-object materials) before :meth:`camera_gbuffers`.
+    """
+
+    ray: Any  # mi.Ray3f, N lanes
+    si: Any  # mi.SurfaceInteraction3f
+    valid: Any  # mi.Bool
+    mask: np.ndarray  # (N,) bool
+    base: np.ndarray  # (N, 3) linear reflectance
+    rough: np.ndarray  # (N,)
+    metal: np.ndarray  # (N,)
+    n: np.ndarray  # (N, 3) world shading normal
+    ng: np.ndarray  # (N, 3) world geometric normal
+    p: np.ndarray  # (N, 3) world hit position
+    dirs: np.ndarray  # (N, 3) world ray directions
+    c2w: np.ndarray  # (4, 4) OpenGL camera-to-world
+    size: tuple[int, int]  # (H, W)
+
+    def camera_gbuffers(self) -> dict[str, np.ndarray]:
+        """(H, W, C) float32 G-buffers in the camera frame (see the module docstring), plus ``mask``."""
+        rot, origin = self.c2w[:3, :3], self.c2w[:3, 3]
+        view = -self.dirs  # toward the camera
+        flip = np.where(np.einsum("nk,nk->n", self.ng, view) < 0, -1.0, 1.0)[:, None]  # two-sided: face the camera
+        n = self.n * flip
+        nv = np.einsum("nk,nk->n", n, view)[:, None]
+        eps = 1e-3  # smooth-mesh silhouettes: bend a back-facing interpolated normal to just front-facing
+        n = np.where(nv < eps, n + (eps - nv) * view, n)
+        n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+        n_cam = n @ rot  # world -> camera: R^T n, as rows
+        z = (self.p - origin) @ (-rot[:, 2])  # planar depth along the viewing axis (-z of the camera)
+
+        m = self.mask[:, None]
+        base = linear_to_srgb(np.clip(np.asarray(self.base, dtype=np.float64), 0.0, 1.0))
+        out = {
+            "basecolor": np.where(m, base, 0.0),
+            "normal": np.where(m, n_cam, 0.0),
+            "depth": np.where(m, z[:, None], 0.0),
+            "roughness": np.where(m, self.rough[:, None], 0.0),
+            "metallic": np.where(m, self.metal[:, None], 0.0),
+            "mask": m.astype(np.float64),
+        }
+        h, w = self.size
+        return {k: v.reshape(h, w, -1).astype(np.float32) for k, v in out.items()}
+
+
+def primary_hits(mi: Any, scene: Any, c2w: np.ndarray, fov_deg: float, height: int, width: int) -> PrimaryHits:
+    """Cast one ray through each pixel centre of an OpenGL camera (vertical ``fov_deg``) into ``scene``."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    rot, origin = c2w[:3, :3], c2w[:3, 3]
+    dirs = camera_directions(height, width, fov_deg).reshape(-1, 3) @ rot.T  # (N, 3) world
+    o = np.broadcast_to(origin, dirs.shape).astype(np.float32)
+    d = dirs.astype(np.float32)
+    ray = mi.Ray3f(o=mi.Point3f(*(o[:, i] for i in range(3))), d=mi.Vector3f(*(d[:, i] for i in range(3))))
+    si = scene.ray_intersect(ray)
+    valid = si.is_valid()
+    bsdf = si.bsdf(ray)
+    n_lanes = dirs.shape[0]
+    return PrimaryHits(
+        ray=ray,
+        si=si,
+        valid=valid,
+        mask=_lanes(valid, n_lanes).astype(bool),
+        base=_lanes(bsdf.eval_attribute("base_color", si, valid), n_lanes),
+        rough=_lanes(bsdf.eval_attribute_1("roughness", si, valid), n_lanes),
+        metal=_lanes(bsdf.eval_attribute_1("metallic", si, valid), n_lanes),
+        n=_lanes(si.sh_frame.n, n_lanes).astype(np.float64),
+        ng=_lanes(si.n, n_lanes).astype(np.float64),
+        p=_lanes(si.p, n_lanes).astype(np.float64),
+        dirs=dirs,
+        c2w=c2w,
+        size=(height, width),
+    )
 
 
 def clip_resources(mi: Any, spec: SceneSpec) -> ClipResources:

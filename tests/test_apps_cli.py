@@ -1,0 +1,200 @@
+"""``edit`` and ``insert`` end to end on the bundled example with the shipped and random tiny models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from conftest import REPO, require_mitsuba
+from diffusion_renderer.cli.main import main
+from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame
+
+COFFEE = REPO / "examples" / "coffee.png"  # 600 x 400
+FAST = ["--resolution", "64", "--steps", "1", "--quiet", "--envmap-method", "direct", "--envmap", "street_lamp"]
+PASSES = ("basecolor", "normal", "depth", "roughness", "metallic")
+
+
+def run(capsys, *argv: object) -> tuple[int, list[str]]:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
+def errors(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("diffusion-renderer: error:")]
+
+
+def gbuffer(out: Path, clip: str, key: str) -> np.ndarray:
+    return read_gbuffer_frame(out / "gbuffer_frames" / clip / f"0000.0000.{key}.png", key)
+
+
+@pytest.fixture
+def cup_mask(tmp_path: Path) -> Path:
+    mask = np.zeros((400, 600), np.uint8)
+    mask[120:330, 150:420] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def test_edit_changes_only_the_masked_pixels_and_resumes(tmp_path: Path, capsys, cup_mask: Path) -> None:
+    out = tmp_path / "out"
+    edit = ["--mask", cup_mask, "--roughness", "0.05", "--metallic", "1", "--basecolor", "#3060c0"]
+    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    assert code == 0, lines
+    selected = np.asarray(Image.open(cup_mask)) > 127
+    for key in PASSES:
+        before, after = gbuffer(out, "coffee", key), gbuffer(out, "coffee_edited", key)
+        assert before.shape[:2] == (400, 600)
+        np.testing.assert_array_equal(after[~selected], before[~selected], err_msg=key)
+    inner = np.zeros_like(selected)
+    inner[125:325, 155:415] = True  # away from the feathered edge: the new values exactly
+    np.testing.assert_allclose(gbuffer(out, "coffee_edited", "roughness")[inner], 0.05, atol=1 / 255)
+    np.testing.assert_allclose(gbuffer(out, "coffee_edited", "metallic")[inner], 1.0, atol=1 / 255)
+    np.testing.assert_allclose(gbuffer(out, "coffee_edited", "basecolor")[inner][0], [48 / 255, 96 / 255, 192 / 255])
+    np.testing.assert_array_equal(gbuffer(out, "coffee_edited", "mask")[..., 0] > 0.5, selected)
+    for clip in ("coffee", "coffee_edited"):
+        assert (out / clip / "0000.0000.street_lamp.png").is_file()
+    assert (out / "coffee_edited.contact_sheet.png").is_file()
+
+    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    assert code == 0 and "0 done, 2 skipped" in lines[-1]
+    stamp = (out / "coffee" / "0000.0000.street_lamp.png").stat().st_mtime_ns
+    edit[3] = "0.6"  # another roughness: the edited scene is rendered again, the original is not
+    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    assert code == 0 and "1 done, 1 skipped" in lines[-1]
+    assert (out / "coffee" / "0000.0000.street_lamp.png").stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(gbuffer(out, "coffee_edited", "roughness")[inner], 0.6, atol=1 / 255)
+
+
+def test_edit_by_colour_selection_on_a_gbuffer_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, lines = run(capsys, "inverse", COFFEE, "--out", tmp_path / "inv", "--model", "tiny", *FAST[:5])
+    assert code == 0, lines
+    folder = tmp_path / "inv" / "gbuffer_frames" / "coffee"
+    args = ["--select-at", 300, 200, "--tolerance", 0.15, "--hue-shift", 180, "--model", "tiny", *FAST]
+    code, lines = run(capsys, "edit", folder, "--out", out, *args)
+    assert code == 0, lines
+    mask = gbuffer(out, "coffee_edited", "mask")[..., 0] > 0.5
+    assert mask[200, 300] and 0 < mask.mean() < 1
+    before, after = gbuffer(tmp_path / "inv", "coffee", "basecolor"), gbuffer(out, "coffee_edited", "basecolor")
+    np.testing.assert_array_equal(after[~mask], before[~mask])
+    assert not (before[mask] == after[mask]).all(axis=-1).all()
+    assert not (out / "gbuffer_frames" / "coffee").exists()  # the given G-buffers are used, not re-estimated
+
+
+def test_edit_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 20), 255, np.uint8)).save(small)
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros((400, 600), np.uint8)).save(empty)
+    cases = [
+        (["--mask", small, "--metallic", "1"], 1, "small.png: the mask is 20x10, the G-buffers are 600x400"),
+        (["--mask", empty, "--metallic", "1"], 1, "empty.png: the selection is empty"),
+        (["--metallic", "1"], 2, "say where to edit"),
+        (["--mask", small], 2, "nothing to edit"),
+        (["--mask", small, "--roughness", "3"], 2, "roughness must be in [0, 1]"),
+    ]
+    for extra, status, message in cases:
+        code, lines = run(capsys, "edit", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
+        assert code == status and len(errors(lines)) == 1 and message in errors(lines)[0], (extra, lines)
+
+
+def test_insert_with_the_shipped_model(tmp_path: Path, capsys) -> None:
+    require_mitsuba()
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    ball.export(tmp_path / "ball.ply")
+    out = tmp_path / "out"
+    args = ["--object", tmp_path / "ball.ply", "--at", 200, 300, "--scale", 0.3, "--material", "gold"]
+    code, lines = run(capsys, "insert", COFFEE, "--out", out, *args, "--model", "tiny", *FAST)
+    assert code == 0, lines
+    mask = gbuffer(out, "coffee_inserted", "mask")[..., 0] > 0.5
+    ys, xs = np.nonzero(mask)
+    width = xs.max() - xs.min()
+    assert 0.2 * 400 < width < 0.4 * 400  # a ball 0.3 of the image height across
+    assert abs(xs.mean() - 200) < 0.1 * width and ys.max() - 300 < 0.1 * width  # resting on the point, above it
+    assert mask[ys.max() - 2, 200]
+    np.testing.assert_allclose(gbuffer(out, "coffee_inserted", "metallic")[mask], 1.0)
+    for key in PASSES:
+        before, after = gbuffer(out, "coffee", key), gbuffer(out, "coffee_inserted", key)
+        np.testing.assert_array_equal(after[~mask], before[~mask], err_msg=key)
+    before = np.asarray(Image.open(out / "coffee" / "0000.0000.street_lamp.png"), np.float32)
+    after = np.asarray(Image.open(out / "coffee_inserted" / "0000.0000.street_lamp.png"), np.float32)
+    assert np.abs(after - before)[mask].mean() > 5  # the object shows in the render
+    assert (out / "coffee_inserted.contact_sheet.png").is_file()
+
+
+def test_insert_into_a_clip_keeps_the_object_in_every_frame(tmp_path: Path, capsys) -> None:
+    require_mitsuba()
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(3):
+        shutil.copy(COFFEE, frames / f"frame_{i:03d}.png")
+    trimesh.creation.box().export(tmp_path / "cube.obj")
+    out = tmp_path / "out"
+    args = ["--object", tmp_path / "cube.obj", "--at", 300, 300, "--no-video"]
+    code, lines = run(capsys, "insert", frames, "--out", out, *args, "--model", "random:tiny", *FAST)
+    assert code == 0, lines
+    masks = [
+        read_gbuffer_frame(out / "gbuffer_frames" / "clip_inserted" / f"0000.{i:04d}.mask.png", "mask")
+        for i in range(3)
+    ]
+    assert all(m.any() for m in masks)
+
+
+def test_insert_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
+    require_mitsuba()
+    trimesh.creation.box().export(tmp_path / "cube.obj")
+    (tmp_path / "broken.glb").write_bytes(b"not a mesh")
+    out = tmp_path / "out"
+    cases = [
+        (["--object", tmp_path / "broken.glb", "--at", 1, 1], 2, "broken.glb: cannot read the mesh"),
+        (["--object", tmp_path / "missing.obj", "--at", 1, 1], 2, "missing.obj: no such mesh file"),
+        (["--object", tmp_path / "cube.obj", "--at", 700, 10], 1, "point (700, 10) is outside the 600x400 image"),
+        (["--object", tmp_path / "cube.obj", "--at", 1, 1, "--material", "wood"], 2, "unknown material 'wood'"),
+    ]
+    for extra, status, message in cases:
+        code, lines = run(capsys, "insert", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
+        assert code == status and len(errors(lines)) == 1 and message in errors(lines)[0], (extra, lines)
+
+
+def test_python_api_before_and_after(tmp_path: Path) -> None:
+    """edit_material / insert_and_render: same seed and lighting for both renders, so only the edit differs."""
+    require_mitsuba()
+    from diffusion_renderer.apps.material_edit import MaterialEdit, edit_material, select_by_depth
+    from diffusion_renderer.apps.object_insertion import Placement, insert_and_render
+    from diffusion_renderer.io.images import read_image
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
+    from diffusion_renderer.render.mesh_gbuffers import load_mesh
+
+    inverse = InverseRenderingPipeline.from_model(load_model("tiny", "inverse"))
+    forward = ForwardRenderingPipeline.from_model(load_model("tiny", "forward"))
+    image = read_image(COFFEE)[::4, ::4]  # (100, 150, 3)
+    options = {"processing_resolution": 64, "progress": False}
+    result = edit_material(
+        inverse, forward, image, lambda g: select_by_depth(g["depth"], -1, 0), MaterialEdit(metallic=1.0), **options
+    )
+    assert result.before[0].shape == result.after[0].shape == (1, 100, 150, 3)
+    assert result.mask.shape == (1, 100, 150, 1) and result.mask.any()
+    outside = ~result.mask[..., 0]
+    np.testing.assert_array_equal(result.edited["metallic"][outside], result.gbuffers["metallic"][outside])
+    selection = result.mask[0, ..., 0]
+    again = edit_material(inverse, forward, result.gbuffers, selection, MaterialEdit(metallic=0.0), **options)
+    np.testing.assert_array_equal(again.before[0], result.before[0])  # same G-buffers, same seed: same render
+
+    trimesh.creation.box().export(tmp_path / "cube.obj")
+    inserted = insert_and_render(
+        None, forward, result.gbuffers, load_mesh(tmp_path / "cube.obj"), Placement((75, 70)), **options
+    )
+    np.testing.assert_array_equal(inserted.before[0], result.before[0])
+    assert inserted.mask.any() and not np.array_equal(inserted.after[0], inserted.before[0])
+    with pytest.raises(ValueError, match="an inverse pipeline is needed"):
+        insert_and_render(None, forward, image, load_mesh(tmp_path / "cube.obj"), Placement((75, 70)), **options)
