@@ -31,7 +31,8 @@ from diffusion_renderer.render.mesh_gbuffers import MeshPart, bounds, rasterize_
 
 DEFAULT_FOV_DEG = 50.0
 DEFAULT_DEPTH_RATIO = 4.0
-NORMAL_WINDOW = 2  # anchor normal: median over a (2 r + 1)² window, robust to a noisy estimate
+OCCLUSION_MARGIN = 0.03  # relative depth: what a noisy estimate of the supporting surface is allowed
+NORMAL_WINDOW = 0.02  # anchor normal: median over a window of ± 2 % of the image's short side (at least ± 2 px)
 
 
 @dataclass
@@ -90,8 +91,10 @@ def anchor_pixel(placement: Placement, height: int, width: int) -> tuple[int, in
     return int(x), int(y)
 
 
-def surface_normal(normal: np.ndarray, x: int, y: int, radius: int = NORMAL_WINDOW) -> np.ndarray:
-    """(h, w, 3) camera-frame normals -> unit normal (3,) at (x, y): the median of a small window."""
+def surface_normal(normal: np.ndarray, x: int, y: int) -> np.ndarray:
+    """(h, w, 3) camera-frame normals -> unit normal (3,) at (x, y): the median of a small window, so that a
+    noisy estimate does not tilt the object (its base covers many pixels anyway)."""
+    radius = max(2, round(NORMAL_WINDOW * min(normal.shape[:2])))
     window = normal[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1].reshape(-1, 3)
     n = np.median(window.astype(np.float64), axis=0)
     length = np.linalg.norm(n)
@@ -151,13 +154,14 @@ def composite_object(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Write the object's (h, w, C) G-buffers into every frame of the scene's (T, h, w, C) ones, depth-tested.
 
-    The object shows where it is hit and nearer than the scene's surface (relative tolerance 1e-4). Returns the
+    The object shows where it is hit and not behind the scene's surface by more than ``OCCLUSION_MARGIN`` of the
+    depth: the surface it stands on must not cut into its base where the estimated depth is noisy. Returns the
     new G-buffers (same dtypes, conventions' ranges) and the visible mask (T, h, w, 1) bool.
     """
     scene_z = depth_to_z(gbuffers["depth"], depth_ratio)  # (T, h, w, 1)
     obj_z = object_gbuffers["depth"].astype(np.float64)[None]  # (1, h, w, 1)
     hit = object_gbuffers["mask"][None] > 0.5
-    visible = hit & (obj_z <= scene_z * (1 + 1e-4))
+    visible = hit & (obj_z <= scene_z * (1 + OCCLUSION_MARGIN))
     values = {key: object_gbuffers[key][None] for key in GBUFFER_KEYS if key != "depth"}
     values["depth"] = z_to_depth(obj_z, depth_ratio)
     out = {}

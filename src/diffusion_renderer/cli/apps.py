@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_renderer.apps.material_edit import EDIT_FIELDS
 from diffusion_renderer.cli.render import (
     add_forward_options,
     add_input_options,
@@ -215,13 +216,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if not (args.mask or args.select_at or args.select_color or args.depth_range):
         raise InputError(None, "say where to edit: --mask, --select-at, --select-color or --depth-range")
     try:
-        material = MaterialEdit(
-            basecolor=args.basecolor,
-            hue_shift=args.hue_shift,
-            roughness=args.roughness,
-            roughness_scale=args.roughness_scale,
-            metallic=args.metallic,
-        )
+        material = MaterialEdit(**{key: getattr(args, key) for key in EDIT_FIELDS})
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
 
@@ -235,18 +230,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return run_before_after(args, "edited", make_edit)
 
 
-EDIT_SETTINGS = (
-    "select_at",
-    "select_color",
-    "tolerance",
-    "depth_range",
-    "feather",
-    "basecolor",
-    "hue_shift",
-    "roughness",
-    "roughness_scale",
-    "metallic",
-)
+# what decides an edit's result (with the mask file's path): a change re-renders the edited scene
+EDIT_SETTINGS = ("select_at", "select_color", "tolerance", "depth_range", "feather", *EDIT_FIELDS)
 
 
 # ------------------------------------------------------------------------------------------------------- insert
@@ -319,10 +304,7 @@ def add_app_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     g.add_argument("--roughness", type=float, metavar="V", help="new roughness in [0, 1]")
     g.add_argument("--roughness-scale", type=float, metavar="S", help="multiply the roughness")
     g.add_argument("--metallic", type=float, metavar="V", help="new metallic value in [0, 1]")
-    add_forward_options(p)
-    add_model_options(p)
-    set_defaults(p, cmd_edit)
-    p.set_defaults(passes=list(GBUFFER_KEYS), normalize_normal=False, pass_batch_size=None)
+    add_render_options(p, cmd_edit, set_defaults)
 
     p = sub.add_parser(
         "insert",
@@ -350,7 +332,12 @@ def add_app_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     g.add_argument("--fov", type=float, default=50.0, help="vertical field of view in degrees (default 50)")
     g.add_argument("--depth-ratio", type=float, default=4.0, help="assumed far / near of the scene (default 4)")
     g.add_argument("--frame", type=int, default=0, help="video frame whose surface places the object")
+    add_render_options(p, cmd_insert, set_defaults)
+
+
+def add_render_options(p: argparse.ArgumentParser, func: Callable, set_defaults: Callable) -> None:
+    """Lighting and model options; the inverse step estimates all five passes, as the official defaults."""
     add_forward_options(p)
     add_model_options(p)
-    set_defaults(p, cmd_insert)
+    set_defaults(p, func)
     p.set_defaults(passes=list(GBUFFER_KEYS), normalize_normal=False, pass_batch_size=None)

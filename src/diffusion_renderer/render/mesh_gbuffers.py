@@ -101,7 +101,11 @@ def load_mesh(path: str | Path) -> list[MeshPart]:
 
     Raises InputError (one line, naming the file) for missing, unreadable or empty meshes.
     """
-    import trimesh
+    try:
+        import trimesh
+    except ImportError:
+        hint = "object insertion needs trimesh and Mitsuba 3: pip install 'diffusion-renderer[data]'"
+        raise ImportError(hint) from None
 
     path = Path(path)
     if not path.is_file():
