@@ -138,7 +138,7 @@ def test_insert_into_a_clip_keeps_the_object_in_every_frame(tmp_path: Path, caps
         shutil.copy(COFFEE, frames / f"frame_{i:03d}.png")
     trimesh.creation.box().export(tmp_path / "cube.obj")
     out = tmp_path / "out"
-    args = ["--object", tmp_path / "cube.obj", "--at", 300, 300, "--no-video"]
+    args = ["--object", tmp_path / "cube.obj", "--at", 300, 300]
     code, lines = run(capsys, "insert", frames, "--out", out, *args, "--model", "random:tiny", *FAST)
     assert code == 0, lines
     masks = [
@@ -146,6 +146,8 @@ def test_insert_into_a_clip_keeps_the_object_in_every_frame(tmp_path: Path, caps
         for i in range(3)
     ]
     assert all(m.any() for m in masks)
+    for name in ("clip_inserted.mask", "clip_inserted.basecolor", "clip.street_lamp", "clip_inserted.street_lamp"):
+        assert (out / f"{name}.mp4").is_file(), name
 
 
 def test_insert_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
@@ -198,3 +200,26 @@ def test_python_api_before_and_after(tmp_path: Path) -> None:
     assert inserted.mask.any() and not np.array_equal(inserted.after[0], inserted.before[0])
     with pytest.raises(ValueError, match="an inverse pipeline is needed"):
         insert_and_render(None, forward, image, load_mesh(tmp_path / "cube.obj"), Placement((75, 70)), **options)
+
+
+def test_edit_a_clip_with_a_mask_video(tmp_path: Path, capsys, cup_mask: Path) -> None:
+    from diffusion_renderer.io.video import write_video
+
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(3):
+        shutil.copy(COFFEE, frames / f"frame_{i:03d}.png")
+    selected = np.asarray(Image.open(cup_mask), np.float32)[None, ..., None] / 255
+    moving = np.stack([np.roll(selected[0], 40 * i, axis=1) for i in range(3)])  # the selection moves right
+    write_video(tmp_path / "mask.mp4", np.repeat(moving, 3, axis=-1), 24.0)
+    out = tmp_path / "out"
+    code, lines = run(capsys, "edit", frames, "--mask", tmp_path / "mask.mp4", "--metallic", 1, "--out", out, *FAST)
+    assert code == 0, lines
+    masks = [
+        read_gbuffer_frame(out / "gbuffer_frames" / "clip_edited" / f"0000.{i:04d}.mask.png", "mask") for i in range(3)
+    ]
+    for i, mask in enumerate(masks):  # per-frame masks from the video (lossy codec: compare away from the edges)
+        assert mask[230, 160 + 40 * i, 0] == 1 and mask[230, 140 + 40 * i, 0] == 0
+    write_video(tmp_path / "short.mp4", np.repeat(moving[:2], 3, axis=-1), 24.0)
+    code, lines = run(capsys, "edit", frames, "--mask", tmp_path / "short.mp4", "--metallic", 1, "--out", out, *FAST)
+    assert code == 1 and "short.mp4: the mask has 2 frames, the clip 3" in errors(lines)[0]

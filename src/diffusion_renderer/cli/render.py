@@ -25,6 +25,7 @@ from diffusion_renderer.conventions import (
     GBUFFER_KEYS,
     INVERSE_PASSES,
     TEMPORAL_COMPRESSION,
+    VALUE_RANGE,
     WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
     to_unit,
@@ -266,7 +267,7 @@ def frame_id(
 def write_clip_video(path: Path, key: str, frames: np.ndarray, fps: float) -> None:
     from diffusion_renderer.io.video import write_video
 
-    write_video(path, to_unit(key, frames), fps)
+    write_video(path, to_unit(key, frames) if key in VALUE_RANGE else frames, fps)  # e.g. a mask: [0, 1] already
 
 
 def clip_fps(args: argparse.Namespace, source_fps: float | None) -> float:
