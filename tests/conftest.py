@@ -70,3 +70,17 @@ def read_only_dir(tmp_path: Path):
         yield folder
     finally:
         folder.chmod(0o700)
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, list[str]]:
+    """Run the ``diffusion-renderer`` command in-process: (exit status, non-empty stderr lines)."""
+    from diffusion_renderer.cli.main import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()]
+
+
+def cli_errors(lines: list[str]) -> list[str]:
+    """The one-line error messages among stderr lines."""
+    return [line for line in lines if line.startswith("diffusion-renderer: error:")]

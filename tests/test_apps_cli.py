@@ -10,23 +10,12 @@ import pytest
 import trimesh
 from PIL import Image
 
-from conftest import REPO, require_mitsuba
-from diffusion_renderer.cli.main import main
+from conftest import REPO, cli_errors, require_mitsuba, run_cli
 from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame
 
 COFFEE = REPO / "examples" / "coffee.png"  # 600 x 400
 FAST = ["--resolution", "64", "--steps", "1", "--quiet", "--envmap-method", "direct", "--envmap", "street_lamp"]
 PASSES = ("basecolor", "normal", "depth", "roughness", "metallic")
-
-
-def run(capsys, *argv: object) -> tuple[int, list[str]]:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip()]
-
-
-def errors(lines: list[str]) -> list[str]:
-    return [line for line in lines if line.startswith("diffusion-renderer: error:")]
 
 
 def gbuffer(out: Path, clip: str, key: str) -> np.ndarray:
@@ -45,7 +34,7 @@ def cup_mask(tmp_path: Path) -> Path:
 def test_edit_changes_only_the_masked_pixels_and_resumes(tmp_path: Path, capsys, cup_mask: Path) -> None:
     out = tmp_path / "out"
     edit = ["--mask", cup_mask, "--roughness", "0.05", "--metallic", "1", "--basecolor", "#3060c0"]
-    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
     assert code == 0, lines
     selected = np.asarray(Image.open(cup_mask)) > 127
     for key in PASSES:
@@ -62,11 +51,11 @@ def test_edit_changes_only_the_masked_pixels_and_resumes(tmp_path: Path, capsys,
         assert (out / clip / "0000.0000.street_lamp.png").is_file()
     assert (out / "coffee_edited.contact_sheet.png").is_file()
 
-    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
     assert code == 0 and "0 done, 2 skipped" in lines[-1]
     stamp = (out / "coffee" / "0000.0000.street_lamp.png").stat().st_mtime_ns
     edit[3] = "0.6"  # another roughness: the edited scene is rendered again, the original is not
-    code, lines = run(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "edit", COFFEE, "--out", out, *edit, "--model", "random:tiny", *FAST)
     assert code == 0 and "1 done, 1 skipped" in lines[-1]
     assert (out / "coffee" / "0000.0000.street_lamp.png").stat().st_mtime_ns == stamp
     np.testing.assert_allclose(gbuffer(out, "coffee_edited", "roughness")[inner], 0.6, atol=1 / 255)
@@ -74,11 +63,11 @@ def test_edit_changes_only_the_masked_pixels_and_resumes(tmp_path: Path, capsys,
 
 def test_edit_by_colour_selection_on_a_gbuffer_folder(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    code, lines = run(capsys, "inverse", COFFEE, "--out", tmp_path / "inv", "--model", "tiny", *FAST[:5])
+    code, lines = run_cli(capsys, "inverse", COFFEE, "--out", tmp_path / "inv", "--model", "tiny", *FAST[:5])
     assert code == 0, lines
     folder = tmp_path / "inv" / "gbuffer_frames" / "coffee"
     args = ["--select-at", 300, 200, "--tolerance", 0.15, "--hue-shift", 180, "--model", "tiny", *FAST]
-    code, lines = run(capsys, "edit", folder, "--out", out, *args)
+    code, lines = run_cli(capsys, "edit", folder, "--out", out, *args)
     assert code == 0, lines
     mask = gbuffer(out, "coffee_edited", "mask")[..., 0] > 0.5
     assert mask[200, 300] and 0 < mask.mean() < 1
@@ -102,8 +91,8 @@ def test_edit_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
         (["--mask", small, "--roughness", "3"], 2, "roughness must be in [0, 1]"),
     ]
     for extra, status, message in cases:
-        code, lines = run(capsys, "edit", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
-        assert code == status and len(errors(lines)) == 1 and message in errors(lines)[0], (extra, lines)
+        code, lines = run_cli(capsys, "edit", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
+        assert code == status and len(cli_errors(lines)) == 1 and message in cli_errors(lines)[0], (extra, lines)
 
 
 def test_insert_with_the_shipped_model(tmp_path: Path, capsys) -> None:
@@ -112,7 +101,7 @@ def test_insert_with_the_shipped_model(tmp_path: Path, capsys) -> None:
     ball.export(tmp_path / "ball.ply")
     out = tmp_path / "out"
     args = ["--object", tmp_path / "ball.ply", "--at", 200, 300, "--scale", 0.3, "--material", "gold"]
-    code, lines = run(capsys, "insert", COFFEE, "--out", out, *args, "--model", "tiny", *FAST)
+    code, lines = run_cli(capsys, "insert", COFFEE, "--out", out, *args, "--model", "tiny", *FAST)
     assert code == 0, lines
     mask = gbuffer(out, "coffee_inserted", "mask")[..., 0] > 0.5
     ys, xs = np.nonzero(mask)
@@ -139,7 +128,7 @@ def test_insert_into_a_clip_keeps_the_object_in_every_frame(tmp_path: Path, caps
     trimesh.creation.box().export(tmp_path / "cube.obj")
     out = tmp_path / "out"
     args = ["--object", tmp_path / "cube.obj", "--at", 300, 300]
-    code, lines = run(capsys, "insert", frames, "--out", out, *args, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "insert", frames, "--out", out, *args, "--model", "random:tiny", *FAST)
     assert code == 0, lines
     masks = [
         read_gbuffer_frame(out / "gbuffer_frames" / "clip_inserted" / f"0000.{i:04d}.mask.png", "mask")
@@ -162,8 +151,8 @@ def test_insert_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
         (["--object", tmp_path / "cube.obj", "--at", 1, 1, "--material", "wood"], 2, "unknown material 'wood'"),
     ]
     for extra, status, message in cases:
-        code, lines = run(capsys, "insert", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
-        assert code == status and len(errors(lines)) == 1 and message in errors(lines)[0], (extra, lines)
+        code, lines = run_cli(capsys, "insert", COFFEE, "--out", out, *extra, "--model", "random:tiny", *FAST)
+        assert code == status and len(cli_errors(lines)) == 1 and message in cli_errors(lines)[0], (extra, lines)
 
 
 def test_python_api_before_and_after(tmp_path: Path) -> None:
@@ -213,7 +202,8 @@ def test_edit_a_clip_with_a_mask_video(tmp_path: Path, capsys, cup_mask: Path) -
     moving = np.stack([np.roll(selected[0], 40 * i, axis=1) for i in range(3)])  # the selection moves right
     write_video(tmp_path / "mask.mp4", np.repeat(moving, 3, axis=-1), 24.0)
     out = tmp_path / "out"
-    code, lines = run(capsys, "edit", frames, "--mask", tmp_path / "mask.mp4", "--metallic", 1, "--out", out, *FAST)
+    edit = ["edit", frames, "--metallic", 1, "--out", out, *FAST]
+    code, lines = run_cli(capsys, *edit, "--mask", tmp_path / "mask.mp4")
     assert code == 0, lines
     masks = [
         read_gbuffer_frame(out / "gbuffer_frames" / "clip_edited" / f"0000.{i:04d}.mask.png", "mask") for i in range(3)
@@ -221,5 +211,5 @@ def test_edit_a_clip_with_a_mask_video(tmp_path: Path, capsys, cup_mask: Path) -
     for i, mask in enumerate(masks):  # per-frame masks from the video (lossy codec: compare away from the edges)
         assert mask[230, 160 + 40 * i, 0] == 1 and mask[230, 140 + 40 * i, 0] == 0
     write_video(tmp_path / "short.mp4", np.repeat(moving[:2], 3, axis=-1), 24.0)
-    code, lines = run(capsys, "edit", frames, "--mask", tmp_path / "short.mp4", "--metallic", 1, "--out", out, *FAST)
-    assert code == 1 and "short.mp4: the mask has 2 frames, the clip 3" in errors(lines)[0]
+    code, lines = run_cli(capsys, *edit, "--mask", tmp_path / "short.mp4")
+    assert code == 1 and "short.mp4: the mask has 2 frames, the clip 3" in cli_errors(lines)[0]

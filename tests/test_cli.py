@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusion_renderer.cli.main import main
+from conftest import cli_errors, run_cli
 from diffusion_renderer.cli.official import translate
 from diffusion_renderer.io.images import read_image, write_image
 from diffusion_renderer.io.video import probe_video
@@ -24,16 +24,6 @@ PASSES = ("basecolor", "normal", "depth", "roughness", "metallic")
 needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"no example media in {EXAMPLES}")
 
 
-def run(capsys, *argv: str) -> tuple[int, list[str]]:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip()]
-
-
-def errors(lines: list[str]) -> list[str]:
-    return [line for line in lines if line.startswith("diffusion-renderer: error:")]
-
-
 def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if ".tmp" in p.name]
 
@@ -42,7 +32,7 @@ def leftovers(root: Path) -> list[Path]:
 def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     image = EXAMPLES / "images" / "coffee.png"  # 600 x 400
-    code, lines = run(capsys, "relight", image, "--out", out, "--envmap", "0", "street_lamp", *FAST)
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", "street_lamp", *FAST)
     assert code == 0, lines
     assert lines[-1].startswith("1 done, 0 skipped, 0 failed")
     folder = out / "gbuffer_frames" / "coffee"
@@ -57,11 +47,11 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     assert Image.open(out / "coffee.contact_sheet.png").size[0] > 600
     assert not leftovers(out)
 
-    code, lines = run(capsys, "relight", image, "--out", out, "--envmap", "0", "street_lamp", *FAST)
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", "street_lamp", *FAST)
     assert code == 0 and lines[-1].startswith("0 done, 1 skipped")  # finished work is not redone
-    code, lines = run(capsys, "relight", image, "--out", out, "--envmap", "0", "pink_sunrise", *FAST)
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", "pink_sunrise", *FAST)
     assert code == 0 and (out / "coffee" / "0000.0000.pink_sunrise.png").is_file()  # only the new light
-    code, lines = run(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite")
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite")
     assert code == 0 and lines[-1].startswith("1 done")
 
 
@@ -69,7 +59,7 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
 def test_same_seed_same_files_other_seed_other_files(tmp_path, capsys) -> None:
     image = EXAMPLES / "images" / "astronaut.png"
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        code, _ = run(
+        code, _ = run_cli(
             capsys, "inverse", image, "--out", tmp_path / name, "--passes", "basecolor", "--seed", seed, *FAST
         )
         assert code == 0
@@ -83,14 +73,14 @@ def test_video_inverse_then_forward_reads_back(tmp_path, capsys) -> None:
     video = EXAMPLES / "videos" / "bikes.mp4"  # 640 x 272
     out, relit = tmp_path / "inv", tmp_path / "fwd"
     clip = ["--frames", "9", "--max-frames", "12", "--overlap", "0"]  # two blended 9-frame windows
-    code, lines = run(capsys, "inverse", video, "--out", out, "--passes", "basecolor", "normal", *clip, *FAST)
+    code, lines = run_cli(capsys, "inverse", video, "--out", out, "--passes", "basecolor", "normal", *clip, *FAST)
     assert code == 0, lines
     frames = sorted((out / "gbuffer_frames" / "bikes").glob("*.normal.png"))
     assert len(frames) == 12 and frames[-1].name == "0000.0011.normal.png"
     info = probe_video(out / "bikes.normal.mp4")
     assert (info.num_frames, info.width, info.height) == (12, 640, 272)
 
-    code, lines = run(
+    code, lines = run_cli(
         capsys, "forward", out, "--out", relit, "--envmap", "1", "--frames", "9", "--overlap", "0", *FAST
     )
     assert code == 0, lines
@@ -104,14 +94,15 @@ def test_other_formats_round_trip(tmp_path, capsys, fmt: str) -> None:
     out = tmp_path / "out"
     image = EXAMPLES / "images" / "image_1.jpg"
     # random:tiny: its normals surely span negative values (a trained model's may all face the camera)
-    code, _ = run(capsys, "inverse", image, "--out", out, "--passes", "normal", "depth", "--format", fmt, *FAST,
+    code, _ = run_cli(capsys, "inverse", image, "--out", out, "--passes", "normal", "depth", "--format", fmt, *FAST,
                   "--model", "random:tiny")  # fmt: skip
     assert code == 0
     normal = out / "gbuffer_frames" / "image_1" / f"0000.0000.normal.{fmt}"
     value = read_image(normal, channels=None)
     if fmt == "exr":
         assert value.min() < 0  # EXR holds the signed values themselves
-    code, lines = run(capsys, "forward", out, "--out", tmp_path / "fwd", "--random-lighting", "--format", fmt, *FAST)
+    fwd = tmp_path / "fwd"
+    code, lines = run_cli(capsys, "forward", out, "--out", fwd, "--random-lighting", "--format", fmt, *FAST)
     assert code == 0, lines
     assert (tmp_path / "fwd" / "image_1" / f"0000.0000.random_0000.{fmt}").is_file()
 
@@ -119,7 +110,7 @@ def test_other_formats_round_trip(tmp_path, capsys, fmt: str) -> None:
 @needs_examples
 def test_extract_frames(tmp_path, capsys) -> None:
     out = tmp_path / "frames"
-    code, _ = run(capsys, "extract-frames", EXAMPLES / "videos" / "video2.mp4", "--out", out, "--max-frames", "3",
+    code, _ = run_cli(capsys, "extract-frames", EXAMPLES / "videos" / "video2.mp4", "--out", out, "--max-frames", "3",
                   "--resize", "64x32")  # fmt: skip
     assert code == 0
     files = sorted((out / "video2").iterdir())
@@ -155,14 +146,14 @@ def test_official_readme_commands_run(tmp_path, capsys) -> None:
     for name in ("image_1.jpg", "image_2.jpg"):
         shutil.copy(EXAMPLES / "images" / name, images / name)
     delit, relit = tmp_path / "image_delighting", tmp_path / "image_relighting"
-    code, lines = run(
+    code, lines = run_cli(
         capsys, "inference_inverse_renderer", "--checkpoint_dir", "random:tiny", "--diffusion_transformer_dir",
         "Diffusion_Renderer_Inverse_Cosmos_7B", f"--dataset_path={images}", "--num_video_frames", "1",
         "--group_mode", "webdataset", f"--video_save_folder={delit}", "--save_video=False", *FAST,
     )  # fmt: skip
     assert code == 0, lines
     assert sorted(p.name for p in (delit / "gbuffer_frames").iterdir()) == ["image_1", "image_2"]
-    code, lines = run(
+    code, lines = run_cli(
         capsys, "inference_forward_renderer", "--checkpoint_dir", "random:tiny", "--diffusion_transformer_dir",
         "Diffusion_Renderer_Forward_Cosmos_7B", f"--dataset_path={delit / 'gbuffer_frames'}",
         "--num_video_frames", "1", "--envlight_ind", "0", "3", "--use_custom_envmap=True",
@@ -201,9 +192,9 @@ def make_corpus(root: Path) -> tuple[list[Path], list[Path]]:
 def test_bad_inputs_fail_alone_in_one_line(tmp_path, capsys) -> None:
     good, bad = make_corpus(tmp_path / "in")
     out = tmp_path / "out"
-    code, lines = run(capsys, "inverse", *good, *bad, "--out", out, "--passes", "basecolor", *FAST)
+    code, lines = run_cli(capsys, "inverse", *good, *bad, "--out", out, "--passes", "basecolor", *FAST)
     assert code == 1
-    failed = errors(lines)
+    failed = cli_errors(lines)
     assert len(failed) == len(bad), failed
     for path in bad:
         assert sum(str(path) in line for line in failed) == 1, path
@@ -234,7 +225,7 @@ def write_exr(path: Path, rgb: np.ndarray) -> None:
 @needs_examples
 def test_bad_env_maps_fail_alone(tmp_path, capsys) -> None:
     gb = tmp_path / "gb"
-    assert run(capsys, "inverse", EXAMPLES / "images" / "image_3.jpg", "--out", gb, *FAST)[0] == 0
+    assert run_cli(capsys, "inverse", EXAMPLES / "images" / "image_3.jpg", "--out", gb, *FAST)[0] == 0
     maps = tmp_path / "maps"
     maps.mkdir()
     base = np.ones((8, 16, 3), np.float32)
@@ -244,9 +235,9 @@ def test_bad_env_maps_fail_alone(tmp_path, capsys) -> None:
         write_exr(maps / f"{name}.exr", bad)
     cv2.imwrite(str(maps / "square.hdr"), np.ones((8, 8, 3), np.float32))
     bad = sorted(maps.iterdir())
-    code, lines = run(capsys, "forward", gb, "--out", tmp_path / "fwd", "--envmap", "2", *bad, "nowhere", *FAST)
+    code, lines = run_cli(capsys, "forward", gb, "--out", tmp_path / "fwd", "--envmap", "2", *bad, "nowhere", *FAST)
     assert code == 1
-    failed = errors(lines)
+    failed = cli_errors(lines)
     assert len(failed) == len(bad) + 1
     for path in bad:
         assert any(str(path) in line for line in failed), path
@@ -259,9 +250,9 @@ def test_gbuffer_folders_missing_pass_and_mismatched_sizes(tmp_path, capsys) -> 
         write_image(root / clip / "0000.0000.basecolor.png", np.full((16, 24, 3), 0.5))
         if normal_size:
             write_image(root / clip / "0000.0000.normal.png", np.full((*normal_size, 3), 0.5), bit_depth=16)
-    code, lines = run(capsys, "forward", root, "--out", tmp_path / "fwd", "--random-lighting", *FAST)
+    code, lines = run_cli(capsys, "forward", root, "--out", tmp_path / "fwd", "--random-lighting", *FAST)
     assert code == 1
-    failed = errors(lines)
+    failed = cli_errors(lines)
     assert len(failed) == 1 and str(root / "mismatch") in failed[0]
     assert (tmp_path / "fwd" / "partial" / "0000.0000.random_0000.png").is_file()  # missing normal: mask 0
     assert (tmp_path / "fwd" / "ok" / "0000.0000.random_0000.png").is_file()
@@ -271,7 +262,7 @@ def test_unwritable_output_is_one_line(tmp_path, capsys) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
-    code, lines = run(capsys, "inverse", tmp_path / "in.png", "--out", blocker / "out", *FAST)
+    code, lines = run_cli(capsys, "inverse", tmp_path / "in.png", "--out", blocker / "out", *FAST)
     assert code == 2 and len(lines) == 1 and str(blocker / "out") in lines[0]
 
 
@@ -282,7 +273,7 @@ def test_interrupted_run_is_cleaned_and_resumed(tmp_path, capsys) -> None:
     stale_dir.mkdir(parents=True)
     (stale_dir / "0000.0000.basecolor.png").write_bytes(b"half")
     (out / ".in.contact_sheet.x1.tmp.png").write_bytes(b"half")
-    code, lines = run(capsys, "inverse", tmp_path / "in.png", "--out", out, "--passes", "basecolor", *FAST)
+    code, lines = run_cli(capsys, "inverse", tmp_path / "in.png", "--out", out, "--passes", "basecolor", *FAST)
     assert code == 0, lines
     assert not leftovers(out)
     assert read_image(out / "gbuffer_frames" / "in" / "0000.0000.basecolor.png").shape == (16, 24, 3)
@@ -292,14 +283,15 @@ def test_classical_baseline_renders_gbuffer_folders(tmp_path, capsys) -> None:
     root = tmp_path / "gbuffer_frames"
     write_image(root / "clip" / "0000.0000.basecolor.png", np.full((16, 24, 3), 0.7))
     write_image(root / "clip" / "0000.0000.normal.png", np.full((16, 24, 3), (0.5, 0.5, 1.0)), bit_depth=16)
-    code, lines = run(capsys, "forward", root, "--out", tmp_path / "fwd", "--model", "classical:splitsum",
+    code, lines = run_cli(capsys, "forward", root, "--out", tmp_path / "fwd", "--model", "classical:splitsum",
                       "--envmap", "park", "--quiet")  # fmt: skip
     assert code == 0, lines
     relit = read_image(tmp_path / "fwd" / "clip" / "0000.0000.park.png")
     assert relit.shape == (16, 24, 3)
     assert relit.reshape(-1, 3).std(axis=0).max() < 0.05  # a flat wall facing the camera: nearly one colour
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    code, lines = run(capsys, "relight", tmp_path / "x.png", "--out", tmp_path / "r", "--model", "classical:splitsum")
+    image = tmp_path / "x.png"
+    code, lines = run_cli(capsys, "relight", image, "--out", tmp_path / "r", "--model", "classical:splitsum")
     assert code == 2 and len(lines) == 1 and "only renders" in lines[0]
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_mitsuba
-from diffusion_renderer.cli.main import main
+from conftest import require_mitsuba, run_cli
 from diffusion_renderer.conventions import srgb_to_linear
 from diffusion_renderer.data.scenes import LightingSpec, sample_scene
 from diffusion_renderer.data.storage import write_clip
@@ -36,12 +35,6 @@ INVERSE_KEYS = {
     "metallic_rmse",
 }
 IMAGE_KEYS = {"psnr", "psnr_fg", "ssim", "flip"}
-
-
-def run(capsys, *argv: object) -> tuple[int, list[str]]:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip()]
 
 
 def synthetic_gbuffers(seed: int) -> dict[str, np.ndarray]:
@@ -96,7 +89,7 @@ def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int =
 
 def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "inverse"
-    code, lines = run(capsys, "eval", "inverse", dataset, "--out", out, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", out, "--model", "random:tiny", *FAST)
     assert code == 0, lines
     record = check_outputs(out, "inverse", "random:tiny", INVERSE_KEYS)
     assert [s["clip"] for s in record["samples"]] == ["scene_00000000", "scene_00000001"]
@@ -105,7 +98,7 @@ def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
 
 def test_forward_classical_reproduces_its_own_rendering(dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "splitsum"
-    code, lines = run(capsys, "eval", "forward", dataset, "--out", out, "--model", "classical:splitsum", "--quiet")
+    code, lines = run_cli(capsys, "eval", "forward", dataset, "--out", out, "--model", "classical:splitsum", "--quiet")
     assert code == 0, lines
     record = check_outputs(out, "forward", "classical:splitsum", IMAGE_KEYS)
     assert record["mean"]["psnr"] > 40 and record["mean"]["ssim"] > 0.99 and record["mean"]["flip"] < 0.02
@@ -114,11 +107,11 @@ def test_forward_classical_reproduces_its_own_rendering(dataset: Path, tmp_path:
 def test_forward_random_tiny_and_limits(dataset: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "forward"
     argv = ["eval", "forward", dataset, "--out", out, "--model", "random:tiny", "--max-clips", "1", *FAST]
-    code, lines = run(capsys, *argv, "--split", "train")
+    code, lines = run_cli(capsys, *argv, "--split", "train")
     assert code == 0, lines
     record = json.loads((out / "metrics.json").read_text())
     assert record["split"] == "train" and [s["clip"] for s in record["samples"]] == ["scene_00000002"]
-    code, lines = run(capsys, *argv, "--resolution", "16")  # processing size differs from the data's
+    code, lines = run_cli(capsys, *argv, "--resolution", "16")  # processing size differs from the data's
     assert code == 0, lines
     record = check_outputs(out, "forward", "random:tiny", IMAGE_KEYS, count=1)
     assert record["settings"]["resolution"] == 16 and record["mean"]["psnr"] < 30
@@ -128,14 +121,14 @@ def test_relight_renders_the_reference_once(dataset: Path, tmp_path: Path, capsy
     require_mitsuba()
     out = tmp_path / "relight"
     argv = ["eval", "relight", dataset, "--out", out, "--model", "random:tiny", "--spp", "4", "--variant", "cpu"]
-    code, lines = run(capsys, *argv, *FAST)
+    code, lines = run_cli(capsys, *argv, *FAST)
     assert code == 0, lines
     record = check_outputs(out, "relight", "random:tiny", IMAGE_KEYS)
     assert [s["lighting"] for s in record["samples"]] == ["scene_00000001 (city)", "scene_00000000 (park)"]
     references = sorted((out / "references").glob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in references]
     assert len(references) == 2
-    code, lines = run(capsys, *argv, *FAST, "--model", "classical:splitsum", "--inverse-model", "random:tiny")
+    code, lines = run_cli(capsys, *argv, *FAST, "--model", "classical:splitsum", "--inverse-model", "random:tiny")
     assert code == 0, lines
     assert [p.stat().st_mtime_ns for p in references] == stamps  # cached: not rendered again
     check_outputs(out, "relight", "classical:splitsum", IMAGE_KEYS)
@@ -155,15 +148,15 @@ def test_relight_target_swaps_the_light_only() -> None:
 
 def test_bad_input_is_one_line(dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "o"
-    code, lines = run(capsys, "eval", "inverse", tmp_path / "missing", "--out", out, "--model", "random:tiny")
+    code, lines = run_cli(capsys, "eval", "inverse", tmp_path / "missing", "--out", out, "--model", "random:tiny")
     assert code == 2 and len(lines) == 1 and "no such data folder" in lines[0], lines
     empty = tmp_path / "empty"
     (empty / "train" / "meta").mkdir(parents=True)
-    code, lines = run(capsys, "eval", "forward", empty, "--out", out, "--model", "random:tiny")
+    code, lines = run_cli(capsys, "eval", "forward", empty, "--out", out, "--model", "random:tiny")
     assert code == 2 and len(lines) == 1 and "no finished val clips" in lines[0], lines
-    code, lines = run(capsys, "eval", "inverse", dataset, "--out", out, "--model", "classical:splitsum")
+    code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", out, "--model", "classical:splitsum")
     assert code == 2 and len(lines) == 1 and "only renders" in lines[0], lines
     assert not out.exists() or not list(out.iterdir())
     monkeypatch.setitem(sys.modules, "mitsuba", None)  # as if Mitsuba were not installed
-    code, lines = run(capsys, "eval", "relight", dataset, "--out", out, "--model", "random:tiny", *FAST)
+    code, lines = run_cli(capsys, "eval", "relight", dataset, "--out", out, "--model", "random:tiny", *FAST)
     assert code == 2 and len(lines) == 1 and "Mitsuba is not installed" in lines[0], lines
