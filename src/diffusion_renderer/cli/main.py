@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from diffusion_renderer.cli.apps import add_app_parsers
+from diffusion_renderer.cli.bench import add_bench_parser
 from diffusion_renderer.cli.data import add_data_parsers
 from diffusion_renderer.cli.eval import add_eval_parser
 from diffusion_renderer.cli.official import translate
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parsers(sub, lambda parser, func: parser.set_defaults(func=func))
     add_eval_parser(sub, lambda parser, func: parser.set_defaults(func=func))
     add_train_parser(sub, lambda parser, func: parser.set_defaults(func=func))
+    add_bench_parser(sub, lambda parser, func: parser.set_defaults(func=func))
     return parser
 
 

@@ -45,6 +45,7 @@ from diffusion_renderer.io.layout import (
     relit_frame_path,
     video_path,
 )
+from diffusion_renderer.models.performance import ATTENTION_CHOICES
 
 PROG = "diffusion-renderer"
 FORMATS = ("png", "jpg", "exr")
@@ -116,6 +117,9 @@ def build_pipeline(role: str, args: argparse.Namespace):
     if args.model.startswith("random:") and not args.quiet:
         print(f"note: {args.model} has random weights, so its {role} outputs are noise", file=sys.stderr)
     apply_lora(model.transformer, role, args)  # before offloading: its hooks then cover the adapter layers
+    model.transformer.set_attention(args.attention)
+    if args.compile:
+        model.transformer.compile_repeated_blocks()  # diffusers: one torch.compile graph shared by all blocks
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)
     if offload == "model":
@@ -625,6 +629,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
     g.add_argument("--offload", choices=OFFLOAD, default="none", help="CPU offloading through diffusers (GPU only)")
+    g.add_argument(
+        "--attention",
+        choices=ATTENTION_CHOICES,
+        default="auto",
+        help="attention kernels: auto (cuDNN on Hopper, else PyTorch's choice), cudnn, flash, efficient, math",
+    )
+    g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster steps on a GPU)")
     g.add_argument(
         "--lora",
         action="append",

@@ -31,6 +31,8 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_cosmos import CosmosTransformer3DModel, CosmosTransformerBlock
 
+from diffusion_renderer.models.performance import attention_backend, resolve_attention
+
 SUPPORTED_EXTRA_POS_EMBED = ("sincos", None)
 
 
@@ -271,12 +273,19 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         self.context_embedding = (
             nn.Embedding(num_context_embeddings, text_embed_dim) if num_context_embeddings > 0 else None
         )
+        self.attention = "auto"  # attention kernel order (models/performance.py); not part of the config
         for block in self.transformer_blocks:
             # Re-class the stock blocks (no new state) rather than building 28 blocks twice at 7B.
             block.__class__ = DiffusionRendererTransformerBlock
             for attn in (block.attn1, block.attn2):
                 attn.norm_q.eps = qk_norm_eps
                 attn.norm_k.eps = qk_norm_eps
+
+    def set_attention(self, name: str) -> None:
+        """Attention kernels in priority order: ``auto`` (cuDNN on Hopper), ``cudnn``, ``flash``, ``efficient``,
+        ``math`` or ``default`` (PyTorch's choice). Same math; see ``models/performance.py``."""
+        resolve_attention(name, "cpu")  # validates the name
+        self.attention = name
 
     def reset_fixed_embeddings(self, device: torch.device | str | None = None) -> None:
         """(Re)build the RoPE and sin-cos modules, whose buffers are computed, not loaded.
@@ -404,12 +413,13 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         context = self.prepare_context(batch_size, encoder_hidden_states, context_index, x.dtype, x.device)
 
         # 5. Blocks
-        for block in self.transformer_blocks:
-            args = (x, context, embedded_timestep, temb, image_rotary_emb, extra_pos_emb)
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, *args)
-            else:
-                x = block(*args)
+        with attention_backend(self.attention, x.device):
+            for block in self.transformer_blocks:
+                args = (x, context, embedded_timestep, temb, image_rotary_emb, extra_pos_emb)
+                if torch.is_grad_enabled() and self.gradient_checkpointing:
+                    x = self._gradient_checkpointing_func(block, *args)
+                else:
+                    x = block(*args)
 
         # 6. Output norm, projection and unpatchify: feature order (p_h, p_w, p_t, C)
         x = self.norm_out(x, embedded_timestep, temb)

@@ -1,0 +1,80 @@
+"""``diffusion-renderer bench``: speed and memory of the DiT, the tokenizer and the pipelines (eval/speed.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from diffusion_renderer.io.atomic import atomic_file
+
+
+def git_commit() -> str:
+    """The checkout's commit (``DR_GIT_COMMIT`` where the tree travels without its history)."""
+    if os.environ.get("DR_GIT_COMMIT"):
+        return os.environ["DR_GIT_COMMIT"]
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=here, text=True, stderr=subprocess.DEVNULL
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from diffusion_renderer.eval.speed import BenchConfig, run_bench
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    config = BenchConfig(
+        size=args.size,
+        device=device,
+        dtype=dtype,
+        cases=tuple(args.cases),
+        variants=tuple(args.variants),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        steps=args.steps,
+        frames=args.frames,
+        resolution=tuple(args.resolution) if args.resolution else None,
+    )
+    report = run_bench(config, git_commit())
+    text = json.dumps(report, indent=1) + "\n"
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {out}")
+    else:
+        print(text)
+    return 0
+
+
+def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
+    from diffusion_renderer.eval.speed import CASES
+
+    p = sub.add_parser(
+        "bench",
+        help="time and memory of the DiT, tokenizer and pipelines at the official shapes (random weights)",
+        epilog="variants: stock (diffusers' CosmosTransformer3DModel), default (PyTorch's attention choice), auto, "
+        "cudnn, flash, efficient, math; append +compile to compile the blocks (diffusers compile_repeated_blocks)",
+    )
+    p.add_argument("--size", choices=("7b", "tiny"), default="7b", help="7b: the official networks; tiny: a smoke run")
+    p.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
+    p.add_argument("--variants", nargs="+", default=["stock", "default", "auto", "auto+compile"])
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=15, help="denoising steps of the end-to-end runs")
+    p.add_argument("--frames", type=int, default=None, help="clip frames (default: the tokenizer's window, 57)")
+    p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=None, help="default 704 1280")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default=None, help="default: bf16 on GPU")
+    p.add_argument("--out", default=None, help="JSON file (default: print)")
+    set_defaults(p, cmd_bench)
