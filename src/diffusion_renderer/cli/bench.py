@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -43,18 +44,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         steps=args.steps,
         frames=args.frames,
         resolution=tuple(args.resolution) if args.resolution else None,
+        pipeline_variant=args.pipeline_variant,
     )
-    report = run_bench(config, git_commit())
-    text = json.dumps(report, indent=1) + "\n"
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(out) as tmp:
-            tmp.write_text(text)
-        print(f"wrote {out}")
+        config.save = functools.partial(save_report, out)  # rewritten as results come: a cut-off run keeps them
+    report = run_bench(config, git_commit())
+    if args.out:
+        print(f"wrote {args.out}")
     else:
-        print(text)
+        print(json.dumps(report, indent=1))
     return 0
+
+
+def save_report(path: Path, report: dict) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
 
 
 def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
@@ -69,6 +75,7 @@ def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--size", choices=("7b", "tiny"), default="7b", help="7b: the official networks; tiny: a smoke run")
     p.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     p.add_argument("--variants", nargs="+", default=["stock", "default", "auto", "auto+compile"])
+    p.add_argument("--pipeline-variant", default="auto", help="attention (and +compile) of the end-to-end runs")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=15, help="denoising steps of the end-to-end runs")

@@ -21,7 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -45,7 +45,8 @@ class BenchConfig:
     steps: int = 15  # end-to-end denoising steps
     frames: int | None = None  # clip frames (default: the tokenizer's window, 57 official)
     resolution: tuple[int, int] | None = None  # (H, W) (default: the tokenizer's, 704 x 1280 official)
-    results: dict[str, Any] = field(default_factory=dict)
+    pipeline_variant: str = "auto"  # attention of the end-to-end runs (+compile would compile both models anew)
+    save: Callable[[dict], None] | None = field(default=None, repr=False)  # called with the report as it grows
 
 
 # ------------------------------------------------------------------------------------------------ measurement
@@ -240,6 +241,8 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
                 result["fraction_of_gemm_ceiling"] = result["tflops"] / ceiling
             section.setdefault(variant, {})[name] = result
             print(f"dit {variant:>14} {name:>28}: {result['seconds']:.4f} s, {result['peak_gib']:.2f} GiB", flush=True)
+            if config.save is not None:
+                config.save(report)
         if variant == "stock":
             del stock, runs
             gc.collect()
@@ -251,7 +254,6 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
             for variant, rows in section.items()
             if variant != "stock"
         }
-    report["dit_variant_for_pipelines"] = variant
 
 
 def bench_vae(config: BenchConfig, report: dict) -> None:
@@ -285,12 +287,12 @@ def bench_pipelines(config: BenchConfig, report: dict) -> None:
     from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
     device = torch.device(config.device)
-    variant = report.get("dit_variant_for_pipelines", "auto")
+    variant = config.pipeline_variant
     attention, _, extra = variant.partition("+")
     section = report.setdefault("pipeline", {"variant": variant, "steps": config.steps})
     for role in ("inverse", "forward"):
         model = our_dit(role, config)
-        model.transformer.set_attention(attention if attention != "stock" else "auto")
+        model.transformer.set_attention(attention)
         if extra == "compile":
             model.transformer.compile_repeated_blocks()
         height, width = clip_size(model.tokenizer, config)
@@ -343,9 +345,13 @@ def run_bench(config: BenchConfig, git_commit: str = "unknown") -> dict:
             "python": platform.python_version(),
         },
         "settings": {
-            k: (str(v) if isinstance(v, torch.dtype) else v) for k, v in asdict(config).items() if k != "results"
+            f.name: str(getattr(config, f.name)) if f.name == "dtype" else getattr(config, f.name)
+            for f in fields(config)
+            if f.name != "save"
         },
     }
     for case in config.cases:
         CASES[case](config, report)
+        if config.save is not None:
+            config.save(report)
     return report
