@@ -23,10 +23,36 @@ def choice(q, k, v) -> str:
     return BACKEND_NAMES.get(int(torch._fused_sdp_choice(q, k, v)), "?")
 
 
+def dit_kernels(device: torch.device) -> dict[str, dict[str, float]]:
+    """{attention setting: {attention-like CUDA kernel name: ms}} of one 7B inverse DiT image step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from diffusion_renderer.eval.speed import dit_inputs
+    from diffusion_renderer.models.specs import random_transformer
+
+    net = random_transformer("inverse-7b", device=device, dtype=torch.bfloat16)
+    kwargs = dit_inputs(net, (1, 16, 1, 88, 160), device, torch.bfloat16, stock=False)
+    found = {}
+    for name in ("default", "auto", "cudnn"):
+        net.set_attention(name)
+        with torch.no_grad():
+            net(**kwargs)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                net(**kwargs)
+                torch.cuda.synchronize()
+        found[name] = {
+            e.key[:120]: round(e.device_time_total / 1000, 2)
+            for e in prof.key_averages()
+            if any(word in e.key.lower() for word in ("attn", "attention", "fmha", "flash", "cudnn", "sdpa"))
+        }
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tokens", type=int, default=28160)
+    parser.add_argument("--dit", action="store_true", help="also profile one 7B DiT image step per attention setting")
     args = parser.parse_args()
     device = torch.device("cuda")
     q, k, v = (torch.randn(1, 32, args.tokens, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
@@ -59,6 +85,9 @@ def main() -> None:
             row["package_context_choice"] = choice(q, k, v)
         report["kernels"][name] = row
         print(name, row, flush=True)
+    if args.dit:
+        report["dit_attention_kernels"] = dit_kernels(device)
+        print(report["dit_attention_kernels"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
