@@ -2,6 +2,7 @@
 (Mitsuba ``cuda_ad_rgb``), then the inverse and forward trainers run side by side on them.
 
 Usage (device): python benchmarks/train_small_gpu.py --out $OUT/run1 --minutes 8 --steps 6000 [--init DIR]
+[--pure-noise-fraction 0.5] [--extra TRAIN FLAGS...]
 
 The validation clips are rendered first (held-out maps, ``--only-split val``), then training clips with new
 seeds per run (``--seed``), so a second run adds data instead of repeating it. Rendering and training take
@@ -39,11 +40,25 @@ def generate(args: argparse.Namespace) -> None:
     make_dataset(args.data, scenes=args.scenes, seed=seed, only_split="train", progress=False, **common)
 
 
+def train_role(fraction: float, argv: list[str]) -> int:
+    """``diffusion-renderer train ARGV`` with ``TrainConfig.pure_noise_fraction`` set (the CLI has no flag for
+    it yet): the share of samples drawn as the sampler's first input (training/losses.py)."""
+    import functools
+
+    from diffusion_renderer.cli.main import main as cli_main
+    from diffusion_renderer.training import trainer
+
+    trainer.TrainConfig = functools.partial(trainer.TrainConfig, pure_noise_fraction=fraction)
+    return cli_main(["train", *argv])
+
+
 def count_clips(data: Path, split: str) -> int:
     return len(list((data / split / "shards").glob("scene_*.safetensors")))
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["train-role"]:  # train-role FRACTION TRAIN-ARGS...: one trainer (started by main)
+        sys.exit(train_role(float(sys.argv[2]), sys.argv[3:]))
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", nargs="?", default="run", choices=("run", "generate"))
     parser.add_argument("--out", type=Path, required=True)
@@ -63,6 +78,9 @@ def main() -> None:
     parser.add_argument("--min-clips", type=int, default=24, help="training clips before the trainers start")
     parser.add_argument("--init", type=Path, default=None, help="folder with {role}.safetensors to continue from")
     parser.add_argument("--roles", nargs="+", default=["inverse", "forward"])
+    parser.add_argument(
+        "--pure-noise-fraction", type=float, default=0.0, help="share of samples at sigma_max from pure noise"
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `train` flags")
     args = parser.parse_args()
     if args.mode == "generate":
@@ -92,7 +110,10 @@ def main() -> None:
     gen_s = time.perf_counter() - start
     trainers = {}
     for role in args.roles:
-        cmd = [sys.executable, "-m", "diffusion_renderer", "train", role, "--data", str(args.data)]
+        cmd = [sys.executable, "-m", "diffusion_renderer", "train"]
+        if args.pure_noise_fraction > 0:
+            cmd = [sys.executable, __file__, "train-role", str(args.pure_noise_fraction)]
+        cmd += [role, "--data", str(args.data)]
         cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
         cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
@@ -139,6 +160,8 @@ def main() -> None:
         "spp": args.spp,
         "seed": args.seed,
         "init": str(args.init) if args.init else None,
+        "pure_noise_fraction": args.pure_noise_fraction,
+        "extra": args.extra,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

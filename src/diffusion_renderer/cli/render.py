@@ -117,8 +117,8 @@ def build_pipeline(role: str, args: argparse.Namespace):
     if args.model.startswith("random:") and not args.quiet:
         print(f"note: {args.model} has random weights, so its {role} outputs are noise", file=sys.stderr)
     apply_lora(model.transformer, role, args)  # before offloading: its hooks then cover the adapter layers
-    model.transformer.set_attention(args.attention)
-    if args.compile:
+    model.transformer.set_attention(getattr(args, "attention", "auto"))  # callers without the options: defaults
+    if getattr(args, "compile", False):
         model.transformer.compile_repeated_blocks()  # diffusers: one torch.compile graph shared by all blocks
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)

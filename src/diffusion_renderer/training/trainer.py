@@ -49,7 +49,14 @@ from diffusion_renderer.training.checkpoint import (
 )
 from diffusion_renderer.training.examples import TrainingExample, make_example
 from diffusion_renderer.training.frames import FrameBank
-from diffusion_renderer.training.losses import P_MEAN, P_STD, add_noise, edm_loss, sample_sigma_lognormal
+from diffusion_renderer.training.losses import (
+    P_MEAN,
+    P_STD,
+    add_noise,
+    edm_loss,
+    pure_noise_inputs,
+    sample_sigma_lognormal,
+)
 
 
 @dataclass
@@ -77,6 +84,7 @@ class TrainConfig:
     drop_lighting: bool = False  # forward: the real-footage domain (no lighting conditions)
     p_mean: float = P_MEAN  # log-normal sigma: official N(0, 1) on ln sigma
     p_std: float = P_STD
+    pure_noise_fraction: float = 0.0  # share of samples at sigma_max from pure noise (losses.py; not official)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,12 +116,17 @@ def denoiser_loss(
     generator: torch.Generator,
     p_mean: float = P_MEAN,
     p_std: float = P_STD,
+    pure_noise_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss, per-sample sigma) of one example batch."""
+    """(mean loss, per-sample sigma) of one example batch; ``pure_noise_fraction`` of the samples (drawn per
+    sample) are the sampler's first input instead: sigma_max, pure noise (losses.pure_noise_inputs)."""
     x0 = example.x0
     sigma = sample_sigma_lognormal(x0.shape[0], generator, x0.device, p_mean, p_std)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     noisy = add_noise(x0, sigma, noise)
+    if pure_noise_fraction > 0:  # no extra draw otherwise: earlier runs replay exactly
+        pure = torch.rand(x0.shape[0], generator=generator, device=x0.device) < pure_noise_fraction
+        noisy, sigma = pure_noise_inputs(noisy, sigma, noise, pure)
     s = sigma.view(-1, 1, 1, 1, 1)
     output = model(c_in(s) * noisy, c_noise(sigma), **example.condition.model_kwargs()).sample
     return edm_loss(output, x0, noisy, sigma).mean(), sigma
@@ -180,7 +193,9 @@ class Trainer:
             group["lr"] = lr_at(self.step, cfg, time_fraction)
         example = self.example(self.draw_batch())
         with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            loss, _ = denoiser_loss(self.forward_fn, example, self.generator, cfg.p_mean, cfg.p_std)
+            loss, _ = denoiser_loss(
+                self.forward_fn, example, self.generator, cfg.p_mean, cfg.p_std, cfg.pure_noise_fraction
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
