@@ -112,7 +112,7 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
     """The common flow of ``edit`` and ``insert``: G-buffers -> edit -> render before and after -> sheet."""
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
-    if not lightings:
+    if not lightings or not summary.ranks.is_main:  # one INPUT: under torchrun, rank 0 does it
         return summary.report(out)
     try:
         source = source_clip(args, out)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_renderer.cli.distributed import Ranks, all_sum, barrier, setup
 from diffusion_renderer.conventions import (
     CHUNK_MODES,
     CONTEXT_INDEX,
@@ -59,12 +60,18 @@ def log_error(message: str) -> None:
 
 @dataclass
 class Summary:
-    """Done / skipped / failed clips of a batch, reported at the end."""
+    """Done / skipped / failed clips of a batch, reported at the end (summed over the ranks of a torchrun job)."""
 
     done: int = 0
     skipped: int = 0
     failed: int = 0
     start: float = field(default_factory=time.perf_counter)
+    ranks: Ranks = field(default_factory=Ranks)
+
+    def fail_once(self, where: str | Path | None, exc: BaseException) -> None:
+        """A problem every rank sees alike (inputs, env maps): reported and counted by rank 0 only."""
+        if self.ranks.is_main:
+            self.fail(where, exc)
 
     def fail(self, where: str | Path | None, exc: BaseException) -> None:
         self.failed += 1
@@ -72,27 +79,33 @@ class Summary:
         log_error(text if isinstance(exc, InputError) or where is None else f"{where}: {text}")
 
     def report(self, out: Path | None = None) -> int:
+        done, skipped, failed = all_sum(self.ranks, [self.done, self.skipped, self.failed])
         took = time.perf_counter() - self.start
-        where = f" -> {out}" if out is not None and self.done else ""
-        print(f"{self.done} done, {self.skipped} skipped, {self.failed} failed in {took:.1f}s{where}", file=sys.stderr)
-        return 1 if self.failed else 0
+        where = f" -> {out}" if out is not None and done else ""
+        if self.ranks.is_main:
+            ranks = f" on {self.ranks.world} ranks" if self.ranks.world > 1 else ""
+            print(f"{done} done, {skipped} skipped, {failed} failed in {took:.1f}s{ranks}{where}", file=sys.stderr)
+        return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------------ runtime set-up
 
 
-def default_device(name: str | None):
-    """``--device``, else CUDA when available, else the CPU."""
+def default_device(name: str | None, ranks: Ranks | None = None):
+    """``--device``, else CUDA when available, else the CPU; under torchrun a bare ``cuda`` is this rank's GPU."""
     import torch
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if ranks is not None and ranks.world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ranks.local_rank)
+    return device
 
 
 def runtime(args: argparse.Namespace) -> tuple[object, object]:
     """(device, dtype): CUDA with bfloat16 when available, else CPU with float32, unless given."""
     import torch
 
-    device = default_device(args.device)
+    device = default_device(args.device, getattr(args, "ranks", None))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     return device, dtype
 
@@ -202,14 +215,19 @@ def generator(args: argparse.Namespace):
     return torch.Generator().manual_seed(args.seed)
 
 
-def check_output_dir(out: Path) -> None:
-    """Fail early, in one line, when the output folder cannot be written."""
+def check_output_dir(out: Path, ranks: Ranks | None = None) -> None:
+    """Fail early, in one line, when the output folder cannot be written. Leftovers of a killed run are removed
+    first, by rank 0 while the other ranks wait (they would be another rank's files in progress later)."""
+    ranks = ranks or Ranks()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
-        with atomic_file(out / ".write_test") as tmp:
+        if ranks.is_main:
+            remove_stale_temporaries(out)
+        barrier(ranks)
+        test = out / f".write_test.{ranks.rank}"
+        with atomic_file(test) as tmp:
             tmp.write_bytes(b"")
-        (out / ".write_test").unlink()
+        test.unlink()
     except OSError as exc:
         raise InputError(out, f"cannot write to the output folder ({exc.strerror or exc})") from None
 
@@ -219,16 +237,19 @@ def start_batch(args: argparse.Namespace) -> tuple[Path, Summary]:
     out = Path(args.out)
     if hasattr(args, "resolution"):
         processing_resolution(args)  # a bad --resolution stops the command before any work
-    check_output_dir(out)
-    return out, Summary()
+    args.ranks = setup(getattr(args, "device", None))
+    if not args.ranks.is_main:
+        args.quiet = True  # one set of progress bars: rank 0's
+    check_output_dir(out, args.ranks)
+    return out, Summary(ranks=args.ranks)
 
 
 def input_clips(args: argparse.Namespace, summary: Summary) -> list[InputClip]:
-    """The clips of the INPUT arguments; inputs that give none are reported (the batch goes on)."""
+    """This rank's clips of the INPUT arguments; inputs that give none are reported (the batch goes on)."""
     clips, errors = discover_inputs(args.inputs, group_mode=args.group_mode)
     for err in errors:
-        summary.fail(None, err)
-    return clips
+        summary.fail_once(None, err)
+    return summary.ranks.shard(clips)
 
 
 def processing_resolution(args: argparse.Namespace):
@@ -420,7 +441,7 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
         try:
             lightings.append(load_envmap(spec))
         except (InputError, ValueError, OSError) as exc:
-            summary.fail(spec, exc)
+            summary.fail_once(spec, exc)
     return lightings
 
 
@@ -507,10 +528,10 @@ def cmd_forward(args: argparse.Namespace) -> int:
     for root in args.inputs:
         found, errors = find_gbuffer_clips(root, GBUFFER_KEYS)
         for err in errors:
-            summary.fail(None, err)
+            summary.fail_once(None, err)
         clips.update(found)
     pipe = None
-    for clip, paths in tqdm(clips.items(), desc="clips", disable=args.quiet):
+    for clip, paths in tqdm(summary.ranks.shard(list(clips.items())), desc="clips", disable=args.quiet):
         try:
             gbuffers = load_gbuffer_clip(paths)
             pipe = pipe or build_pipeline("forward", args)
@@ -592,7 +613,7 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
             videos += sorted(p for p in item.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
         else:
             videos.append(item)
-    for video in videos:
+    for video in summary.ranks.shard(videos):
         target = out / video.stem
         if target.is_dir() and not args.overwrite:
             summary.skipped += 1

@@ -1,0 +1,72 @@
+"""Sharded batch rendering under ``torchrun``: each rank renders its share of the clips with the full model.
+
+``torchrun --nproc-per-node N -m diffusion_renderer inverse|forward|relight|... INPUT... --out DIR`` starts N
+processes; torch.distributed (NCCL on GPUs, gloo on CPUs) joins them. Clips are sorted and dealt round-robin
+(``clips[rank::N]``), each rank on ``cuda:LOCAL_RANK``. Every clip is rendered with the same seed as in a single
+process, and files are written atomically by whichever rank owns the clip, so the output folder is the same as
+a single process writes, and a re-run resumes. A rank that fails a clip reports it in one line and goes on; at
+the end the counts are summed and rank 0 prints the summary; every rank exits 1 if any clip failed anywhere.
+Problems found before the split (unreadable inputs, bad env maps) are reported once, by rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job; ``world == 1`` outside torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list[T]) -> list[T]:
+        """This rank's share: every ``world``-th item from ``rank`` (items are in a fixed order on all ranks)."""
+        return items[self.rank :: self.world]
+
+
+def setup(device: str | None = None) -> Ranks:
+    """Join the torchrun job if there is one (idempotent); NCCL when this rank has a GPU, else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    import torch
+    import torch.distributed as dist
+
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+        if cuda:
+            torch.cuda.set_device(ranks.local_rank)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return ranks
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_sum(ranks: Ranks, values: list[int]) -> list[int]:
+    """Element-wise sum of ``values`` over all ranks (the values themselves in a single process)."""
+    if ranks.world <= 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(tensor)
+    return [int(v) for v in tensor.tolist()]

@@ -1,0 +1,62 @@
+"""Sharded rendering under torchrun (2 CPU processes, gloo): the same files as one process, resume, failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import REPO
+
+COMMON = ["--model", "random:tiny", "--resolution", "48", "--steps", "2", "--quiet", "--envmap", "street_lamp"]
+COMMON += ["--envmap-method", "direct", "--no-video"]
+
+
+def inputs(tmp_path: Path) -> list[Path]:
+    """Four images (dealt 2 + 2 over 2 ranks), plus a corrupt one that every rank sees."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        path = folder / f"img_{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 56, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    (folder / "broken.png").write_text("not an image")
+    return [*paths, folder / "broken.png"]
+
+
+def run(args: list[str], ranks: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}  # one thread: same float sums
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "diffusion_renderer", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+        cmd += ["-m", "diffusion_renderer", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_two_ranks_write_what_one_process_writes(tmp_path: Path) -> None:
+    images = [str(p) for p in inputs(tmp_path)]
+    single = run(["relight", *images, "--out", str(tmp_path / "one"), *COMMON], ranks=1)
+    assert single.returncode == 1, single.stderr  # the corrupt input
+    sharded = run(["relight", *images, "--out", str(tmp_path / "two"), *COMMON], ranks=2)
+    assert sharded.returncode == 1, sharded.stderr
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert len(one) > 20 and set(one) == set(two)
+    assert all(one[name] == two[name] for name in one), [n for n in one if one[n] != two[n]]
+    errors = [line for line in sharded.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "broken.png" in errors[0]  # reported once, by rank 0
+    assert "4 done, 0 skipped, 1 failed" in sharded.stderr and "on 2 ranks" in sharded.stderr
+
+    again = run(["relight", *images, "--out", str(tmp_path / "two"), *COMMON], ranks=2)
+    assert again.returncode == 1 and "0 done, 4 skipped, 1 failed" in again.stderr
+    assert files(tmp_path / "two") == two
