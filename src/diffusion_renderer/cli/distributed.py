@@ -70,3 +70,28 @@ def all_sum(ranks: Ranks, values: list[int]) -> list[int]:
     tensor = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(tensor)
     return [int(v) for v in tensor.tolist()]
+
+
+def all_sum_float(ranks: Ranks, value: float) -> float:
+    """Sum of ``value`` over all ranks."""
+    return float(_collective(ranks, value, "sum"))
+
+
+def broadcast_float(ranks: Ranks, value: float) -> float:
+    """Rank 0's ``value`` on every rank."""
+    return float(_collective(ranks, value, "broadcast"))
+
+
+def _collective(ranks: Ranks, value: float, op: str) -> float:
+    if ranks.world <= 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    if op == "sum":
+        dist.all_reduce(tensor)
+    else:
+        dist.broadcast(tensor, src=0)
+    return tensor.item()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from diffusion_renderer.cli.distributed import setup
 from diffusion_renderer.cli.render import check_output_dir, default_device
 
 
@@ -19,9 +20,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
+    ranks = setup(args.device)  # torchrun: data parallel (training/trainer.py)
+    if args.watch and ranks.world > 1:
+        raise ValueError("train: --watch re-scans --data at different moments on each rank; use one process")
     out = Path(args.out)
-    check_output_dir(out)
-    device = default_device(args.device)
+    check_output_dir(out, ranks)
+    device = default_device(args.device, ranks)
     config = TrainConfig(
         role=args.role,
         model_config=args.model_config,
@@ -44,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         p_std=args.p_std,
     )
     bank_device = args.bank_device or device
-    progress = not args.quiet
+    progress = not args.quiet and ranks.is_main
     if args.real is not None:
         from diffusion_renderer.training.real_domain import pseudo_label_bank
 
@@ -67,8 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if model is None:
             raise ValueError("--lora adapts an existing model: name it with --init SPEC")
         add_lora(model, rank=args.lora)
-    trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress)
-    if args.resume and trainer.resume():
+    trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
+    if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
 
     def refresh(step: int) -> None:
@@ -78,10 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     limit = args.time_limit * 60 if args.time_limit else None
     result = trainer.fit(time_limit_s=limit, on_step=refresh if args.watch else None)
     written = trainer.path(".lora.safetensors" if args.lora else ".safetensors")
-    print(
-        f"{args.role}: step {result['step']} in {result['seconds']:.0f}s on {bank.num_clips} clips -> {written}",
-        file=sys.stderr,
-    )
+    if ranks.is_main:
+        on = f" on {ranks.world} ranks" if ranks.world > 1 else ""
+        print(
+            f"{args.role}: step {result['step']} in {result['seconds']:.0f}s{on}, {bank.num_clips} clips -> {written}",
+            file=sys.stderr,
+        )
     return 0
 
 

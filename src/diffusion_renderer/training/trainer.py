@@ -12,9 +12,12 @@ Outputs in ``out`` (``role`` = inverse or forward):
 * ``{role}.log.jsonl`` (loss, lr, frames/s, validation figures) and ``{role}.loss.png``;
 * ``{role}.val/step_{step}.png``: fixed validation samples (input | ground truth | prediction) every N steps.
 
-Data parallel (issue 8, not wired yet): the loop is written per rank - one batch, one generator, one writer -
-so ``torch.nn.parallel.DistributedDataParallel`` around ``self.model`` under torchrun, a generator seeded with
-seed + rank and writes on rank 0 are what it takes.
+Data parallel under torchrun (``ranks``): every rank draws the same *global* batch, noise and dropouts from the
+same generator and trains on its slice of it through ``DistributedDataParallel``. Each rank's loss is its
+slice's share of the global mean, so the averaged gradients are exactly those of one process with the same
+batch. The replicas and the generator therefore stay identical, and a checkpoint written by rank 0 resumes on
+any number of ranks. Rank 0 writes the files and runs validation. A ``time_limit`` is decided on rank 0's clock
+and broadcast, so that all ranks stop at the same step with the same learning rate.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from diffusion_renderer.checkpoints.renderer_file import save_renderer_file
+from diffusion_renderer.cli.distributed import Ranks, all_sum_float, broadcast_float
 from diffusion_renderer.conventions import INVERSE_PASSES, from_model
 from diffusion_renderer.eval.metrics import mse_to_psnr
 from diffusion_renderer.models.configs import dit_config
@@ -117,9 +121,14 @@ def denoiser_loss(
     p_mean: float = P_MEAN,
     p_std: float = P_STD,
     pure_noise_fraction: float = 0.0,
+    ranks: Ranks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss, per-sample sigma) of one example batch; ``pure_noise_fraction`` of the samples (drawn per
-    sample) are the sampler's first input instead: sigma_max, pure noise (losses.pure_noise_inputs)."""
+    sample) are the sampler's first input instead: sigma_max, pure noise (losses.pure_noise_inputs).
+
+    With several ``ranks`` the random draws still cover the whole batch (identical on every rank); the network
+    runs on this rank's slice, and the loss is the slice's share of the batch mean times the world size (the
+    gradient average over ranks then equals the single-process gradient, for any batch split)."""
     x0 = example.x0
     sigma = sample_sigma_lognormal(x0.shape[0], generator, x0.device, p_mean, p_std)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -127,9 +136,24 @@ def denoiser_loss(
     if pure_noise_fraction > 0:  # no extra draw otherwise: earlier runs replay exactly
         pure = torch.rand(x0.shape[0], generator=generator, device=x0.device) < pure_noise_fraction
         noisy, sigma = pure_noise_inputs(noisy, sigma, noise, pure)
+    kwargs = example.condition.model_kwargs()
+    batch = x0.shape[0]
+    if ranks is not None and ranks.world > 1:
+        part = slice(batch * ranks.rank // ranks.world, batch * (ranks.rank + 1) // ranks.world)
+        x0, noisy, sigma = x0[part], noisy[part], sigma[part]
+        kwargs = {k: v[part] if torch.is_tensor(v) and v.ndim and len(v) == batch else v for k, v in kwargs.items()}
     s = sigma.view(-1, 1, 1, 1, 1)
-    output = model(c_in(s) * noisy, c_noise(sigma), **example.condition.model_kwargs()).sample
-    return edm_loss(output, x0, noisy, sigma).mean(), sigma
+    output = model(c_in(s) * noisy, c_noise(sigma), **kwargs).sample
+    losses = edm_loss(output, x0, noisy, sigma)  # (b,)
+    if ranks is None or ranks.world == 1:
+        return losses.mean(), sigma
+    return losses.sum() * ranks.world / batch, sigma
+
+
+def fraction_now(start_time: float, time_limit_s: float, ranks: Ranks) -> float:
+    """Elapsed share of the time limit, on rank 0's clock (all ranks stop after the same step)."""
+    fraction = (time.perf_counter() - start_time) / time_limit_s
+    return broadcast_float(ranks, fraction) if ranks.world > 1 else fraction
 
 
 class Trainer:
@@ -144,10 +168,12 @@ class Trainer:
         model: DiffusionRendererTransformer3DModel | None = None,
         device: torch.device | str = "cpu",
         progress: bool = True,
+        ranks: Ranks | None = None,
     ) -> None:
         self.config, self.out, self.bank, self.val_bank = config, Path(out), bank, val_bank
         self.device = torch.device(device)
-        self.progress = progress
+        self.ranks = ranks or Ranks()
+        self.progress = progress and self.ranks.is_main
         self.tokenizer = SpaceToDepthTokenizer().to(device=self.device)
         self.model = (model if model is not None else new_transformer(config)).to(self.device).train()
         if config.gradient_checkpointing:
@@ -164,7 +190,13 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.step = 0
-        self.forward_fn = torch.compile(self.model) if config.compile else self.model
+        self.forward_fn = self.model
+        if self.ranks.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # static graph: the same parameters are used every step (the forward model never uses its
+            # cross-attention, which a zero context makes exactly zero), so DDP can skip searching for them
+            self.forward_fn = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, static_graph=True)
+        self.forward_fn = torch.compile(self.forward_fn) if config.compile else self.forward_fn
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         self.val_batch = self._fixed_val_batch()
@@ -194,7 +226,7 @@ class Trainer:
         example = self.example(self.draw_batch())
         with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
             loss, _ = denoiser_loss(
-                self.forward_fn, example, self.generator, cfg.p_mean, cfg.p_std, cfg.pure_noise_fraction
+                self.forward_fn, example, self.generator, cfg.p_mean, cfg.p_std, cfg.pure_noise_fraction, self.ranks
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,6 +235,8 @@ class Trainer:
         self.optimizer.step()
         self.ema.update_parameters(self.model)
         self.step += 1
+        if self.ranks.world > 1:  # the batch mean: the ranks' shares summed, over the world size
+            return all_sum_float(self.ranks, float(loss.detach())) / self.ranks.world
         return float(loss.detach())
 
     # ------------------------------------------------------------------------------------------ the loop
@@ -223,6 +257,8 @@ class Trainer:
         bar = tqdm(total=end, initial=self.step, desc=f"train {cfg.role}", disable=not self.progress)
         while self.step < end:
             fraction = (time.perf_counter() - start_time) / time_limit_s if time_limit_s else 0.0
+            if time_limit_s and self.ranks.world > 1:
+                fraction = broadcast_float(self.ranks, fraction)  # rank 0's clock: same lr, same last step
             window_losses.append(self.train_step(fraction))
             frames_seen += cfg.batch_size
             bar.update(1)
@@ -245,7 +281,7 @@ class Trainer:
                 self.save()
             if on_step is not None:
                 on_step(self.step)
-            if time_limit_s is not None and time.perf_counter() - start_time > time_limit_s:
+            if time_limit_s is not None and fraction_now(start_time, time_limit_s, self.ranks) > 1:
                 break
         bar.close()
         self.save()
@@ -254,6 +290,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ records
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.ranks.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with self.path(".log.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -263,6 +301,8 @@ class Trainer:
         the full training state (all atomic)."""
         from diffusion_renderer.models.lora import adapter_names, save_lora
 
+        if not self.ranks.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         provenance = {"steps": self.step, "train_config": self.config.to_dict(), "clips": self.bank.num_clips}
         provenance.update(record or {})
@@ -335,7 +375,7 @@ class Trainer:
         return out
 
     def validate(self) -> dict[str, float]:
-        if self.val_batch is None:
+        if self.val_batch is None or not self.ranks.is_main:
             return {}
         predictions = self.predict(self.val_batch, self.config.val_steps)
         figures = {}
