@@ -40,25 +40,11 @@ def generate(args: argparse.Namespace) -> None:
     make_dataset(args.data, scenes=args.scenes, seed=seed, only_split="train", progress=False, **common)
 
 
-def train_role(fraction: float, argv: list[str]) -> int:
-    """``diffusion-renderer train ARGV`` with ``TrainConfig.pure_noise_fraction`` set (the CLI has no flag for
-    it yet): the share of samples drawn as the sampler's first input (training/losses.py)."""
-    import functools
-
-    from diffusion_renderer.cli.main import main as cli_main
-    from diffusion_renderer.training import trainer
-
-    trainer.TrainConfig = functools.partial(trainer.TrainConfig, pure_noise_fraction=fraction)
-    return cli_main(["train", *argv])
-
-
 def count_clips(data: Path, split: str) -> int:
     return len(list((data / split / "shards").glob("scene_*.safetensors")))
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["train-role"]:  # train-role FRACTION TRAIN-ARGS...: one trainer (started by main)
-        sys.exit(train_role(float(sys.argv[2]), sys.argv[3:]))
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", nargs="?", default="run", choices=("run", "generate"))
     parser.add_argument("--out", type=Path, required=True)
@@ -110,10 +96,8 @@ def main() -> None:
     gen_s = time.perf_counter() - start
     trainers = {}
     for role in args.roles:
-        cmd = [sys.executable, "-m", "diffusion_renderer", "train"]
-        if args.pure_noise_fraction > 0:
-            cmd = [sys.executable, __file__, "train-role", str(args.pure_noise_fraction)]
-        cmd += [role, "--data", str(args.data)]
+        cmd = [sys.executable, "-m", "diffusion_renderer", "train", role, "--data", str(args.data)]
+        cmd += ["--pure-noise-fraction", str(args.pure_noise_fraction)]
         cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
         cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,13 @@ from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import ModelSpecError, load_model
 from diffusion_renderer.training.examples import forward_example, inverse_example
 from diffusion_renderer.training.frames import FrameBank, stack_shards
-from diffusion_renderer.training.losses import add_noise, edm_loss, edm_output_target, sample_sigma_lognormal
+from diffusion_renderer.training.losses import (
+    add_noise,
+    edm_loss,
+    edm_output_target,
+    pure_noise_inputs,
+    sample_sigma_lognormal,
+)
 from diffusion_renderer.training.trainer import TrainConfig, Trainer, denoiser_loss, lr_at
 
 SIZE, FRAMES, CLIPS = 32, 3, 4
@@ -171,6 +179,17 @@ def test_edm_loss_is_the_weighted_denoising_error():
     assert torch.allclose(denoised_from_output(noisy, exact, s), x0, atol=1e-5)
 
 
+def test_pure_noise_inputs_are_the_samplers_first_input():
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 3, 1, 2, 2, generator=g), torch.randn(4, 3, 1, 2, 2, generator=g)
+    sigma = torch.tensor([0.5, 1.0, 2.0, 3.0])
+    pure = torch.tensor([True, False, True, False])
+    noisy, new_sigma = pure_noise_inputs(add_noise(x0, sigma, noise), sigma, noise, pure)
+    assert new_sigma.tolist() == [80.0, 1.0, 80.0, 3.0]
+    assert torch.allclose(noisy[pure], noise[pure] * math.sqrt(80.0**2 + 1))  # no x0 in it: as x_T
+    assert torch.equal(noisy[~pure], add_noise(x0, sigma, noise)[~pure])
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(10, cfg) == pytest.approx(1.0)
@@ -253,12 +272,12 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
     args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet"]
-    args += ["--device", "cpu"]
+    args += ["--device", "cpu", "--pure-noise-fraction", "0.5"]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     assert "resumed forward at step 2" in capsys.readouterr().err
     model = load_model(str(out), "forward")
-    assert model.record["steps"] == 3
+    assert model.record["steps"] == 3 and model.record["train_config"]["pure_noise_fraction"] == 0.5
     assert (out / "forward.val" / "step_0000002.png").is_file()
     assert main(["train", "inverse", "--out", str(out)]) == 2  # no data: one line, no traceback
     assert "give --data" in capsys.readouterr().err

@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         drop_lighting=args.real is not None,
         p_mean=args.p_mean,
         p_std=args.p_std,
+        pure_noise_fraction=args.pure_noise_fraction,
     )
     bank_device = args.bank_device or device
     progress = not args.quiet and ranks.is_main
@@ -105,6 +106,13 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--p-mean", type=float, default=0.0, help="log-normal sigma: mean of ln sigma (official 0)")
     p.add_argument("--p-std", type=float, default=1.0, help="log-normal sigma: std of ln sigma (official 1)")
+    p.add_argument(
+        "--pure-noise-fraction",
+        type=float,
+        default=0.0,
+        help="share of samples drawn as the sampler's first input: sigma 80, pure noise (not official; 0.5 "
+        "trained the shipped inverse model, whose 1-step default starts from pure noise)",
+    )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")
     p.add_argument("--gradient-checkpointing", action="store_true")
