@@ -7,12 +7,18 @@ selection's edge), so an edit changes exactly the selected pixels and nothing el
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffusion_renderer.conventions import VALUE_RANGE
+
+if TYPE_CHECKING:  # the pipelines import torch and diffusers: loaded only by the functions that render
+    from diffusion_renderer.apps.before_after import EditOutput, GBufferSource
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline, Lighting
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
 
 def parse_color(text: str) -> tuple[float, float, float]:
@@ -161,17 +167,17 @@ def apply_material_edit(
 
 
 def edit_material(
-    inverse,
-    forward,
-    source,
-    selection,
+    inverse: InverseRenderingPipeline | None,
+    forward: ForwardRenderingPipeline,
+    source: GBufferSource,
+    selection: np.ndarray | Callable[[dict[str, np.ndarray]], np.ndarray],
     edit: MaterialEdit,
-    envmap=None,
+    envmap: Lighting | Sequence[Lighting] = None,
     *,
     feather_px: float = 2.0,
     seed: int = 0,
     **options,
-):
+) -> EditOutput:
     """Estimate (or take) the G-buffers of ``source``, apply ``edit`` inside ``selection`` and render before/after.
 
     ``source``: an image, frames or video (estimated with ``inverse``) or {pass: (T, h, w, C)} G-buffers.

@@ -20,14 +20,20 @@ Geometry from one image's G-buffers, which carry no metric camera:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffusion_renderer.conventions import GBUFFER_KEYS, VALUE_RANGE
 from diffusion_renderer.data.mitsuba_render import camera_directions
 from diffusion_renderer.render.mesh_gbuffers import MeshPart, bounds, rasterize_gbuffers
+
+if TYPE_CHECKING:
+    from diffusion_renderer.apps.before_after import EditOutput, GBufferSource
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline, Lighting
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
 DEFAULT_FOV_DEG = 50.0
 DEFAULT_DEPTH_RATIO = 4.0
@@ -192,17 +198,17 @@ def insert_object(
 
 
 def insert_and_render(
-    inverse,
-    forward,
-    source,
+    inverse: InverseRenderingPipeline | None,
+    forward: ForwardRenderingPipeline,
+    source: GBufferSource,
     parts: list[MeshPart],
     placement: Placement,
-    envmap=None,
+    envmap: Lighting | Sequence[Lighting] = None,
     *,
     seed: int = 0,
     variant: str = "auto",
     **options,
-):
+) -> EditOutput:
     """Estimate (or take) the G-buffers of ``source``, insert ``parts`` and render the scene before and after.
 
     ``source`` as :func:`~diffusion_renderer.apps.material_edit.edit_material`; shadows and reflections of the

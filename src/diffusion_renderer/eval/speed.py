@@ -22,11 +22,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from diffusion_renderer.conventions import CONTEXT_INDEX
+
+if TYPE_CHECKING:
+    from diffusion_renderer.models.specs import RendererModel
 
 GEMM_SHAPE = (28160, 4096, 12288)  # tokens x width x 3 width: the video step's QKV projection
 
@@ -102,7 +105,8 @@ def dit_flops(tokens: int, context_tokens: int, width: int, blocks: int, batch: 
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def our_dit(role: str, config: BenchConfig):
+def random_model(role: str, config: BenchConfig) -> RendererModel:
+    """DiT + tokenizer of ``role`` with random weights: ``random:{role}-7b`` (official sizes) or ``random:tiny``."""
     from diffusion_renderer.models.specs import load_model
 
     return load_model(
@@ -113,7 +117,7 @@ def our_dit(role: str, config: BenchConfig):
     )
 
 
-def stock_dit(ours, device: torch.device, dtype: torch.dtype):
+def stock_dit(ours: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """diffusers' CosmosTransformer3DModel of the same width, depth and input channels (random weights)."""
     from diffusers import CosmosTransformer3DModel
 
@@ -199,7 +203,7 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
     cannot be undone). Outputs of every variant of ours are compared with the first one's (relative L2).
     """
     device = torch.device(config.device)
-    model = our_dit("inverse", config)
+    model = random_model("inverse", config)
     net, shapes = model.transformer, dit_shapes(model.tokenizer, config)
     width = net.config.num_attention_heads * net.config.attention_head_dim
     ceiling = gemm_tflops(device, config.dtype) if device.type == "cuda" else None
@@ -261,7 +265,7 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
 def bench_vae(config: BenchConfig, report: dict) -> None:
     """Tokenizer encode / decode of one clip and one image: time and peak memory."""
     device = torch.device(config.device)
-    tokenizer = our_dit("inverse", config).tokenizer
+    tokenizer = random_model("inverse", config).tokenizer
     height, width = clip_size(tokenizer, config)
     section = report.setdefault("vae", {})
     for frames in (config.frames or tokenizer.window_frames, 1):
@@ -293,7 +297,7 @@ def bench_pipelines(config: BenchConfig, report: dict) -> None:
     attention, _, extra = variant.partition("+")
     section = report.setdefault("pipeline", {"variant": variant, "steps": config.steps})
     for role in ("inverse", "forward"):
-        model = our_dit(role, config)
+        model = random_model(role, config)
         model.transformer.set_attention(attention)
         if extra == "compile":
             model.transformer.compile_repeated_blocks()
