@@ -85,9 +85,10 @@ def test_data_parallel_training_matches_one_process_and_resumes_across_world_siz
     from test_training import synthetic_clip
 
     rng = np.random.default_rng(5)
-    for i in range(3):
-        clip = f"scene_{i:08d}"
-        write_shard(shard_path(tmp_path / "data", "train", clip), synthetic_clip(rng), {"clip": clip})
+    for split, count in (("train", 3), ("val", 1)):
+        for i in range(count):
+            clip = f"scene_{i:08d}"
+            write_shard(shard_path(tmp_path / "data", split, clip), synthetic_clip(rng), {"clip": clip})
     data = tmp_path / "data"
     one = run(train_args(data, tmp_path / "one", 3), ranks=1)
     assert one.returncode == 0, one.stderr
@@ -105,3 +106,10 @@ def test_data_parallel_training_matches_one_process_and_resumes_across_world_siz
     assert_same_training(model_weights(tmp_path / "one"), model_weights(tmp_path / "mixed"))
     lines = (tmp_path / "two" / "forward.log.jsonl").read_text().splitlines()
     assert len(lines) == 3  # one writer: rank 0
+
+    sharded = run([*train_args(data, tmp_path / "fsdp", 2), "--fsdp", "--val-every", "2"], ranks=2)  # FSDP2
+    assert sharded.returncode == 0, sharded.stderr
+    resumed = run([*train_args(data, tmp_path / "fsdp", 3), "--resume"], ranks=1)  # gathered state, 1 rank
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_training(model_weights(tmp_path / "one"), model_weights(tmp_path / "fsdp"))
+    assert (tmp_path / "fsdp" / "forward.val" / "step_0000002.png").is_file()  # sampled by the sharded EMA

@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         p_mean=args.p_mean,
         p_std=args.p_std,
         pure_noise_fraction=args.pure_noise_fraction,
+        fsdp=args.fsdp,
     )
     bank_device = args.bank_device or device
     progress = not args.quiet and ranks.is_main
@@ -106,6 +107,11 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--p-mean", type=float, default=0.0, help="log-normal sigma: mean of ln sigma (official 0)")
     p.add_argument("--p-std", type=float, default=1.0, help="log-normal sigma: std of ln sigma (official 1)")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of replicating (DDP)",
+    )
     p.add_argument(
         "--pure-noise-fraction",
         type=float,

@@ -18,9 +18,9 @@ from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 FORMAT = "diffusion_renderer.TrainState/1"
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Flatten an optimizer's state dict: per-parameter tensors and JSON-able param groups."""
-    state = optimizer.state_dict()
+def optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Flatten an optimizer state dict (``optimizer.state_dict()`` layout): per-parameter tensors and JSON-able
+    param groups."""
     tensors = {}
     for index, values in state["state"].items():
         for name, value in values.items():
@@ -28,30 +28,36 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, state["param_groups"]
 
 
-def load_optimizer_tensors(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]
-) -> None:
+def optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_tensors`: an ``optimizer.state_dict()``-layout dict."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]]
+) -> None:
+    optimizer.load_state_dict(optimizer_state(tensors, groups))
 
 
 def save_train_state(
     path: Path,
     *,
     step: int,
-    model: torch.nn.Module,
-    ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     rng: torch.Tensor,
     config: dict[str, Any],
 ) -> Path:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    optim, groups = optimizer_tensors(optimizer)
+    """State dicts (full, unsharded) of the model, the EMA (``AveragedModel.state_dict()``) and the optimizer."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
+    optim, groups = optimizer_tensors(optimizer_state)
     tensors.update(optim)
     tensors["rng"] = rng.cpu().contiguous()
     return write_tagged(path, tensors, FORMAT, {"step": step, "param_groups": groups, "config": config})

@@ -46,7 +46,7 @@ from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.sampling import sample_edm_euler
 from diffusion_renderer.training.checkpoint import (
-    load_optimizer_tensors,
+    optimizer_state,
     prefixed,
     read_train_state,
     save_train_state,
@@ -89,6 +89,7 @@ class TrainConfig:
     p_mean: float = P_MEAN  # log-normal sigma: official N(0, 1) on ln sigma
     p_std: float = P_STD
     pure_noise_fraction: float = 0.0  # share of samples at sigma_max from pure noise (losses.py; not official)
+    fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +151,17 @@ def denoiser_loss(
     return losses.sum() * ranks.world / batch, sigma
 
 
+def shard_blocks(model: torch.nn.Module, param_dtype: torch.dtype | None = None) -> None:
+    """FSDP2: each transformer block, then the rest, sharded over the ranks (parameters, gradients and AdamW
+    moments: 1/N each). ``param_dtype`` bf16 computes in bf16 and reduces gradients in float32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    for block in model.transformer_blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
 def fraction_now(start_time: float, time_limit_s: float, ranks: Ranks) -> float:
     """Elapsed share of the time limit, on rank 0's clock (all ranks stop after the same step)."""
     fraction = (time.perf_counter() - start_time) / time_limit_s
@@ -178,6 +190,15 @@ class Trainer:
         self.model = (model if model is not None else new_transformer(config)).to(self.device).train()
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
+        # the EMA copy is made before sharding, then sharded alike: its update is elementwise on matching shards
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.sharded = self.ranks.world > 1 and config.fsdp
+        if self.sharded and any(not p.requires_grad for p in self.model.parameters()):
+            raise ValueError("--fsdp with a LoRA (frozen base weights) is not supported yet; use DDP")
+        if self.sharded:
+            for module in (self.model, self.ema.module):
+                shard_blocks(module, torch.bfloat16 if use_bf16 else None)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in trainable if p.ndim >= 2]
         no_decay = [p for p in trainable if p.ndim < 2]
@@ -187,17 +208,15 @@ class Trainer:
             betas=(0.9, 0.99),
             fused=self.device.type == "cuda",
         )
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.step = 0
         self.forward_fn = self.model
-        if self.ranks.world > 1:
+        if self.ranks.world > 1 and not self.sharded:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # static graph: the same parameters are used every step (the forward model never uses its
             # cross-attention, which a zero context makes exactly zero), so DDP can skip searching for them
             self.forward_fn = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, static_graph=True)
         self.forward_fn = torch.compile(self.forward_fn) if config.compile else self.forward_fn
-        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         self.val_batch = self._fixed_val_batch()
 
@@ -298,9 +317,10 @@ class Trainer:
 
     def save(self, record: dict[str, Any] | None = None) -> None:
         """The EMA model as a renderer file (a LoRA run: the EMA adapter, ``{role}.lora.safetensors``), then
-        the full training state (all atomic)."""
+        the full training state (all atomic). Sharded (FSDP2) states are gathered on every rank first."""
         from diffusion_renderer.models.lora import adapter_names, save_lora
 
+        model_state, ema_state, optimizer_state = self.full_states()  # collective when sharded
         if not self.ranks.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +332,7 @@ class Trainer:
         else:
             save_renderer_file(
                 self.path(".safetensors"),
-                self.ema.module.state_dict(),
+                prefixed(ema_state, "module."),
                 role=self.config.role,
                 dit_config=dict(self.model.config),
                 tokenizer_config=self.tokenizer.config(),
@@ -321,23 +341,74 @@ class Trainer:
         save_train_state(
             self.path(".train_state.safetensors"),
             step=self.step,
-            model=self.model,
-            ema=self.ema,
-            optimizer=self.optimizer,
+            model_state=model_state,
+            ema_state=ema_state,
+            optimizer_state=optimizer_state,
             rng=self.generator.get_state(),
             config=self.config.to_dict(),
         )
         plot_log(self.path(".log.jsonl"), self.path(".loss.png"))
 
+    def full_states(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+        """(model, EMA, optimizer) state dicts, unsharded, in the single-process layouts."""
+        if not self.sharded:
+            return self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=options)
+        ema_state = {f"module.{k}": v for k, v in get_model_state_dict(self.ema.module, options=options).items()}
+        ema_state["n_averaged"] = self.ema.n_averaged.detach().cpu()
+        by_name = get_optimizer_state_dict(self.model, self.optimizer, options=options)  # keyed by parameter name
+        if not self.ranks.is_main:  # with cpu_offload the full states land on rank 0 only
+            return {}, {}, {}
+        names = self.parameter_names()
+        index = {name: i for i, name in enumerate(names)}
+        optimizer_state = {
+            "state": {index[name]: value for name, value in by_name["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]],
+        }
+        return model_state, ema_state, optimizer_state
+
+    def parameter_names(self) -> list[str]:
+        """Names of the optimizer's parameters in its own order (the indices of ``optimizer.state_dict()``)."""
+        name_of = {id(p): n for n, p in self.model.named_parameters()}
+        return [name_of[id(p)] for group in self.optimizer.param_groups for p in group["params"]]
+
     def resume(self) -> bool:
-        """Load ``{role}.train_state.safetensors`` if present; returns whether it did."""
+        """Load ``{role}.train_state.safetensors`` if present (written by any number of ranks); returns whether it
+        did."""
         path = self.path(".train_state.safetensors")
         if not path.is_file():
             return False
         tensors, meta = read_train_state(path)
-        self.model.load_state_dict(prefixed(tensors, "model."))
-        self.ema.load_state_dict(prefixed(tensors, "ema."))
-        load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])  # moved to the params' device
+        model_state, ema_state = prefixed(tensors, "model."), prefixed(tensors, "ema.")
+        state = optimizer_state(tensors, meta["param_groups"])
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True)  # every rank read the whole file
+            set_model_state_dict(self.model, model_state, options=options)
+            set_model_state_dict(self.ema.module, prefixed(ema_state, "module."), options=options)
+            self.ema.n_averaged.copy_(ema_state["n_averaged"])
+            names = self.parameter_names()
+            by_name = {
+                "state": {names[i]: value for i, value in state["state"].items()},
+                "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+            }
+            set_optimizer_state_dict(self.model, self.optimizer, by_name, options=options)
+        else:
+            self.model.load_state_dict(model_state)
+            self.ema.load_state_dict(ema_state)
+            self.optimizer.load_state_dict(state)  # moved to the params' device
         self.generator.set_state(tensors["rng"].to(torch.uint8))
         self.step = int(meta["step"])
         return True
@@ -375,9 +446,11 @@ class Trainer:
         return out
 
     def validate(self) -> dict[str, float]:
-        if self.val_batch is None or not self.ranks.is_main:
+        if self.val_batch is None or not (self.ranks.is_main or self.sharded):
             return {}
-        predictions = self.predict(self.val_batch, self.config.val_steps)
+        predictions = self.predict(self.val_batch, self.config.val_steps)  # sharded: every rank takes part
+        if not self.ranks.is_main:
+            return {}
         figures = {}
         for key, pred in predictions.items():
             target = from_model(key, self.val_batch[key]).float()
