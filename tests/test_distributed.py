@@ -81,15 +81,10 @@ def assert_same_training(a: dict, b: dict) -> None:
 
 
 def test_data_parallel_training_matches_one_process_and_resumes_across_world_sizes(tmp_path: Path) -> None:
-    from diffusion_renderer.data.shards import shard_path, write_shard
-    from test_training import synthetic_clip
+    from test_training import write_synthetic_data
 
-    rng = np.random.default_rng(5)
-    for split, count in (("train", 3), ("val", 1)):
-        for i in range(count):
-            clip = f"scene_{i:08d}"
-            write_shard(shard_path(tmp_path / "data", split, clip), synthetic_clip(rng), {"clip": clip})
     data = tmp_path / "data"
+    write_synthetic_data(data, seed=5)
     one = run(train_args(data, tmp_path / "one", 3), ranks=1)
     assert one.returncode == 0, one.stderr
     two = run(train_args(data, tmp_path / "two", 3), ranks=2)

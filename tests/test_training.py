@@ -47,6 +47,17 @@ def synthetic_clip(rng: np.random.Generator) -> dict[str, torch.Tensor]:
     return encode_clip(rng.random((FRAMES, SIZE, SIZE, 3)), gbuffers, env)
 
 
+def write_synthetic_data(root, seed: int, train: int = 3, val: int = 1) -> None:
+    """A make-data folder in the shards layout with ``train`` and ``val`` synthetic clips."""
+    from diffusion_renderer.data.shards import shard_path
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", val)):
+        for i in range(count):
+            clip = f"scene_{i:08d}"
+            write_shard(shard_path(root, split, clip), synthetic_clip(rng), {"clip": clip})
+
+
 @pytest.fixture(scope="module")
 def bank() -> FrameBank:
     rng = np.random.default_rng(0)
@@ -262,13 +273,8 @@ def test_shipped_model_loads_and_renders_in_range(role):
 
 def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
-    from diffusion_renderer.data.shards import shard_path
 
-    rng = np.random.default_rng(2)
-    for split, count in (("train", 3), ("val", 1)):
-        for i in range(count):
-            clip = f"scene_{i:08d}"
-            write_shard(shard_path(tmp_path / "data", split, clip), synthetic_clip(rng), {"clip": clip})
+    write_synthetic_data(tmp_path / "data", seed=2)
     out = tmp_path / "run"
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
     args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet"]
