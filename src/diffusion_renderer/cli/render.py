@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_renderer.cli.distributed import Ranks, all_sum, barrier, setup
 from diffusion_renderer.conventions import (
     CHUNK_MODES,
     CONTEXT_INDEX,
@@ -31,6 +30,7 @@ from diffusion_renderer.conventions import (
     WINDOW_OVERLAP_LATENTS,
     to_unit,
 )
+from diffusion_renderer.distributed import Ranks, all_sum, barrier, setup
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame, write_gbuffer_frame

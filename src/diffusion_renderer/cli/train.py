@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from diffusion_renderer.cli.distributed import setup
 from diffusion_renderer.cli.render import check_output_dir, default_device
+from diffusion_renderer.distributed import setup
 
 
 def cmd_train(args: argparse.Namespace) -> int:

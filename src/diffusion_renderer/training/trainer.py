@@ -18,6 +18,10 @@ slice's share of the global mean, so the averaged gradients are exactly those of
 batch. The replicas and the generator therefore stay identical, and a checkpoint written by rank 0 resumes on
 any number of ranks. Rank 0 writes the files and runs validation. A ``time_limit`` is decided on rank 0's clock
 and broadcast, so that all ranks stop at the same step with the same learning rate.
+
+``fsdp``: the same, with the model and its EMA sharded by FSDP2 instead of replicated (each rank holds 1/N of
+the weights, gradients and AdamW moments); checkpoints gather full state dicts into the same files, and
+validation runs on every rank (the sharded EMA needs them all) while rank 0 writes.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from diffusion_renderer.checkpoints.renderer_file import save_renderer_file
-from diffusion_renderer.cli.distributed import Ranks, all_sum_float, broadcast_float
 from diffusion_renderer.conventions import INVERSE_PASSES, from_model
+from diffusion_renderer.distributed import Ranks, all_sum_float, broadcast_float
 from diffusion_renderer.eval.metrics import mse_to_psnr
 from diffusion_renderer.models.configs import dit_config
 from diffusion_renderer.models.edm import c_in, c_noise

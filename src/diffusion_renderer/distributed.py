@@ -1,4 +1,6 @@
-"""Sharded batch rendering under ``torchrun``: each rank renders its share of the clips with the full model.
+"""torch.distributed for the commands: sharded batch rendering and data-parallel training under ``torchrun``.
+
+Rendering: each rank renders its share of the clips with the full model.
 
 ``torchrun --nproc-per-node N -m diffusion_renderer inverse|forward|relight|... INPUT... --out DIR`` starts N
 processes; torch.distributed (NCCL on GPUs, gloo on CPUs) joins them. Clips are sorted and dealt round-robin
@@ -7,6 +9,8 @@ process, and files are written atomically by whichever rank owns the clip, so th
 a single process writes, and a re-run resumes. A rank that fails a clip reports it in one line and goes on; at
 the end the counts are summed and rank 0 prints the summary; every rank exits 1 if any clip failed anywhere.
 Problems found before the split (unreadable inputs, bad env maps) are reported once, by rank 0.
+
+Training (training/trainer.py) uses the same :class:`Ranks` and the float collectives below.
 """
 
 from __future__ import annotations
