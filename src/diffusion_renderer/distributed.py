@@ -56,6 +56,23 @@ def setup(device: str | None = None) -> Ranks:
     return ranks
 
 
+def teardown(wait: bool = True) -> None:
+    """Leave the torchrun job cleanly (a process group left open can abort the interpreter at exit).
+
+    ``wait=False`` on an error path: the other ranks may be inside a collective and never reach a barrier.
+    """
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()  # no rank tears its group down while another still needs it
+        dist.destroy_process_group()
+
+
 def barrier(ranks: Ranks) -> None:
     if ranks.world > 1:
         import torch.distributed as dist

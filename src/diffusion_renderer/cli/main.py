@@ -18,6 +18,7 @@ from diffusion_renderer.cli.eval import add_eval_parser
 from diffusion_renderer.cli.official import translate
 from diffusion_renderer.cli.render import PROG, add_render_parsers
 from diffusion_renderer.cli.train import add_train_parser
+from diffusion_renderer.distributed import teardown
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -141,11 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(translate(list(sys.argv[1:] if argv is None else argv)))
         func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        code = func(args)
+        teardown()  # torchrun: every rank closes its process group before the interpreter exits
+        return code
     except KeyboardInterrupt:
+        teardown(wait=False)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError, ImportError) as exc:
+        teardown(wait=False)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
