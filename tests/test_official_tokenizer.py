@@ -59,9 +59,12 @@ def fixture_tokenizer(io_path: Path) -> tuple[CosmosTokenizer, dict[str, torch.T
 
 
 @pytest.mark.official
+@pytest.mark.parametrize("stream", [None, 1, 2], ids=["whole", "stream1", "stream2"])
 @pytest.mark.parametrize("io_path", params(TOKENIZER_IO))
-def test_official_tokenizer_parity(io_path: Path) -> None:
+def test_official_tokenizer_parity(io_path: Path, stream: int | None) -> None:
+    """The wrapper matches the official outputs whole and streamed (``stream`` latent frames at a time)."""
     tokenizer, io, tol = fixture_tokenizer(io_path)
+    tokenizer.stream_latent_frames = stream
     vae = tokenizer.vae
     prefixes = sorted(k.removesuffix(".latent_raw") for k in io if k.endswith(".latent_raw"))
     assert prefixes, f"{io_path.name}: no '<case>.latent_raw' tensors"

@@ -71,7 +71,12 @@ def test_bench_command_smoke(tmp_path: Path, capsys) -> None:
         assert row["seconds"] > 0 and row["tflop"] > 0 and row["relative_l2_to_first"] < 1e-5, name
         assert report["dit"]["default"][name]["relative_l2_to_first"] == 0.0
     assert rows["image_64x96_5passes"]["tflop"] == pytest.approx(5 * rows["image_64x96"]["tflop"])
-    assert report["vae"]["9x64x96"]["latent_shape"] == [1, 16, 2, 8, 12]
+    vae = report["vae"]["9x64x96"]
+    assert set(vae) == {"whole", "stream1", "stream2", "stream4"}
+    assert all(row["latent_shape"] == [1, 16, 2, 8, 12] for row in vae.values())
+    assert (
+        vae["stream1"]["encode_relative_l2_to_whole"] < 1e-5 and vae["stream1"]["decode_relative_l2_to_whole"] < 1e-5
+    )
     assert report["pipeline"]["inverse"]["frames"] == 9 and report["pipeline"]["forward"]["seconds"] > 0
 
 

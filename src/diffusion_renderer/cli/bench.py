@@ -45,6 +45,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frames=args.frames,
         resolution=tuple(args.resolution) if args.resolution else None,
         pipeline_variant=args.pipeline_variant,
+        offloads=tuple(args.offload),
+        vae_streams=tuple(args.vae_streams),
     )
     if args.out:
         out = Path(args.out)
@@ -65,6 +67,7 @@ def save_report(path: Path, report: dict) -> None:
 
 def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
     from diffusion_renderer.eval.speed import CASES
+    from diffusion_renderer.models.performance import OFFLOAD_MODES
 
     p = sub.add_parser(
         "bench",
@@ -76,6 +79,17 @@ def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
     p.add_argument("--variants", nargs="+", default=["stock", "default", "auto", "auto+compile"])
     p.add_argument("--pipeline-variant", default="auto", help="attention (and +compile) of the end-to-end runs")
+    p.add_argument(
+        "--offload", nargs="+", choices=OFFLOAD_MODES, default=["none"], help="offload modes of the end-to-end runs"
+    )
+    p.add_argument(
+        "--vae-streams",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2, 4],
+        metavar="N",
+        help="tokenizer latent frames per streaming step to compare (0: whole clip, the first is the reference)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=15, help="denoising steps of the end-to-end runs")

@@ -46,11 +46,10 @@ from diffusion_renderer.io.layout import (
     relit_frame_path,
     video_path,
 )
-from diffusion_renderer.models.performance import ATTENTION_CHOICES
+from diffusion_renderer.models.performance import ATTENTION_CHOICES, OFFLOAD_MODES
 
 PROG = "diffusion-renderer"
 FORMATS = ("png", "jpg", "exr")
-OFFLOAD = ("none", "model", "sequential")
 OFFICIAL_ENVLIGHTS = ("0", "1", "2", "3")
 
 
@@ -135,12 +134,7 @@ def build_pipeline(role: str, args: argparse.Namespace):
         model.transformer.compile_repeated_blocks()  # diffusers: one torch.compile graph shared by all blocks
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)
-    if offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+    pipe.enable_offload(offload, device)
     pipe.set_progress_bar_config(disable=args.quiet)
     settle_window(args, pipe.tokenizer.window_frames, pipe.tokenizer.temporal_compression)
     return pipe
@@ -649,7 +643,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (default 0: off)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
-    g.add_argument("--offload", choices=OFFLOAD, default="none", help="CPU offloading through diffusers (GPU only)")
+    g.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="none",
+        help="weights in CPU memory (GPU only): group streams the DiT's blocks (about 6 GiB for 57 frames at 720p), "
+        "model keeps one component on the GPU, sequential one layer",
+    )
     g.add_argument(
         "--attention",
         choices=ATTENTION_CHOICES,

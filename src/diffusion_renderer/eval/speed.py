@@ -49,6 +49,8 @@ class BenchConfig:
     frames: int | None = None  # clip frames (default: the tokenizer's window, 57 official)
     resolution: tuple[int, int] | None = None  # (H, W) (default: the tokenizer's, 704 x 1280 official)
     pipeline_variant: str = "auto"  # attention of the end-to-end runs (+compile would compile both models anew)
+    offloads: tuple[str, ...] = ("none",)  # end-to-end runs: none, group (DiT blocks streamed from the CPU), model
+    vae_streams: tuple[int, ...] = (0, 1, 2, 4)  # tokenizer latent frames per streaming step; 0: the whole clip
     save: Callable[[dict], None] | None = field(default=None, repr=False)  # called with the report as it grows
 
 
@@ -263,74 +265,93 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
 
 
 def bench_vae(config: BenchConfig, report: dict) -> None:
-    """Tokenizer encode / decode of one clip and one image: time and peak memory."""
+    """Tokenizer encode / decode of one clip and one image, whole and streamed: time, peak memory, and the
+    streamed outputs' distance to the whole-clip ones (relative L2, in the benchmark's dtype)."""
     device = torch.device(config.device)
     tokenizer = random_model("inverse", config).tokenizer
     height, width = clip_size(tokenizer, config)
     section = report.setdefault("vae", {})
     for frames in (config.frames or tokenizer.window_frames, 1):
         pixels = torch.rand(1, 3, frames, height, width, device=device, dtype=config.dtype) * 2 - 1
-        with torch.no_grad():
-            encode = measure(lambda p=pixels: tokenizer.encode(p), device, config.repeats, config.warmup)
-            latents = tokenizer.encode(pixels)
-            decode = measure(lambda z=latents: tokenizer.decode(z), device, config.repeats, config.warmup)
-        section[f"{frames}x{height}x{width}"] = {
-            "encode_s": encode["seconds"],
-            "encode_peak_gib": encode["peak_gib"],
-            "decode_s": decode["seconds"],
-            "decode_peak_gib": decode["peak_gib"],
-            "latent_shape": list(latents.shape),
-        }
-        print(f"vae {frames} frames: {section[f'{frames}x{height}x{width}']}", flush=True)
+        rows = section.setdefault(f"{frames}x{height}x{width}", {})
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        for stream in config.vae_streams if frames > 1 else config.vae_streams[:1]:
+            tokenizer.stream_latent_frames = stream or None
+            with torch.no_grad():
+                encode = measure(lambda p=pixels: tokenizer.encode(p), device, config.repeats, config.warmup)
+                latents = tokenizer.encode(pixels)
+                decode = measure(lambda z=latents: tokenizer.decode(z), device, config.repeats, config.warmup)
+                decoded = tokenizer.decode(reference[0] if reference else latents)
+            row = {
+                "encode_s": encode["seconds"],
+                "encode_peak_gib": encode["peak_gib"],
+                "decode_s": decode["seconds"],
+                "decode_peak_gib": decode["peak_gib"],
+                "latent_shape": list(latents.shape),
+            }
+            if reference is None:
+                reference = (latents, decoded)
+            else:
+                row["encode_relative_l2_to_whole"] = relative_l2(latents, reference[0])
+                row["decode_relative_l2_to_whole"] = relative_l2(decoded, reference[1])
+            rows[f"stream{stream}" if stream else "whole"] = row
+            print(f"vae {frames} frames, stream {stream or 'whole'}: {row}", flush=True)
+        del pixels, reference, latents, decoded
+        gc.collect()
 
 
 def bench_pipelines(config: BenchConfig, report: dict) -> None:
-    """End to end on one clip: inverse (5 passes x ``steps``) and forward (one env map), the best variant."""
+    """End to end on one clip: inverse (5 passes x ``steps``) and forward (one env map), per offload mode."""
+    device = torch.device(config.device)
+    variant = config.pipeline_variant
+    attention, _, extra = variant.partition("+")
+    section = report.setdefault("pipeline", {"variant": variant, "steps": config.steps})
+    for offload in config.offloads:
+        for role in ("inverse", "forward"):
+            model = random_model(role, config)
+            model.transformer.set_attention(attention)
+            if extra == "compile":
+                model.transformer.compile_repeated_blocks()
+            pipe, run, frames = pipeline_run(model, config)
+            pipe.enable_offload(offload, device)
+            result = measure(run, device, repeats=1, warmup=1 if extra == "compile" else 0)
+            key = role if offload == "none" else f"{role}+offload_{offload}"
+            section[key] = {"seconds": result["seconds"], "peak_gib": result["peak_gib"], "frames": frames}
+            print(f"pipeline {key}: {result['seconds']:.2f} s, {result['peak_gib']:.2f} GiB", flush=True)
+            del pipe, model, run
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def pipeline_run(model: RendererModel, config: BenchConfig) -> tuple[Any, Callable[[], object], int]:
+    """(pipeline, one end-to-end call on random inputs, frames) for ``model``'s role."""
     import numpy as np
 
     from diffusion_renderer.conventions import GBUFFER_KEYS
     from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
     from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
-    device = torch.device(config.device)
-    variant = config.pipeline_variant
-    attention, _, extra = variant.partition("+")
-    section = report.setdefault("pipeline", {"variant": variant, "steps": config.steps})
-    for role in ("inverse", "forward"):
-        model = random_model(role, config)
-        model.transformer.set_attention(attention)
-        if extra == "compile":
-            model.transformer.compile_repeated_blocks()
-        height, width = clip_size(model.tokenizer, config)
-        frames = config.frames or model.tokenizer.window_frames
-        rng = np.random.default_rng(0)
-        options = {
-            "num_inference_steps": config.steps,
-            "processing_resolution": (height, width),
-            "num_frames": frames,
-            "progress": False,
-        }
-        if role == "inverse":
-            pipe = InverseRenderingPipeline.from_model(model)
-            clip = rng.random((frames, height, width, 3), dtype=np.float32)
-            run = functools.partial(pipe, clip, passes=GBUFFER_KEYS, **options)
-        else:
-            pipe = ForwardRenderingPipeline.from_model(model)
-            gbuffers = {
-                k: rng.random(
-                    (frames, height, width, 1 if k in ("depth", "roughness", "metallic") else 3), dtype=np.float32
-                )
-                for k in GBUFFER_KEYS
-            }
-            hdr = rng.random((64, 128, 3), dtype=np.float32) * 4
-            run = functools.partial(pipe, gbuffers, [hdr], **options)
-        result = measure(run, device, repeats=1, warmup=1 if extra == "compile" else 0)
-        section[role] = {"seconds": result["seconds"], "peak_gib": result["peak_gib"], "frames": frames}
-        print(f"pipeline {role}: {result['seconds']:.2f} s, {result['peak_gib']:.2f} GiB", flush=True)
-        del pipe, model, run
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    height, width = clip_size(model.tokenizer, config)
+    frames = config.frames or model.tokenizer.window_frames
+    rng = np.random.default_rng(0)
+    options = {
+        "num_inference_steps": config.steps,
+        "processing_resolution": (height, width),
+        "num_frames": frames,
+        "progress": False,
+    }
+    if model.role == "inverse":
+        pipe = InverseRenderingPipeline.from_model(model)
+        clip = rng.random((frames, height, width, 3), dtype=np.float32)
+        return pipe, functools.partial(pipe, clip, passes=GBUFFER_KEYS, **options), frames
+    pipe = ForwardRenderingPipeline.from_model(model)
+    gbuffers = {
+        k: rng.random((frames, height, width, 1 if k in ("depth", "roughness", "metallic") else 3), dtype=np.float32)
+        for k in GBUFFER_KEYS
+    }
+    hdr = rng.random((64, 128, 3), dtype=np.float32) * 4
+    return pipe, functools.partial(pipe, gbuffers, [hdr], **options), frames
 
 
 CASES = {"dit": bench_dit, "vae": bench_vae, "pipeline": bench_pipelines}

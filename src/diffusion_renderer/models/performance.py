@@ -34,6 +34,10 @@ ATTENTION_BACKENDS: Final[dict[str, tuple[SDPBackend, ...]]] = {
     "math": (SDPBackend.MATH,),
 }
 ATTENTION_CHOICES: Final[tuple[str, ...]] = ("auto", "default", *ATTENTION_BACKENDS)
+# Where the weights live while a pipeline runs on a GPU (RendererPipelineMixin.enable_offload): none: all on the
+# GPU; group: the DiT's blocks streamed from CPU memory on a side stream (diffusers group offloading); model: one
+# component on the GPU at a time; sequential: layer by layer (least memory, slowest).
+OFFLOAD_MODES: Final[tuple[str, ...]] = ("none", "group", "model", "sequential")
 
 
 def resolve_attention(name: str, device: torch.device | str) -> str:

@@ -33,6 +33,7 @@ from diffusion_renderer.checkpoints.keys import (
     vae_key_to_official,
 )
 from diffusion_renderer.conventions import DEFAULT_RESOLUTION, PIXEL_CHUNK_DURATION, SIGMA_DATA
+from diffusion_renderer.models.causal_streaming import decode_streaming, encode_streaming
 
 # Official network config ``TokenizerConfigs["CV8x8x8_720p"]`` of Cosmos-Tokenize1-CV8x8x8-720p.
 CV8X8X8_720P_CONFIG: Final[dict[str, Any]] = {
@@ -82,6 +83,9 @@ _FIXED_KEYS: dict[str, Any] = {"z_factor": 1, "num_groups": 1, "legacy_mode": Fa
 _IGNORED_KEYS = ("name", "dropout")
 
 STATS_FILE: Final[str] = "latent_stats.safetensors"
+# Latent frames per streaming step (8 pixel frames each): bounds the 57-frame 720p encode/decode peak
+# (benchmarks/PERFORMANCE_NOTES.md, section 4).
+STREAM_LATENT_FRAMES: Final[int] = 2
 VAE_FOLDER: Final[str] = "vae"
 _FORMAT: Final[str] = "diffusion_renderer.CosmosTokenizer/1"
 
@@ -225,6 +229,8 @@ class LatentTokenizer(ABC):
     temporal_compression: int
     window_frames: int  # frames per window the pipelines use by default (1 + temporal_compression k)
     resolution: int | tuple[int, int] = DEFAULT_RESOLUTION  # default processing size of the pipelines
+    # latent frames a streaming tokenizer runs at once (None: whole clips); a memory bound, the numbers stay
+    stream_latent_frames: int | None = None
 
     @abstractmethod
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -281,6 +287,10 @@ class CosmosTokenizer(LatentTokenizer):
     ``dtype`` is the VAE compute dtype (inputs are cast to it, outputs back to the input dtype, as the official
     wrapper does); ``stats_dtype`` the precision the statistics are stored in (cast to the input dtype when
     applied). The official inference uses ``is_bf16=True``: ``dtype=stats_dtype=torch.bfloat16``.
+
+    ``stream_latent_frames`` bounds memory: each chunk runs ``stream_latent_frames`` latent frames (and one
+    sample) at a time through the causal network, with the same result as one pass (``causal_streaming.py``);
+    None runs whole chunks and batches, as the official wrapper does.
     """
 
     def __init__(
@@ -294,8 +304,12 @@ class CosmosTokenizer(LatentTokenizer):
         sigma_data: float = SIGMA_DATA,
         dtype: torch.dtype | None = None,
         stats_dtype: torch.dtype | None = None,
+        stream_latent_frames: int | None = STREAM_LATENT_FRAMES,
     ) -> None:
         self.vae = vae.eval().requires_grad_(False)
+        if stream_latent_frames is not None and stream_latent_frames < 1:
+            raise ValueError(f"stream_latent_frames must be >= 1 or None, got {stream_latent_frames}")
+        self.stream_latent_frames = stream_latent_frames
         if dtype is not None:
             _move(self.vae, None, dtype)
         cfg = vae.config
@@ -424,7 +438,7 @@ class CosmosTokenizer(LatentTokenizer):
         mean, std = mean.to(pixels), std.to(pixels)
         latents = []
         for part in pixels.split(chunk, dim=2):  # (B, 3, chunk, H, W)
-            z = self.vae.encode(part.to(self.dtype)).latent_dist.mode().to(pixels.dtype)  # (B, C, L, H/s, W/s)
+            z = self._encode_chunk(part.to(self.dtype)).to(pixels.dtype)  # (B, C, L, H/s, W/s)
             latents.append((z - mean) / std * self.sigma_data)
         return torch.cat(latents, dim=2)
 
@@ -439,8 +453,18 @@ class CosmosTokenizer(LatentTokenizer):
         frames = []
         for part in latents.split(chunk, dim=2):  # (B, C, L, h, w)
             z = part / self.sigma_data * std + mean
-            frames.append(self.vae.decode(z.to(self.dtype)).sample.to(latents.dtype))  # (B, 3, (L-1)·c+1, H, W)
+            frames.append(self._decode_chunk(z.to(self.dtype)).to(latents.dtype))  # (B, 3, (L-1)·c+1, H, W)
         return torch.cat(frames, dim=2)
+
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.stream_latent_frames is None:
+            return self.vae.encode(pixels).latent_dist.mode()
+        return encode_streaming(self.vae, pixels, self.stream_latent_frames)
+
+    def _decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.stream_latent_frames is None:
+            return self.vae.decode(latents).sample
+        return decode_streaming(self.vae, latents, self.stream_latent_frames)
 
     # ----------------------------------------------------------------------------------- construction
 
@@ -484,6 +508,7 @@ class CosmosTokenizer(LatentTokenizer):
         sigma_data: float = SIGMA_DATA,
         dtype: torch.dtype | None = None,
         stats_dtype: torch.dtype | None = None,
+        stream_latent_frames: int | None = STREAM_LATENT_FRAMES,
     ) -> CosmosTokenizer:
         """Default-initialised network (deterministic given ``seed``), statistics mean 0 and std 1."""
         vae_config = official_tokenizer_to_vae_config(config)
@@ -502,6 +527,7 @@ class CosmosTokenizer(LatentTokenizer):
             sigma_data=sigma_data,
             dtype=dtype,
             stats_dtype=stats_dtype,
+            stream_latent_frames=stream_latent_frames,
         )
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -7,6 +7,7 @@ import torch
 from diffusers import AutoencoderKLCosmos, EDMEulerScheduler
 
 from diffusion_renderer.conventions import NUM_INFERENCE_STEPS
+from diffusion_renderer.models.performance import OFFLOAD_MODES
 from diffusion_renderer.models.tokenizer import LatentTokenizer
 from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 from diffusion_renderer.pipelines.image_processor import DiffusionRendererImageProcessor
@@ -48,6 +49,28 @@ class RendererPipelineMixin:
         pipe = cls(model.transformer, model.tokenizer.vae, make_scheduler(), tokenizer=model.tokenizer)
         pipe.default_inference_steps = int(model.record.get("default_steps", NUM_INFERENCE_STEPS))
         return pipe
+
+    def enable_offload(self, mode: str, device: torch.device | str) -> None:
+        """Where the weights live while the pipeline runs on ``device`` (see ``OFFLOAD_MODES``)."""
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"unknown offload mode {mode!r} (choose from {', '.join(OFFLOAD_MODES)})")
+        if mode == "none":
+            self.to(device)
+        elif mode == "model":
+            self.enable_model_cpu_offload(device=device)
+        elif mode == "sequential":
+            self.enable_sequential_cpu_offload(device=device)
+        else:
+            self.tokenizer.to(device)  # small; its activations are bounded by streaming
+            self.transformer.to("cpu")
+            # One block on the GPU at a time, the next one's copy from pinned memory overlapping the compute on a
+            # side stream: a video step (about 1.5 s of compute) hides the 14 GB of copies.
+            self.transformer.enable_group_offload(
+                onload_device=torch.device(device),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
+            )
 
     def plan_windows(self, count: int, num_frames: int | None, chunk_mode: str, overlap_latents: int) -> TemporalPlan:
         """Windows of a ``count``-frame clip in the tokenizer's frame grid (``num_frames`` None: its default)."""
