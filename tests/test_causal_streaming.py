@@ -7,6 +7,7 @@ split into pieces of every size, batches of two; plus the wrapper's option and t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -115,3 +116,28 @@ def test_pieces_tile_the_clip() -> None:
         assert len(latents) == len(pieces)
     with pytest.raises(ValueError, match="8·n \\+ 1"):
         pixel_pieces(10, 8, 2)
+
+
+def _accelerate_offload(vae: AutoencoderKLCosmos) -> None:
+    from accelerate import cpu_offload
+
+    cpu_offload(vae, execution_device=torch.device("cpu"))  # weights on "meta" until a hook brings them
+
+
+def _group_offload(vae: AutoencoderKLCosmos) -> None:
+    vae.enable_group_offload(onload_device=torch.device("cpu"), offload_type="leaf_level")
+
+
+@pytest.mark.parametrize("install", [_accelerate_offload, _group_offload], ids=["accelerate", "group"])
+def test_streaming_runs_inside_offloading_hooks(install: Callable[[AutoencoderKLCosmos], None]) -> None:
+    """Offloading hooks wrap each module's forward: streaming replaces the computation inside them, and leaves them
+    in place afterwards (a patched ``forward`` would read weights that are not there, then drop the hook)."""
+    vae = random_vae("cv8x8x8")
+    pixels = torch.rand(1, 3, 25, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.mode()
+        decoded = vae.decode(latents).sample
+        install(vae)
+        assert relative_max(encode_streaming(vae, pixels, 1), latents) < 1e-5
+        assert relative_max(decode_streaming(vae, latents, 2), decoded) < 1e-5
+        assert relative_max(vae.encode(pixels).latent_dist.mode(), latents) < 1e-6  # the hooks still work

@@ -53,30 +53,30 @@ class CausalStream:
         self.network = network
         self.first = True  # the current piece starts the clip
         self._history: dict[nn.Module, torch.Tensor] = {}
-        self._patched: list[nn.Module] = []
+        self._restore: list[Callable[[], None]] = []
 
     # ---------------------------------------------------------------------------------- installation
 
     def __enter__(self) -> CausalStream:
-        resamplers = [m for m in self.network.modules() if isinstance(m, CosmosDownsample3d)]
-        own_convs = {id(m.conv2) for m in resamplers}  # the downsampler pads these itself
+        strided = {id(m.conv2) for m in self.network.modules() if isinstance(m, CosmosDownsample3d)}
         for module in self.network.modules():
             if isinstance(module, CosmosCausalGroupNorm) and module.num_groups != 1:
                 raise ValueError("streaming needs per-frame GroupNorms (num_groups=1): this one spans time")
-            forward = self._forward_for(module, own_convs)
+            forward = self._forward_for(module, strided)
             if forward is not None:
-                module.forward = partial(forward, module)
-                self._patched.append(module)
+                self._restore.append(_replace_own_forward(module, partial(forward, module)))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for module in self._patched:
-            del module.forward  # back to the class's forward
-        self._patched.clear()
+        for restore in reversed(self._restore):
+            restore()
+        self._restore.clear()
         self._history.clear()
 
-    def _forward_for(self, module: nn.Module, own_convs: set[int]) -> Callable[..., torch.Tensor] | None:
-        if isinstance(module, CosmosCausalConv3d) and module.temporal_pad > 0 and id(module) not in own_convs:
+    def _forward_for(self, module: nn.Module, strided: set[int]) -> Callable[..., torch.Tensor] | None:
+        if isinstance(module, CosmosCausalConv3d) and id(module) in strided:
+            return self._strided_conv
+        if isinstance(module, CosmosCausalConv3d) and module.temporal_pad > 0:
             if module.stride[0] != 1:
                 raise ValueError(f"streaming: causal convolution with temporal stride {module.stride[0]}")
             return self._conv
@@ -114,22 +114,24 @@ class CausalStream:
         x = F.pad(x, (*module.spatial_pad, 0, 0), mode=module.pad_mode, value=0.0)
         return nn.Conv3d.forward(module, x)
 
+    def _strided_conv(self, module: CosmosCausalConv3d, x: torch.Tensor) -> torch.Tensor:
+        # The temporal downsampler's stride-2 convolution (k_t = 3, one frame of padding): its frame of history is
+        # the last input frame of the previous piece (the first frame replicated at the start).
+        history = x[:, :, :1] if self.first else self._history[module]
+        self._remember(module, x[:, :, -1:])
+        return nn.Conv3d.forward(module, torch.cat([history, x], dim=2))
+
     def _downsample(self, module: CosmosDownsample3d, x: torch.Tensor) -> torch.Tensor:
-        # Same arithmetic as diffusers' CosmosDownsample3d; the temporal half takes its frame of history from the
-        # previous piece. Later pieces have an even length: frames (2j - 1, 2j) pool into output j, and its
-        # convolution also sees frame 2j - 2.
+        # Same arithmetic as diffusers' CosmosDownsample3d, except that only the clip's first piece repeats its
+        # first frame: later pieces have an even length, frames (2j - 1, 2j) pooling into output j.
         if module.spatial_downsample:
             x = F.pad(x, (0, 1, 0, 1, 0, 0), mode="constant", value=0)
             x = module.conv1(x) + F.avg_pool3d(x, kernel_size=(1, 2, 2), stride=(1, 2, 2))
         if self.first:
-            history, pooled = x[:, :, :1].expand(-1, -1, 2, -1, -1), torch.cat([x[:, :, :1], x], dim=2)
-        else:
-            history, pooled = self._history[module], x
-        if pooled.shape[2] % 2:
+            x = torch.cat([x[:, :, :1], x], dim=2)
+        if x.shape[2] % 2:
             raise ValueError("streaming: a piece does not end on a temporal downsampling pair")
-        conv_in = torch.cat([history, x], dim=2)
-        self._remember(module, x[:, :, -1:])
-        x = nn.Conv3d.forward(module.conv2, conv_in) + F.avg_pool3d(pooled, kernel_size=(2, 1, 1), stride=(2, 1, 1))
+        x = module.conv2(x) + F.avg_pool3d(x, kernel_size=(2, 1, 1), stride=(2, 1, 1))
         return module.conv3(x)
 
     def _upsample(self, module: CosmosUpsample3d, x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +169,36 @@ class CausalStream:
         if self.first:
             return CosmosUnpatcher3d.forward(module, x)
         return CosmosUnpatcher3d.forward(module, torch.cat([x[:, :, :1], x], dim=2))[:, :, 1:]
+
+
+def _replace_own_forward(module: nn.Module, forward: Callable[..., torch.Tensor]) -> Callable[[], None]:
+    """Make ``forward`` the module's own computation, inside any offloading hooks; returns the undo.
+
+    accelerate's hooks (sequential and model CPU offload) call ``module._old_forward`` between loading and
+    unloading the weights, diffusers' hooks (group offloading) the first hook's ``forward`` reference: replacing
+    that, rather than ``module.forward``, keeps the weights arriving where the streaming forward reads them.
+    """
+    registry = getattr(module, "_diffusers_hook", None)
+    refs = getattr(registry, "_fn_refs", None)
+    if refs:
+        if refs[0].original_forward is not None:
+            raise ValueError(f"streaming: {type(module).__name__} has a diffusers hook that replaces its forward")
+        holder, name = refs[0], "forward"
+    elif getattr(module, "_hf_hook", None) is not None and "_old_forward" in vars(module):
+        holder, name = module, "_old_forward"
+    else:
+        holder, name = module, "forward"
+    own = vars(holder)
+    had, previous = name in own, own.get(name)
+    setattr(holder, name, forward)
+
+    def restore() -> None:
+        if had:
+            setattr(holder, name, previous)
+        else:
+            delattr(holder, name)  # back to the class's forward
+
+    return restore
 
 
 def pixel_pieces(num_frames: int, compression: int, latent_frames: int) -> list[slice]:
