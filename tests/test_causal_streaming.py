@@ -141,3 +141,29 @@ def test_streaming_runs_inside_offloading_hooks(install: Callable[[AutoencoderKL
         assert relative_max(encode_streaming(vae, pixels, 1), latents) < 1e-5
         assert relative_max(decode_streaming(vae, latents, 2), decoded) < 1e-5
         assert relative_max(vae.encode(pixels).latent_dist.mode(), latents) < 1e-6  # the hooks still work
+
+
+def test_contiguous_spatial_attention_keeps_the_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tokenizer's attention processor: diffusers' arithmetic, with inputs SDPA's fused kernels accept."""
+    import diffusion_renderer.models.vae_attention as vae_attention
+
+    vae = random_vae("cv8x8x8", level_attention=True)
+    pixels = torch.rand(2, 3, 9, 16, 24, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    with torch.no_grad():
+        reference = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+        seen: list[bool] = []
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+
+        def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            seen.append(all(t.is_contiguous() for t in (q, k, v)))
+            return sdpa(q, k, v, **kwargs)
+
+        monkeypatch.setattr(vae_attention.F, "scaled_dot_product_attention", spy)
+        vae_attention.use_contiguous_attention(vae)
+        assert relative_max(vae.decode(vae.encode(pixels).latent_dist.mode()).sample, reference) < 1e-5
+    spatial = [
+        m
+        for m in vae.modules()
+        if isinstance(getattr(m, "processor", None), vae_attention.ContiguousSpatialAttnProcessor)
+    ]
+    assert len(spatial) >= 4 and seen and all(seen)  # encoder and decoder: mid-block + level attention

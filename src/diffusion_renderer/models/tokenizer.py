@@ -34,6 +34,7 @@ from diffusion_renderer.checkpoints.keys import (
 )
 from diffusion_renderer.conventions import DEFAULT_RESOLUTION, PIXEL_CHUNK_DURATION, SIGMA_DATA
 from diffusion_renderer.models.causal_streaming import decode_streaming, encode_streaming
+from diffusion_renderer.models.vae_attention import use_contiguous_attention
 
 # Official network config ``TokenizerConfigs["CV8x8x8_720p"]`` of Cosmos-Tokenize1-CV8x8x8-720p.
 CV8X8X8_720P_CONFIG: Final[dict[str, Any]] = {
@@ -307,6 +308,7 @@ class CosmosTokenizer(LatentTokenizer):
         stream_latent_frames: int | None = STREAM_LATENT_FRAMES,
     ) -> None:
         self.vae = vae.eval().requires_grad_(False)
+        use_contiguous_attention(self.vae)  # O(tokens) attention memory, same outputs
         if stream_latent_frames is not None and stream_latent_frames < 1:
             raise ValueError(f"stream_latent_frames must be >= 1 or None, got {stream_latent_frames}")
         self.stream_latent_frames = stream_latent_frames

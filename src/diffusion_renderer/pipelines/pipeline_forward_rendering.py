@@ -106,21 +106,19 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         videos = {}
         for key in ("env_ldr", "env_log", "env_nrm"):
             value = getattr(env, key)  # (T, H, W, 3)
-            value = value.expand(frames, -1, -1, -1) if value.shape[0] == 1 else value
-            if tuple(value.shape[1:3]) != (height, width) or value.shape[0] != frames:
+            if tuple(value.shape[1:3]) != (height, width) or value.shape[0] not in (1, frames):
                 raise ValueError(f"{key} is {tuple(value.shape)}, expected ({frames}, {height}, {width}, 3)")
-            videos[key] = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, N, H, W)
+            value = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, T, H, W), T = 1 or N
+            videos[key] = value.expand(-1, -1, frames, -1, -1)  # a fixed light stays one frame in memory
         return videos
 
     def encode_conditions(
         self, videos: Mapping[str, torch.Tensor], plan: TemporalPlan
     ) -> dict[str, list[torch.Tensor]]:
-        """{key: (1, 3, N, H, W)} -> {key: one (1, C, T_lat, h, w) latent per window}, keys batched per call."""
-        if not videos:
-            return {}
-        keys = list(videos)
-        batched = encode_windows(self.tokenizer, torch.cat([videos[k] for k in keys]), plan, self._execution_device)
-        return {key: [latent[i : i + 1] for latent in batched] for i, key in enumerate(keys)}
+        """{key: (1, 3, N, H, W)} -> {key: one (1, C, T_lat, h, w) latent per window}, one key at a time (bounded
+        memory: a 57-frame 720p condition is 0.6 GB in float32)."""
+        device = self._execution_device
+        return {key: encode_windows(self.tokenizer, video, plan, device) for key, video in videos.items()}
 
     def assemble(
         self, latents: Mapping[str, list[torch.Tensor]], plan: TemporalPlan, padding_mask, fps: float
@@ -188,8 +186,11 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
         images, all_latents = [], []
         for lighting in lightings:
-            env = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
-            latents = {**gbuffer_latents, **self.encode_conditions(env, plan)}
+            # the lighting videos are dropped once encoded: they would sit beside the DiT's activations
+            env = self.encode_conditions(
+                self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method), plan
+            )
+            latents = {**gbuffer_latents, **env}
             conditions = self.assemble(latents, plan, padding_mask, fps)
             samples = sample_edm_euler_windows(
                 self.transformer,

@@ -87,8 +87,15 @@ def window_frames(video: torch.Tensor, plan: TemporalPlan, window: int) -> torch
 def encode_windows(
     tokenizer: LatentTokenizer, video: torch.Tensor, plan: TemporalPlan, device: torch.device
 ) -> list[torch.Tensor]:
-    """(B, 3, N, H, W) in [-1, 1] -> one latent (B, C, T_lat, h, w) per window, on ``device``."""
-    return [tokenizer.encode(window_frames(video, plan, w).to(device)) for w in range(plan.num_windows)]
+    """(B, 3, N, H, W) in [-1, 1] -> one latent (B, C, T_lat, h, w) per window, on ``device``.
+
+    One sample of one window on ``device`` at a time: a 57-frame 720p window is 0.6 GB in float32.
+    """
+    latents = []
+    for w in range(plan.num_windows):
+        parts = [tokenizer.encode(window_frames(sample, plan, w).to(device)) for sample in video.split(1)]
+        latents.append(torch.cat(parts))
+    return latents
 
 
 def decode_windows(tokenizer: LatentTokenizer, latents: list[torch.Tensor], plan: TemporalPlan) -> torch.Tensor:
