@@ -74,7 +74,7 @@ def test_streaming_equals_one_pass(layout: str) -> None:
 
 def test_later_pieces_depend_on_earlier_frames() -> None:
     """The state really crosses pieces: changing the first frames changes the last latent frame, streamed or not."""
-    tokenizer = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=2, stream_latent_frames=None)
+    tokenizer = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=2, decode_stream_frames=None)
     vae = tokenizer.vae
     pixels = torch.rand(1, 3, 25, 16, 16) * 2 - 1
     changed = pixels.clone()
@@ -89,13 +89,15 @@ def test_later_pieces_depend_on_earlier_frames() -> None:
 def test_tokenizer_option_keeps_the_numbers() -> None:
     g = torch.Generator().manual_seed(3)
     pixels = torch.rand(1, 3, 17, 16, 24, generator=g) * 2 - 1
-    whole = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=4, pixel_chunk_duration=17, stream_latent_frames=None)
-    streamed = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=4, pixel_chunk_duration=17, stream_latent_frames=1)
+    whole = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=4, pixel_chunk_duration=17, decode_stream_frames=None)
+    streamed = CosmosTokenizer.random(
+        LAYOUTS["cv8x8x8"], seed=4, pixel_chunk_duration=17, encode_stream_frames=1, decode_stream_frames=1
+    )
     latents = whole.encode(pixels)
     assert relative_max(streamed.encode(pixels), latents) < 1e-5
     assert relative_max(streamed.decode(latents), whole.decode(latents)) < 1e-5
-    with pytest.raises(ValueError, match="stream_latent_frames"):
-        CosmosTokenizer.random(LAYOUTS["cv8x8x8"], stream_latent_frames=0)
+    with pytest.raises(ValueError, match="decode_stream_frames"):
+        CosmosTokenizer.random(LAYOUTS["cv8x8x8"], decode_stream_frames=0)
 
 
 def test_modules_are_restored_after_an_error() -> None:

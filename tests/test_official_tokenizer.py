@@ -64,7 +64,7 @@ def fixture_tokenizer(io_path: Path) -> tuple[CosmosTokenizer, dict[str, torch.T
 def test_official_tokenizer_parity(io_path: Path, stream: int | None) -> None:
     """The wrapper matches the official outputs whole and streamed (``stream`` latent frames at a time)."""
     tokenizer, io, tol = fixture_tokenizer(io_path)
-    tokenizer.stream_latent_frames = stream
+    tokenizer.encode_stream_frames = tokenizer.decode_stream_frames = stream
     vae = tokenizer.vae
     prefixes = sorted(k.removesuffix(".latent_raw") for k in io if k.endswith(".latent_raw"))
     assert prefixes, f"{io_path.name}: no '<case>.latent_raw' tensors"

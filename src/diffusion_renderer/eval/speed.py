@@ -276,7 +276,7 @@ def bench_vae(config: BenchConfig, report: dict) -> None:
         rows = section.setdefault(f"{frames}x{height}x{width}", {})
         reference: tuple[torch.Tensor, torch.Tensor] | None = None
         for stream in config.vae_streams if frames > 1 else config.vae_streams[:1]:
-            tokenizer.stream_latent_frames = stream or None
+            tokenizer.encode_stream_frames = tokenizer.decode_stream_frames = stream or None
             with torch.no_grad():
                 encode = measure(lambda p=pixels: tokenizer.encode(p), device, config.repeats, config.warmup)
                 latents = tokenizer.encode(pixels)
