@@ -647,7 +647,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--offload",
         choices=OFFLOAD_MODES,
         default="none",
-        help="weights in CPU memory (GPU only): group streams the DiT's blocks (about 6 GiB for 57 frames at 720p), "
+        help="weights in CPU memory (GPU only): group streams the DiT's blocks (4.5 GiB for 57 frames at 720p), "
         "model keeps one component on the GPU, sequential one layer",
     )
     g.add_argument(
