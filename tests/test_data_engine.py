@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from diffusion_renderer.lighting.envmap import (
     sample_latlong,
 )
 from diffusion_renderer.lighting.presets import list_presets, resolve_envmap
+from diffusion_renderer.lighting.white_balance import REFERENCE_KELVIN, white_balance_gain
 
 render = require_mitsuba()
 mi = pytest.importorskip("mitsuba")
@@ -261,16 +263,20 @@ def test_envmap_emitter_equals_the_package_convention_exactly() -> None:
     assert cond.max() > 1e3  # the sun is in the comparison
 
 
-def test_rendered_background_matches_the_package_lookup(tmp_path: Path) -> None:
-    """A render of the bare environment equals envmap.py's lookup at the camera rays (smooth map: no aliasing)."""
+@pytest.mark.parametrize(("kelvin", "mirror"), [(REFERENCE_KELVIN, False), (4000.0, True)])
+def test_rendered_background_matches_the_package_lookup(tmp_path: Path, kelvin: float, mirror: bool) -> None:
+    """A render of the bare environment equals envmap.py's lookup at the camera rays (smooth map: no aliasing);
+    a warm, mirrored light is the mirrored map times its white-balance gain in the render as in the lookup."""
     import cv2
 
     small = cv2.resize(read_hdr(resolve_envmap("city")[1]), (32, 16), interpolation=cv2.INTER_AREA)
     hdri = write_hdr(tmp_path / "smooth.hdr", cv2.resize(small, (256, 128), interpolation=cv2.INTER_LINEAR))
-    hdr = torch.from_numpy(read_hdr(hdri))  # what the renderer reads (RGBE-quantised)
+    hdr = read_hdr(hdri)  # what the renderer reads (RGBE-quantised)
+    hdr = torch.from_numpy((hdr[:, ::-1] if mirror else hdr) * white_balance_gain(kelvin).astype(np.float32))
     c2w = look_at([0.0, 0.0, 0.0], [-1.0, 0.4, -0.3])  # yaw and pitch
     rotation, intensity, fov, (h, w) = 63.0, 0.8, 100.0, (24, 32)
     spec = manual_spec([], c2w, hdri=hdri, rotation=rotation, intensity=intensity, fov=fov, size=(h, w))
+    spec.lighting = replace(spec.lighting, kelvin=kelvin, mirror=mirror)
     rgb = render.render_clip(spec, spp=64, max_depth=1).rgb_linear[0]
     dirs = torch.from_numpy(pixel_directions(h, w, fov))
 
@@ -297,8 +303,12 @@ def test_environment_hdr_recomputes_the_conditions(clip: tuple[SceneSpec, render
     env = render.environment_hdr(spec, 8, 16, method="direct")
     assert env.shape == (2, 8, 16, 3)
     angles = torch.deg2rad(torch.from_numpy(buf.env_rotation_deg))
-    hdr, c2w = torch.from_numpy(read_hdr(spec.lighting.path)), torch.from_numpy(buf.c2w[:, :3, :3])
-    direct = project_envmap(hdr, 8, 16, angles, strength=spec.lighting.intensity, c2w=c2w, method="direct")
+    hdr = read_hdr(spec.lighting.path)
+    hdr = (hdr[:, ::-1] if spec.lighting.mirror else hdr) * spec.lighting.gain().astype(np.float32)
+    c2w = torch.from_numpy(buf.c2w[:, :3, :3])
+    direct = project_envmap(
+        torch.from_numpy(hdr.copy()), 8, 16, angles, strength=spec.lighting.intensity, c2w=c2w, method="direct"
+    )
     torch.testing.assert_close(env, direct)
 
 

@@ -44,8 +44,9 @@ acos(y) / π)`` of ``M⁻¹ w`` (M = ``to_world``), texel centres at ``((j + ½)
 
 With the camera-frame direction d entering as ``w = c2w[:3, :3] @ d``, Mitsuba's radiance toward d equals the
 package's value for d to float32 rounding. So the environment conditions of a stored clip are recomputed with
-``project_envmap(read_hdr(spec.lighting.path), H, W, radians(env_rotation_deg), strength=intensity,
-c2w=c2w[:, :3, :3])`` (:func:`environment_hdr`), and ``c2w=None`` gives the official camera-fixed conditions
+``project_envmap(read_environment(spec), H, W, radians(env_rotation_deg), strength=intensity,
+c2w=c2w[:, :3, :3])`` (:func:`environment_hdr`; :func:`read_environment` is the map file mirrored and tinted as
+the spec's ``mirror`` and ``kelvin`` say, and the renderer's bitmap is made from it too), and ``c2w=None`` gives the official camera-fixed conditions
 only for an identity camera rotation. Note: relative to Mitsuba's native reading of the same .hdr file (the
 ``filename`` parameter, no transform) the package's (official) convention is mirrored left-right and turned;
 this module follows the package.
@@ -294,23 +295,29 @@ def bake_sunsky(lighting: LightingSpec, height: int = SKY_BAKE_SIZE[0], width: i
 
 
 def read_environment(spec: SceneSpec) -> np.ndarray:
-    """(H0, W0, 3) float32 HDR of the clip: ``lighting.path``, else the bundled preset ``lighting.name``.
+    """(H0, W0, 3) float32 HDR of the clip: ``lighting.path``, else the bundled preset ``lighting.name``, mirrored
+    and white-balanced as the spec says (``LightingSpec.mirror``, ``kelvin``).
 
     The fallback keeps stored specs usable after the package (and so the preset files) moved. Sun-sky lighting
-    returns its baked equirect map (:func:`bake_sunsky`), which then stands for the HDRI everywhere.
+    returns its baked equirect map (:func:`bake_sunsky`), which then stands for the HDRI everywhere. The render
+    and the conditions both read the map here, so they see the same light.
     """
-    from diffusion_renderer.io.hdr import read_hdr
+    lighting = spec.lighting
+    if lighting.kind == "sunsky":
+        hdr = bake_sunsky(lighting)
+    elif lighting.kind == "hdri":
+        from diffusion_renderer.io.hdr import read_hdr
+        from diffusion_renderer.lighting.presets import list_presets, preset_path
 
-    if spec.lighting.kind == "sunsky":
-        return bake_sunsky(spec.lighting)
-    if spec.lighting.kind != "hdri":
-        raise ValueError(f"unknown lighting kind {spec.lighting.kind!r}")
-    from diffusion_renderer.lighting.presets import list_presets, preset_path
-
-    path = Path(spec.lighting.path)
-    if not path.is_file() and spec.lighting.name in list_presets():
-        path = preset_path(spec.lighting.name)
-    return read_hdr(path)
+        path = Path(lighting.path)
+        if not path.is_file() and lighting.name in list_presets():
+            path = preset_path(lighting.name)
+        hdr = read_hdr(path)
+    else:
+        raise ValueError(f"unknown lighting kind {lighting.kind!r}")
+    if lighting.mirror:
+        hdr = hdr[:, ::-1]
+    return np.ascontiguousarray(hdr * lighting.gain().astype(np.float32), dtype=np.float32)
 
 
 def environment_hdr(

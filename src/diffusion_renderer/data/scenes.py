@@ -23,6 +23,12 @@ Frames and units
   (``mitsuba_render.bake_sunsky``; the tiny sun disc is spread over a small Gaussian blob of equal power), and
   that map then stands for the HDRI everywhere: the render uses the same ``envmap`` emitter path, and
   ``environment_hdr`` recomputes the conditions from it, so orientation and rotations behave exactly as for HDRIs.
+  Lighting colour and handedness (``LightingSpec.kelvin``, ``mirror``): with probability ``LIGHT_TINT_P`` = 0.7
+  the map's white point moves to a colour temperature of 3,500-10,000 K (uniform in mireds; a unit-luminance gain,
+  ``lighting/white_balance.py``), and with probability 1/2 the map is mirrored left-right. Both are applied to
+  the map itself (``mitsuba_render.read_environment``), so the render and the conditions see the same light;
+  they are drawn from a generator of their own (``default_rng([seed, 1])``), so the rest of a seed's scene is
+  what it was before they existed.
 * Textures: basecolour values and texture colours are **sRGB** in [0, 1] (the G-buffer convention); the
   renderer converts them to linear reflectance. With probability ``NORMAL_MAP_P`` = 0.3 a material also gets a
   procedural tangent-space normal map (:class:`NormalMapSpec`: seeded value noise or a grid of round bumps,
@@ -65,12 +71,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from diffusion_renderer.lighting.white_balance import REFERENCE_KELVIN, white_balance_gain
 
 SHAPES = (
     "sphere",
@@ -89,6 +97,8 @@ SEEDED_SHAPES = ("bumpy_sphere", "blob")  # shapes whose geometry depends on ``O
 NORMAL_MAP_KINDS = ("noise", "bumps")
 LIGHTING_KINDS = ("hdri", "sunsky")
 SUNSKY_P = 0.2  # probability that sample_scene lights a scene with the analytic sun and sky instead of an HDRI
+LIGHT_TINT_P = 0.7  # probability that a scene's light gets another colour temperature
+LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
 # irradiance of 0.4-1.5 (sun at 15-70°) against a median of 2.7 over the bundled HDRIs (0.3 night - 14 studio), so
 # 2.5 puts sun-sky scenes in the same exposure range as the HDRI scenes.
@@ -207,6 +217,12 @@ class LightingSpec:
     sun_azimuth_deg: float = 0.0
     turbidity: float = 3.0  # Hosek-Wilkie sky turbidity (1-10)
     sky_albedo: float = 0.3  # ground albedo of the sky model
+    kelvin: float = REFERENCE_KELVIN  # colour temperature the map's white is moved to (reference: unchanged)
+    mirror: bool = False  # the map mirrored left-right before anything else
+
+    def gain(self) -> np.ndarray:
+        """(3,) linear RGB gain of the light's colour temperature (unit luminance; ones at the reference)."""
+        return white_balance_gain(self.kelvin)
 
     def sun_direction(self) -> np.ndarray:
         """(3,) float64 world direction toward the sun at light rotation 0 (sunsky)."""
@@ -773,8 +789,11 @@ def sample_scene(
     hdri_paths: Sequence[Path],
     motion: str | None = None,
     spp: int = DEFAULT_SPP,
+    light_colour: bool = True,
 ) -> SceneSpec:
     """Random scene of ``num_frames`` frames at ``resolution`` (H, W), fully determined by ``seed``.
+
+    ``light_colour``: draw the light's colour temperature and mirror (module doc); False keeps the maps as they are.
 
     ``motion``: one of :data:`MOTIONS`, or None for a seeded random choice. ``hdri_paths``: the environment
     maps to choose from (e.g. the bundled presets: ``[resolve_envmap(n)[1] for n in list_presets()]``).
@@ -792,6 +811,8 @@ def sample_scene(
     objects = _place_objects(rng, num_frames, moving=motion == "object_motion")
     camera = _camera(rng, objects, num_frames, motion)
     lighting = _lighting(rng, hdri_paths, num_frames, motion)
+    if light_colour:
+        lighting = _light_colour(np.random.default_rng([seed, 1]), lighting)
     return SceneSpec(
         seed=int(seed),
         resolution=[int(resolution[0]), int(resolution[1])],
@@ -803,3 +824,12 @@ def sample_scene(
         lighting=lighting,
         spp=int(spp),
     )
+
+
+def _light_colour(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
+    """Random colour temperature (probability ``LIGHT_TINT_P``) and mirror (1/2) of a scene's light."""
+    kelvin = REFERENCE_KELVIN
+    if rng.random() < LIGHT_TINT_P:
+        low, high = (1e6 / k for k in reversed(LIGHT_KELVIN_RANGE))  # mireds: perceptually even steps
+        kelvin = 1e6 / rng.uniform(low, high)
+    return replace(lighting, kelvin=_f(kelvin), mirror=bool(rng.random() < 0.5))
