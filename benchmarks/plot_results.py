@@ -1,6 +1,7 @@
-"""Bar charts of a benchmark results JSON (``{"results": {name: {"seconds", "peak_gib"}}}``) as a PNG.
+"""Bar charts of a benchmark results JSON as a PNG: time and peak memory per run.
 
-Drawn with Pillow (already a dependency) so that no plotting library is needed.
+Reads ``{"results": {name: {"seconds", "peak_gib"}}}`` (pipelines_gpu.py) and the ``vae`` / ``pipeline`` sections of
+``diffusion-renderer bench``. Drawn with Pillow (already a dependency) so that no plotting library is needed.
 
 Usage: python benchmarks/plot_results.py results/pipelines_gpu_h100.json [--out results/pipelines_gpu_h100.png]
 """
@@ -18,15 +19,32 @@ COLOURS = {"seconds": (70, 130, 200), "peak_gib": (220, 120, 60)}
 TITLES = {"seconds": "wall time (s)", "peak_gib": "peak GPU memory (GiB)"}
 
 
+def chart_rows(record: dict) -> dict[str, dict[str, float]]:
+    """{run name: {"seconds", "peak_gib"}} of either results format (module doc)."""
+    if "results" in record:
+        return {name: r for name, r in record["results"].items() if "seconds" in r}
+    rows = {}
+    for size, runs in record.get("vae", {}).items():
+        for stream, r in runs.items():
+            for op in ("encode", "decode"):
+                rows[f"tokenizer {op} {size} {stream}"] = {"seconds": r[f"{op}_s"], "peak_gib": r[f"{op}_peak_gib"]}
+    pipeline = record.get("pipeline", {})
+    for name, r in pipeline.items():
+        if isinstance(r, dict) and "seconds" in r:
+            rows[f"{name} ({pipeline.get('variant', '')}, {r.get('frames', '')} frames)"] = r
+    return rows
+
+
 def draw_chart(record: dict) -> Image.Image:
-    rows = {name: r for name, r in record["results"].items() if "seconds" in r}
+    rows = chart_rows(record)
     keys = ("seconds", "peak_gib")
     width = LABEL + len(keys) * (BAR + 90) + PAD
     height = 3 * ROW + len(rows) * ROW + PAD
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    title = f"{record.get('benchmark', '')} - {record.get('device', '')}, torch {record.get('torch', '')}"
+    torch_version = record.get("torch") or record.get("versions", {}).get("torch", "")
+    title = f"{record.get('benchmark', 'bench')} - {record.get('device', '')}, torch {torch_version}"
     draw.text((PAD, PAD // 2), title, fill="black", font=font)
     for k, key in enumerate(keys):
         left = LABEL + k * (BAR + 90)
@@ -36,7 +54,7 @@ def draw_chart(record: dict) -> Image.Image:
             y = 2 * ROW + i * ROW + 4
             length = int(BAR * r[key] / top)
             draw.rectangle((left, y, left + max(length, 1), y + ROW - 10), fill=COLOURS[key])
-            draw.text((left + length + 6, y + 2), f"{r[key]:g}", fill="black", font=font)
+            draw.text((left + length + 6, y + 2), f"{r[key]:.3g}", fill="black", font=font)
     for i, name in enumerate(rows):
         draw.text((PAD, 2 * ROW + i * ROW + 6), name.replace("_", " "), fill="black", font=font)
     return image
