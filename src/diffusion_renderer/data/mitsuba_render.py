@@ -46,10 +46,10 @@ With the camera-frame direction d entering as ``w = c2w[:3, :3] @ d``, Mitsuba's
 package's value for d to float32 rounding. So the environment conditions of a stored clip are recomputed with
 ``project_envmap(read_environment(spec), H, W, radians(env_rotation_deg), strength=intensity,
 c2w=c2w[:, :3, :3])`` (:func:`environment_hdr`; :func:`read_environment` is the map file mirrored and tinted as
-the spec's ``mirror`` and ``kelvin`` say, and the renderer's bitmap is made from it too), and ``c2w=None`` gives the official camera-fixed conditions
-only for an identity camera rotation. Note: relative to Mitsuba's native reading of the same .hdr file (the
-``filename`` parameter, no transform) the package's (official) convention is mirrored left-right and turned;
-this module follows the package.
+the spec's ``mirror`` and ``kelvin`` say, and the renderer's bitmap is made from it too), and ``c2w=None`` gives
+the official camera-fixed conditions only for an identity camera rotation. Note: relative to Mitsuba's native
+reading of the same .hdr file (the ``filename`` parameter, no transform) the package's (official) convention is
+mirrored left-right and turned; this module follows the package.
 
 Sun and sky
 -----------
