@@ -29,8 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
-from diffusers.models.transformers.transformer_cosmos import CosmosTransformer3DModel, CosmosTransformerBlock
+from diffusers.models.transformers.transformer_cosmos import (
+    CosmosAttnProcessor2_0,
+    CosmosTransformer3DModel,
+    CosmosTransformerBlock,
+)
+from torch.distributed import ProcessGroup
 
+from diffusion_renderer.models.context_parallel import UlyssesAttnProcessor, gather_tokens, local_tokens
 from diffusion_renderer.models.performance import attention_backend, resolve_attention
 
 SUPPORTED_EXTRA_POS_EMBED = ("sincos", None)
@@ -274,6 +280,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
             nn.Embedding(num_context_embeddings, text_embed_dim) if num_context_embeddings > 0 else None
         )
         self.attention = "auto"  # attention kernel order (models/performance.py); not part of the config
+        self.context_parallel_group: ProcessGroup | None = None  # enable_context_parallel
         for block in self.transformer_blocks:
             # Re-class the stock blocks (no new state) rather than building 28 blocks twice at 7B.
             block.__class__ = DiffusionRendererTransformerBlock
@@ -286,6 +293,13 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         ``math`` or ``default`` (PyTorch's choice). Same math; see ``models/performance.py``."""
         resolve_attention(name, "cpu")  # validates the name
         self.attention = name
+
+    def enable_context_parallel(self, group: ProcessGroup | None) -> None:
+        """Split every clip's tokens across the ranks of ``group`` (all ranks call the model with the same inputs and
+        all get the whole output); ``None`` turns it off. See ``models/context_parallel.py``."""
+        self.context_parallel_group = group
+        for block in self.transformer_blocks:
+            block.attn1.set_processor(UlyssesAttnProcessor(group) if group is not None else CosmosAttnProcessor2_0())
 
     def reset_fixed_embeddings(self, device: torch.device | str | None = None) -> None:
         """(Re)build the RoPE and sin-cos modules, whose buffers are computed, not loaded.
@@ -403,8 +417,14 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         image_rotary_emb = self.rope(*grid, fps=fps, dtype=dtype)
         extra_pos_emb = self.extra_pos_embed(*grid, dtype=dtype) if self.extra_pos_embed is not None else None
 
-        # 2. Patchify: (B, C, T, H, W) -> (B, THW, D)
+        # 2. Patchify: (B, C, T, H, W) -> (B, THW, D); with context parallelism this rank's THW / N tokens
         x = self.patch_embed(x).flatten(1, 3)
+        group = self.context_parallel_group
+        if group is not None:
+            x = local_tokens(x, group, dim=1)
+            image_rotary_emb = tuple(local_tokens(table, group, dim=0) for table in image_rotary_emb)
+            if extra_pos_emb is not None:
+                extra_pos_emb = local_tokens(extra_pos_emb, group, dim=1)
 
         # 3. Timestep embedding (AdaLN-LoRA term temb and the RMS-normalised sinusoid)
         temb, embedded_timestep = self.time_embed(x, timestep.flatten())
@@ -424,6 +444,8 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         # 6. Output norm, projection and unpatchify: feature order (p_h, p_w, p_t, C)
         x = self.norm_out(x, embedded_timestep, temb)
         x = self.proj_out(x)  # (B, THW, p_h * p_w * p_t * C)
+        if group is not None:
+            x = gather_tokens(x, group, dim=1)
         x = x.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, grid)  # (B, T, H, W, p_h, p_w, p_t, C)
         x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, T, p_t, H, p_h, W, p_w)
         x = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
