@@ -11,7 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from diffusion_renderer.models.context_parallel import gather_tokens, heads_to_tokens, local_tokens, tokens_to_heads
+from diffusion_renderer.models.context_parallel import (
+    gather_tokens,
+    heads_to_tokens,
+    local_tokens,
+    token_counts,
+    tokens_to_heads,
+)
 from diffusion_renderer.models.specs import load_model
 from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
 
@@ -33,23 +39,30 @@ def dit_inputs(transformer: torch.nn.Module, grid: tuple[int, int, int], seed: i
     return inputs
 
 
+def all_ranks(x: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """Every rank's (B, H, S_r, Dh) test tensor, rebuilt from its seed (as the worker makes them)."""
+    return [torch.randn(2, 4, c, 8, generator=torch.Generator().manual_seed(r)) for r, c in enumerate(counts)]
+
+
 def worker(rank: int, store: str, results: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.manual_seed(0)
     group = dist.group.WORLD
     out: dict[str, object] = {}
 
-    # the all-to-alls are inverses, and the token split tiles the sequence
-    x = torch.randn(2, 4, 6, 8, generator=torch.Generator().manual_seed(rank))  # (B, H, S/N, Dh)
-    full = heads_to_tokens(x, group)  # (B, H/N, S, Dh)
-    out["exchange_shape"] = tuple(full.shape)
-    out["exchange_roundtrip"] = torch.equal(tokens_to_heads(full, group), x)
-    seq = torch.arange(12.0).view(1, 12, 1)
-    out["split_gather"] = torch.equal(gather_tokens(local_tokens(seq, group, 1), group, 1), seq)
+    # the all-to-alls are inverses, and the token split tiles the sequence, with even and uneven shares
+    for total in (12, 7):
+        counts = token_counts(total, WORLD)
+        x = torch.randn(2, 4, counts[rank], 8, generator=torch.Generator().manual_seed(rank))  # (B, H, S_r, Dh)
+        full = heads_to_tokens(x, counts, group)  # (B, H/N, S, Dh)
+        mine = torch.cat(all_ranks(x, counts), dim=2)[:, rank * 2 : rank * 2 + 2]  # what it should be
+        out[f"exchange{total}"] = torch.equal(full, mine) and torch.equal(tokens_to_heads(full, counts, group), x)
+        seq = torch.arange(float(total)).view(1, total, 1)
+        out[f"split_gather{total}"] = torch.equal(gather_tokens(local_tokens(seq, group, 1), total, group, 1), seq)
 
     for role in ("inverse", "forward"):
         transformer = load_model("random:tiny", role).transformer.eval()
-        for grid in ((4, 4, 6), (1, 6, 4)):  # a clip and an image: tokens split across frames or within one
+        for grid in ((4, 4, 6), (1, 6, 6)):  # a clip, and an image of 9 tokens (4 + 5 on 2 ranks)
             inputs = dit_inputs(transformer, grid, seed=len(grid) + grid[0])
             with torch.no_grad():
                 transformer.enable_context_parallel(None)
@@ -58,8 +71,8 @@ def worker(rank: int, store: str, results: str) -> None:
                 split = transformer(**inputs).sample
             out[f"{role}{grid}"] = ((split - reference).abs().max() / reference.abs().max()).item()
         transformer.enable_context_parallel(group)
-        with pytest.raises(ValueError, match="do not split"), torch.no_grad():
-            transformer(**dit_inputs(transformer, (1, 2, 6), seed=0))  # 3 tokens on 2 ranks
+        with pytest.raises(ValueError, match="cannot be split"), torch.no_grad():
+            transformer(**dit_inputs(transformer, (1, 2, 2), seed=0))  # 1 token on 2 ranks
         out[f"{role}_error"] = True
 
     # a whole pipeline call: every rank runs it with the same seed and gets the same G-buffers as one process
@@ -83,14 +96,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 def test_all_to_all_exchanges_heads_for_tokens(results: list[dict]) -> None:
     for out in results:
-        assert out["exchange_shape"] == (2, 4 // WORLD, 6 * WORLD, 8)
-        assert out["exchange_roundtrip"] and out["split_gather"]
+        assert out["exchange12"] and out["exchange7"]  # 6 + 6 and 4 + 3 tokens
+        assert out["split_gather12"] and out["split_gather7"]
 
 
 @pytest.mark.parametrize("role", ["inverse", "forward"])
 def test_split_dit_equals_one_process(results: list[dict], role: str) -> None:
     for out in results:
-        for grid in ((4, 4, 6), (1, 6, 4)):
+        for grid in ((4, 4, 6), (1, 6, 6)):
             assert out[f"{role}{grid}"] < 1e-5, (role, grid)  # float32 summation order only
         assert out[f"{role}_error"]
 

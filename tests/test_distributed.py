@@ -108,3 +108,26 @@ def test_data_parallel_training_matches_one_process_and_resumes_across_world_siz
     assert resumed.returncode == 0, resumed.stderr
     assert_same_training(model_weights(tmp_path / "one"), model_weights(tmp_path / "fsdp"))
     assert (tmp_path / "fsdp" / "forward.val" / "step_0000002.png").is_file()  # sampled by the sharded EMA
+
+
+def test_context_parallel_ranks_write_what_one_process_writes(tmp_path: Path) -> None:
+    """--context-parallel: both ranks render every clip, the DiT's tokens split between them; rank 0 writes the
+    same files as one process (values equal up to float summation order: at most one step of the 8/16-bit files)."""
+    images = [str(p) for p in inputs(tmp_path)[:2]] + [str(tmp_path / "inputs" / "broken.png")]  # 40/48 x 56 px
+    single = run(["relight", *images, "--out", str(tmp_path / "one"), *COMMON], ranks=1)
+    assert single.returncode == 1, single.stderr
+    split = run(["relight", *images, "--out", str(tmp_path / "cp"), *COMMON, "--context-parallel"], ranks=2)
+    assert split.returncode == 1, split.stderr
+    one, cp = files(tmp_path / "one"), files(tmp_path / "cp")
+    assert len(one) > 10 and set(one) == set(cp)
+    for name in one:
+        if name.endswith(".png"):
+            a, b = (
+                np.asarray(Image.open(root / name)).astype(np.int64) for root in (tmp_path / "one", tmp_path / "cp")
+            )
+            assert np.abs(a - b).max() <= 1, name
+        else:
+            assert one[name] == cp[name], name
+    errors = [line for line in split.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "broken.png" in errors[0]  # reported once, by rank 0
+    assert "2 done, 0 skipped, 1 failed" in split.stderr and "(context parallel)" in split.stderr

@@ -10,6 +10,9 @@ a single process writes, and a re-run resumes. A rank that fails a clip reports 
 the end the counts are summed and rank 0 prints the summary; every rank exits 1 if any clip failed anywhere.
 Problems found before the split (unreadable inputs, bad env maps) are reported once, by rank 0.
 
+With ``--context-parallel`` the ranks render every clip together instead: each holds the whole model and a
+share of the clip's tokens in the DiT (``models/context_parallel.py``), rank 0 writes the files and reports.
+
 Training (training/trainer.py) uses the same :class:`Ranks` and the float collectives below.
 """
 
@@ -29,14 +32,21 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    context_parallel: bool = False  # every rank renders every clip, the DiT's tokens split across the ranks
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def writes(self) -> bool:
+        """Whether this rank writes and reports its clips (with context parallelism only rank 0 does)."""
+        return self.is_main or not self.context_parallel
+
     def shard(self, items: list[T]) -> list[T]:
-        """This rank's share: every ``world``-th item from ``rank`` (items are in a fixed order on all ranks)."""
-        return items[self.rank :: self.world]
+        """This rank's share: every ``world``-th item from ``rank`` (items are in a fixed order on all ranks); every
+        item with context parallelism."""
+        return list(items) if self.context_parallel else items[self.rank :: self.world]
 
 
 def setup(device: str | None = None) -> Ranks:

@@ -112,7 +112,8 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
     """The common flow of ``edit`` and ``insert``: G-buffers -> edit -> render before and after -> sheet."""
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
-    if not lightings or not summary.ranks.is_main:  # one INPUT: under torchrun, rank 0 does it
+    # one INPUT: under torchrun rank 0 does it, or every rank together with --context-parallel
+    if not lightings or not (summary.ranks.is_main or summary.ranks.context_parallel):
         return summary.report(out)
     try:
         source = source_clip(args, out)
@@ -129,8 +130,9 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
         after = render_lightings(forward, edit.gbuffers, lightings, out, edited_name, source.fps, after_args, summary)
         if (before or after) and not args.no_contact_sheet:
             save_sheet(out, edited_name, sheet_columns(args, out, source, edit, edited_name, lightings))
-        with atomic_file(settings_file) as tmp:  # stored last: a run that fails before this point is redone
-            tmp.write_text(settings_text(edit.settings))
+        if summary.ranks.writes:
+            with atomic_file(settings_file) as tmp:  # stored last: a run that fails before this point is redone
+                tmp.write_text(settings_text(edit.settings))
     except (InputError, ValueError, OSError) as exc:
         summary.fail(args.input, exc)
     return summary.report(out)

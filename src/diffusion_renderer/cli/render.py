@@ -13,7 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,21 +68,27 @@ class Summary:
     ranks: Ranks = field(default_factory=Ranks)
 
     def fail_once(self, where: str | Path | None, exc: BaseException) -> None:
-        """A problem every rank sees alike (inputs, env maps): reported and counted by rank 0 only."""
+        """A problem every rank sees alike (inputs, env maps): reported and counted by rank 0 only (counted by
+        every rank with context parallelism, whose ranks all keep rank 0's counts)."""
         if self.ranks.is_main:
             self.fail(where, exc)
+        elif self.ranks.context_parallel:
+            self.failed += 1
 
     def fail(self, where: str | Path | None, exc: BaseException) -> None:
         self.failed += 1
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log_error(text if isinstance(exc, InputError) or where is None else f"{where}: {text}")
+        if self.ranks.writes:
+            log_error(text if isinstance(exc, InputError) or where is None else f"{where}: {text}")
 
     def report(self, out: Path | None = None) -> int:
-        done, skipped, failed = all_sum(self.ranks, [self.done, self.skipped, self.failed])
+        counts = [self.done, self.skipped, self.failed]
+        done, skipped, failed = counts if self.ranks.context_parallel else all_sum(self.ranks, counts)
         took = time.perf_counter() - self.start
         where = f" -> {out}" if out is not None and done else ""
         if self.ranks.is_main:
             ranks = f" on {self.ranks.world} ranks" if self.ranks.world > 1 else ""
+            ranks += " (context parallel)" if self.ranks.context_parallel else ""
             print(f"{done} done, {skipped} skipped, {failed} failed in {took:.1f}s{ranks}{where}", file=sys.stderr)
         return 1 if failed else 0
 
@@ -132,6 +138,11 @@ def build_pipeline(role: str, args: argparse.Namespace):
     model.transformer.set_attention(getattr(args, "attention", "auto"))  # callers without the options: defaults
     if getattr(args, "compile", False):
         model.transformer.compile_repeated_blocks()  # diffusers: one torch.compile graph shared by all blocks
+    ranks = getattr(args, "ranks", None)
+    if ranks is not None and ranks.context_parallel:
+        import torch.distributed as dist
+
+        model.transformer.enable_context_parallel(dist.group.WORLD)
     cls = InverseRenderingPipeline if role == "inverse" else ForwardRenderingPipeline
     pipe = cls.from_model(model)
     pipe.enable_offload(offload, device)
@@ -232,8 +243,12 @@ def start_batch(args: argparse.Namespace) -> tuple[Path, Summary]:
     if hasattr(args, "resolution"):
         processing_resolution(args)  # a bad --resolution stops the command before any work
     args.ranks = setup(getattr(args, "device", None))
+    if getattr(args, "context_parallel", False) and args.ranks.world > 1:
+        args.ranks = replace(args.ranks, context_parallel=True)
     if not args.ranks.is_main:
         args.quiet = True  # one set of progress bars: rank 0's
+    if not args.ranks.writes:
+        args.no_contact_sheet = True  # rank 0 draws it
     check_output_dir(out, args.ranks)
     return out, Summary(ranks=args.ranks)
 
@@ -367,6 +382,8 @@ def inverse_done(out: Path, clip: str, passes: Iterable[str], args: argparse.Nam
 
 def write_gbuffers(out: Path, clip: str, gbuffers: Mapping[str, np.ndarray], fps: float, args) -> None:
     """Frames into ``gbuffer_frames/{clip}`` (one atomic folder), then one mp4 per pass for videos."""
+    if not args.ranks.writes:
+        return
     folder = gbuffer_folder(out, clip)
     with atomic_directory(folder) as tmp:
         for name, frames in gbuffers.items():
@@ -463,6 +480,8 @@ def forward_done(out: Path, clip: str, name: str, count: int, args) -> bool:
 
 
 def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float, args) -> None:
+    if not args.ranks.writes:
+        return
     for index, frame in enumerate(images):
         chunk, local = frame_id(index, len(images), args.frames, args.chunk_mode, args.temporal_compression)
         write_gbuffer_frame(relit_frame_path(out, clip, chunk, local, name, args.format), "rgb", frame)
@@ -657,6 +676,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="attention kernels: auto (cuDNN on Hopper, else PyTorch's choice), cudnn, flash, efficient, math",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster steps on a GPU)")
+    g.add_argument(
+        "--context-parallel",
+        action="store_true",
+        help="under torchrun: all ranks render each clip together, the DiT's tokens split across them (long clips "
+        "at 7B); default: clips dealt to the ranks",
+    )
     g.add_argument(
         "--lora",
         action="append",

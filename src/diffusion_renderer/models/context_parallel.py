@@ -13,8 +13,8 @@ dispatcher with a parallel config, which the Cosmos processors do not, and it pi
 ``torch.accelerator`` so it cannot run on CPU ranks (our gloo tests). The collectives are torch.distributed's
 functional ones, in their autograd-aware form; only inference through a split model is tested.
 
-Requirements: heads divisible by N (32 for the 7B: N in 1, 2, 4, 8, 16, 32) and the token count divisible by N
-(57 frames at 704×1280: 8·44·80 tokens).
+Requirements: heads divisible by N (32 for the 7B: N in 1, 2, 4, 8, 16, 32) and at least N tokens; token counts
+that N does not divide are split as evenly as possible (the all-to-alls take uneven sizes).
 """
 
 from __future__ import annotations
@@ -30,41 +30,62 @@ from torch.distributed._functional_collectives import (
     wait_tensor,
 )
 
-__all__ = ["UlyssesAttnProcessor", "gather_tokens", "local_tokens"]
+__all__ = [
+    "UlyssesAttnProcessor",
+    "gather_tokens",
+    "heads_to_tokens",
+    "local_tokens",
+    "token_counts",
+    "tokens_to_heads",
+]
 
 
-def _exchange(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-    """(N, ...) chunks: chunk i goes to rank i, the result's chunk i comes from rank i."""
-    return wait_tensor(all_to_all_single_autograd(x.contiguous(), None, None, group))
+def token_counts(total: int, ranks: int) -> list[int]:
+    """Tokens per rank: as even as possible, the first ``total % ranks`` ranks one more (torch.tensor_split)."""
+    if total < ranks:
+        raise ValueError(f"context parallel: {total} tokens cannot be split over {ranks} ranks")
+    return [total // ranks + (r < total % ranks) for r in range(ranks)]
 
 
-def heads_to_tokens(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-    """(B, H, S/N, Dh) this rank's tokens, all heads -> (B, H/N, S, Dh) all tokens, this rank's heads."""
-    n = dist.get_world_size(group)
-    b, h, s, d = x.shape
-    x = _exchange(x.view(b, n, h // n, s, d).transpose(0, 1), group)  # (N ranks' tokens, B, H/N, S/N, Dh)
-    return x.permute(1, 2, 0, 3, 4).reshape(b, h // n, n * s, d)
+def _all_to_all(parts: list[torch.Tensor], received: list[int], group: dist.ProcessGroup) -> list[torch.Tensor]:
+    """Part i goes to rank i; returns, flat, what each rank sent here (``received[i]`` values from rank i)."""
+    flat = torch.cat([part.reshape(-1) for part in parts])
+    out = wait_tensor(all_to_all_single_autograd(flat, received, [part.numel() for part in parts], group))
+    return list(out.split(received))
 
 
-def tokens_to_heads(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
-    """Inverse of :func:`heads_to_tokens`: (B, H/N, S, Dh) -> (B, H, S/N, Dh)."""
-    n = dist.get_world_size(group)
-    b, h, s, d = x.shape
-    x = _exchange(x.view(b, h, n, s // n, d).permute(2, 0, 1, 3, 4), group)  # (N ranks' heads, B, H/N, S/N, Dh)
-    return x.transpose(0, 1).reshape(b, n * h, s // n, d)
+def heads_to_tokens(x: torch.Tensor, counts: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+    """(B, H, S_r, Dh) this rank's tokens, all heads -> (B, H/N, S, Dh) all tokens, this rank's heads.
+
+    ``counts``: tokens per rank (:func:`token_counts`)."""
+    b, h, _, d = x.shape
+    heads = h // len(counts)
+    parts = _all_to_all(list(x.split(heads, dim=1)), [b * heads * c * d for c in counts], group)
+    return torch.cat([part.view(b, heads, c, d) for part, c in zip(parts, counts, strict=True)], dim=2)
+
+
+def tokens_to_heads(x: torch.Tensor, counts: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+    """Inverse of :func:`heads_to_tokens`: (B, H/N, S, Dh) -> (B, H, S_r, Dh)."""
+    b, heads, _, d = x.shape
+    mine = counts[dist.get_rank(group)]
+    parts = _all_to_all(list(x.split(counts, dim=2)), [b * heads * mine * d] * len(counts), group)
+    return torch.cat([part.view(b, heads, mine, d) for part in parts], dim=1)  # heads in rank order
 
 
 def local_tokens(x: torch.Tensor, group: dist.ProcessGroup, dim: int) -> torch.Tensor:
-    """This rank's consecutive share of ``x`` along the token axis ``dim``."""
-    n, size = dist.get_world_size(group), x.shape[dim]
-    if size % n:
-        raise ValueError(f"context parallel: {size} tokens do not split over {n} ranks")
-    return x.narrow(dim, dist.get_rank(group) * (size // n), size // n)
+    """This rank's consecutive share of ``x`` along the token axis ``dim`` (:func:`token_counts`)."""
+    counts = token_counts(x.shape[dim], dist.get_world_size(group))
+    rank = dist.get_rank(group)
+    return x.narrow(dim, sum(counts[:rank]), counts[rank])
 
 
-def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup, dim: int) -> torch.Tensor:
-    """Every rank's share concatenated along ``dim`` in rank order (the inverse of :func:`local_tokens`)."""
-    return wait_tensor(all_gather_tensor_autograd(x.contiguous(), dim, group))
+def gather_tokens(x: torch.Tensor, total: int, group: dist.ProcessGroup, dim: int) -> torch.Tensor:
+    """Every rank's share concatenated along ``dim`` in rank order (the inverse of :func:`local_tokens` for a
+    ``total``-token axis). Shares are padded to the largest for the all-gather, then trimmed."""
+    counts = token_counts(total, dist.get_world_size(group))
+    padded = F.pad(x.movedim(dim, 0), (0, 0) * (x.ndim - 1) + (0, counts[0] - x.shape[dim]))
+    gathered = wait_tensor(all_gather_tensor_autograd(padded.contiguous(), 0, group)).split(counts[0])
+    return torch.cat([g[:c] for g, c in zip(gathered, counts, strict=True)]).movedim(0, dim)
 
 
 class UlyssesAttnProcessor:
@@ -76,6 +97,7 @@ class UlyssesAttnProcessor:
 
     def __init__(self, group: dist.ProcessGroup) -> None:
         self.group = group
+        self.counts: list[int] | None = None  # tokens per rank of the current call, set by the model
 
     def __call__(
         self,
@@ -96,7 +118,10 @@ class UlyssesAttnProcessor:
         if image_rotary_emb is not None:
             q = apply_rotary_emb(q, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
             k = apply_rotary_emb(k, image_rotary_emb, use_real=True, use_real_unbind_dim=-2)
-        q, k, v = (heads_to_tokens(t, self.group) for t in (q, k, v))  # (B, H/N, S, Dh)
-        out = tokens_to_heads(F.scaled_dot_product_attention(q, k, v), self.group)  # (B, H, S/N, Dh)
+        counts = self.counts
+        if counts is None or counts[dist.get_rank(self.group)] != q.shape[2]:
+            raise ValueError("context parallel: the model did not set this call's tokens per rank")
+        q, k, v = (heads_to_tokens(t, counts, self.group) for t in (q, k, v))  # (B, H/N, S, Dh)
+        out = tokens_to_heads(F.scaled_dot_product_attention(q, k, v), counts, self.group)  # (B, H, S_r, Dh)
         out = out.transpose(1, 2).flatten(2, 3).type_as(q)
         return attn.to_out[1](attn.to_out[0](out))

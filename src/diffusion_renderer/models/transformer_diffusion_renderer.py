@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
@@ -36,7 +37,7 @@ from diffusers.models.transformers.transformer_cosmos import (
 )
 from torch.distributed import ProcessGroup
 
-from diffusion_renderer.models.context_parallel import UlyssesAttnProcessor, gather_tokens, local_tokens
+from diffusion_renderer.models.context_parallel import UlyssesAttnProcessor, gather_tokens, local_tokens, token_counts
 from diffusion_renderer.models.performance import attention_backend, resolve_attention
 
 SUPPORTED_EXTRA_POS_EMBED = ("sincos", None)
@@ -298,8 +299,9 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         """Split every clip's tokens across the ranks of ``group`` (all ranks call the model with the same inputs and
         all get the whole output); ``None`` turns it off. See ``models/context_parallel.py``."""
         self.context_parallel_group = group
+        processor = UlyssesAttnProcessor(group) if group is not None else CosmosAttnProcessor2_0()
         for block in self.transformer_blocks:
-            block.attn1.set_processor(UlyssesAttnProcessor(group) if group is not None else CosmosAttnProcessor2_0())
+            block.attn1.set_processor(processor)  # one instance: the tokens per rank are set once per call
 
     def reset_fixed_embeddings(self, device: torch.device | str | None = None) -> None:
         """(Re)build the RoPE and sin-cos modules, whose buffers are computed, not loaded.
@@ -421,6 +423,8 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         x = self.patch_embed(x).flatten(1, 3)
         group = self.context_parallel_group
         if group is not None:
+            tokens = x.shape[1]
+            self.transformer_blocks[0].attn1.processor.counts = token_counts(tokens, dist.get_world_size(group))
             x = local_tokens(x, group, dim=1)
             image_rotary_emb = tuple(local_tokens(table, group, dim=0) for table in image_rotary_emb)
             if extra_pos_emb is not None:
@@ -445,7 +449,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         x = self.norm_out(x, embedded_timestep, temb)
         x = self.proj_out(x)  # (B, THW, p_h * p_w * p_t * C)
         if group is not None:
-            x = gather_tokens(x, group, dim=1)
+            x = gather_tokens(x, tokens, group, dim=1)
         x = x.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, grid)  # (B, T, H, W, p_h, p_w, p_t, C)
         x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, T, p_t, H, p_h, W, p_w)
         x = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
