@@ -131,3 +131,31 @@ def test_context_parallel_ranks_write_what_one_process_writes(tmp_path: Path) ->
     errors = [line for line in split.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "broken.png" in errors[0]  # reported once, by rank 0
     assert "2 done, 0 skipped, 1 failed" in split.stderr and "(context parallel)" in split.stderr
+
+
+def test_fsdp_lora_training_matches_one_process_and_resumes_on_one(tmp_path: Path) -> None:
+    """A LoRA on FSDP2 (frozen, sharded base weights): 2 ranks train what 1 process trains, and the adapter file
+    (gathered from the sharded EMA) is the same."""
+    from safetensors.torch import load_file
+
+    from test_training import write_synthetic_data
+
+    data = tmp_path / "data"
+    write_synthetic_data(data, seed=6)
+    base = run(train_args(data, tmp_path / "base", 1), ranks=1)  # a model to adapt
+    assert base.returncode == 0, base.stderr
+    lora = ["--init", str(tmp_path / "base"), "--lora", "2"]
+    one = run([*train_args(data, tmp_path / "one", 3), *lora], ranks=1)
+    assert one.returncode == 0, one.stderr
+    sharded = run([*train_args(data, tmp_path / "fsdp", 2), *lora, "--fsdp"], ranks=2)
+    assert sharded.returncode == 0, sharded.stderr
+    resumed = run([*train_args(data, tmp_path / "fsdp", 3), *lora, "--resume"], ranks=1)
+    assert resumed.returncode == 0 and "resumed forward at step 2" in resumed.stderr
+    a, b = model_weights(tmp_path / "one"), model_weights(tmp_path / "fsdp")
+    assert_same_training(a, b)
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)  # the adapter trained (B starts at zero)
+    adapters = [load_file(root / "forward.lora.safetensors") for root in (tmp_path / "one", tmp_path / "fsdp")]
+    assert set(adapters[0]) == set(adapters[1]) and adapters[0]
+    assert max((adapters[0][k] - adapters[1][k]).abs().max().item() for k in adapters[0]) < 1e-5
+    two_steps = load_file(tmp_path / "fsdp" / "forward.lora.safetensors")  # written again by the resumed run
+    assert all(v.shape == adapters[0][k].shape for k, v in two_steps.items())

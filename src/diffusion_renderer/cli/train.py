@@ -12,6 +12,8 @@ from diffusion_renderer.distributed import setup
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from diffusion_renderer.models.specs import load_model
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer
@@ -72,7 +74,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if model is None:
             raise ValueError("--lora adapts an existing model: name it with --init SPEC")
-        add_lora(model, rank=args.lora)
+        # A seeded A init: the same adapter on every rank (FSDP2 shards what each rank built; it does not
+        # broadcast) and on every run.
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            add_lora(model, rank=args.lora)
     trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
     if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)

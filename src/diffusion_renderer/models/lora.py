@@ -145,12 +145,17 @@ def add_lora(
     return adapter_name
 
 
-def lora_state_dict(transformer: nn.Module, adapter_name: str = DEFAULT_ADAPTER) -> dict[str, torch.Tensor]:
-    """``{module}.lora_{A,B}.weight`` tensors of one adapter (detached, on the CPU, contiguous)."""
+def lora_state_dict(
+    transformer: nn.Module, adapter_name: str = DEFAULT_ADAPTER, full_state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """``{module}.lora_{A,B}.weight`` tensors of one adapter (detached, on the CPU, contiguous).
+
+    ``full_state``: the model's state dict to read them from instead of its parameters (a sharded model's gathered
+    state: its own parameters hold only this rank's shards)."""
     from peft.utils import get_peft_model_state_dict
 
     _require_adapter(transformer, adapter_name)
-    state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    state = get_peft_model_state_dict(transformer, state_dict=full_state, adapter_name=adapter_name)
     return {key: value.detach().cpu().contiguous() for key, value in state.items()}
 
 
@@ -165,16 +170,18 @@ def save_lora(
     path: str | Path,
     adapter_name: str = DEFAULT_ADAPTER,
     metadata: dict[str, Any] | None = None,
+    full_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write one adapter to a safetensors file (atomically); the header records rank, alpha, targets and role.
 
     ``metadata`` (JSON-serialisable) is stored under ``metadata`` in the header; a ``role`` key in it overrides
-    the role read off the model (``inverse``: it has a context embedding; else ``forward``).
+    the role read off the model (``inverse``: it has a context embedding; else ``forward``). ``full_state``: as
+    in :func:`lora_state_dict`.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = lora_state_dict(transformer, adapter_name)
+    state = lora_state_dict(transformer, adapter_name, full_state)
     config = transformer.peft_config[adapter_name]
     extra = dict(metadata or {})
     role = extra.pop("role", None) or model_role(transformer)

@@ -20,8 +20,9 @@ any number of ranks. Rank 0 writes the files and runs validation. A ``time_limit
 and broadcast, so that all ranks stop at the same step with the same learning rate.
 
 ``fsdp``: the same, with the model and its EMA sharded by FSDP2 instead of replicated (each rank holds 1/N of
-the weights, gradients and AdamW moments); checkpoints gather full state dicts into the same files, and
-validation runs on every rank (the sharded EMA needs them all) while rank 0 writes.
+the weights, gradients and AdamW moments; with a LoRA, 1/N of the frozen base weights and of the adapters);
+checkpoints gather full state dicts into the same files, and validation runs on every rank (the sharded EMA
+needs them all) while rank 0 writes.
 """
 
 from __future__ import annotations
@@ -198,8 +199,6 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.sharded = self.ranks.world > 1 and config.fsdp
-        if self.sharded and any(not p.requires_grad for p in self.model.parameters()):
-            raise ValueError("--fsdp with a LoRA (frozen base weights) is not supported yet; use DDP")
         if self.sharded:
             for module in (self.model, self.ema.module):
                 shard_blocks(module, torch.bfloat16 if use_bf16 else None)
@@ -332,7 +331,8 @@ class Trainer:
         provenance.update(record or {})
         adapters = adapter_names(self.ema.module)
         if adapters:
-            save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], provenance)
+            ema_module = prefixed(ema_state, "module.")  # gathered: the sharded EMA holds shards only
+            save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], provenance, full_state=ema_module)
         else:
             save_renderer_file(
                 self.path(".safetensors"),
