@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -317,3 +319,36 @@ def test_relight_app_composes_the_pipelines(inverse, forward) -> None:
     np.testing.assert_array_equal(out.images[1], again.images[1])
     with pytest.raises(TypeError, match="unexpected"):
         relight(inverse, forward, image, None, passes=["normal"])
+
+
+def test_ensemble_combines_members_per_pixel() -> None:
+    members = torch.tensor([0.1, 0.9, 0.4]).view(3, 1, 1, 1, 1).expand(3, 2, 1, 2, 2)  # (E, N, C, h, w)
+    combined, spread = InverseRenderingPipeline.ensemble("roughness", members)
+    assert torch.allclose(combined, torch.full((2, 1, 2, 2), 0.4))  # the median, not the mean (0.467)
+    assert torch.allclose(spread, members.std(0, correction=0))
+    tilt = torch.tensor([[0.0, 0.6, 0.8], [0.0, -0.6, 0.8], [0.0, 0.0, 1.0]]).view(3, 1, 3, 1, 1)
+    normal, angle = InverseRenderingPipeline.ensemble("normal", tilt)
+    assert torch.allclose(normal.flatten(), torch.tensor([0.0, 0.0, 1.0]))  # the normalised mean
+    expected = math.sqrt(2 * math.acos(0.8) ** 2 / 3)  # RMS angle to it
+    assert abs(angle.item() - expected) < 1e-5
+    same, none = InverseRenderingPipeline.ensemble("basecolor", torch.ones(4, 1, 3, 2, 2) * 0.3)
+    assert torch.allclose(same, torch.full((1, 3, 2, 2), 0.3)) and none.abs().max() == 0
+
+
+def test_ensemble_of_one_is_the_plain_run_and_more_members_change_it(inverse) -> None:
+    image = np.random.default_rng(9).random((32, 48, 3), dtype=np.float32)
+    plain = inverse(image, generator=seeded(5), **FAST)
+    one = inverse(image, generator=seeded(5), ensemble_size=1, **FAST)
+    assert one.uncertainty is None
+    for name in plain.gbuffers:
+        np.testing.assert_array_equal(one.gbuffers[name], plain.gbuffers[name])
+    three = inverse(image, generator=seeded(5), ensemble_size=3, **FAST)
+    for name, value in three.gbuffers.items():
+        assert value.shape == plain.gbuffers[name].shape
+        low, high = VALUE_RANGE[name]
+        assert value.min() >= low and value.max() <= high
+        assert three.uncertainty[name].shape == (*value.shape[:-1], 1) and three.uncertainty[name].max() > 0
+        assert not np.array_equal(value, plain.gbuffers[name])
+    assert np.allclose(np.linalg.norm(three.gbuffers["normal"], axis=-1), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="ensemble_size"):
+        inverse(image, ensemble_size=0, **FAST)

@@ -45,6 +45,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         resolution=0 if resolution is None else resolution,  # 0: the data's own size
         passes=tuple(args.passes),
+        ensemble=args.ensemble,
         variant=args.variant,
         spp=args.spp,
         envmap_method=args.envmap_method,
@@ -84,6 +85,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     p.add_argument("--max-frames", type=int, default=None, help="the first N frames of each clip")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed, the same for every clip")
+    p.add_argument("--ensemble", type=int, default=1, help="inverse: samples per pass, combined per pixel")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
     p.add_argument(

@@ -405,6 +405,7 @@ def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray
         generator=generator(args),
         normalize_normal=args.normalize_normal,
         pass_batch_size=args.pass_batch_size,
+        ensemble_size=args.ensemble,
         **pipeline_options(args),
     )
     fps = clip_fps(args, source_fps)
@@ -738,6 +739,13 @@ def add_inverse_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--normalize-normal", action="store_true", help="official soft re-normalisation of normals")
     g.add_argument("--pass-batch-size", type=int, default=None, help="passes per DiT batch (default: auto)")
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="E",
+        help="samples per pass, combined per pixel (median; normals: normalised mean); E times the work",
+    )
 
 
 def add_forward_options(p: argparse.ArgumentParser) -> None:

@@ -82,6 +82,7 @@ class EvalConfig:
     max_clips: int | None = None
     max_frames: int | None = None
     steps: int | None = None  # None: the model's default (15 official, 1 for the shipped tiny)
+    ensemble: int = 1  # inverse: samples per pass, combined per pixel (InverseRenderingPipeline)
     seed: int = DEFAULT_SEED
     resolution: int | tuple[int, int] = 0
     passes: tuple[str, ...] = INVERSE_PASSES
@@ -248,6 +249,7 @@ def run_inverse(pipe, rgb: np.ndarray, config: EvalConfig) -> dict[str, np.ndarr
         generator=torch.Generator().manual_seed(config.seed),
         processing_resolution=config.resolution,
         progress=False,
+        **({"ensemble_size": config.ensemble} if config.ensemble > 1 else {}),
     )
     return result.gbuffers
 
@@ -568,6 +570,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     }
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
+        settings["ensemble"] = config.ensemble
     if config.mode == "relight":
         settings.update(variant=config.variant, spp=config.spp)
     record = {

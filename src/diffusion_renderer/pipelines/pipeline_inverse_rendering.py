@@ -2,7 +2,12 @@
 
 Stages: check inputs -> prepare frames (any aspect ratio, any length) -> encode the RGB condition per window
 -> denoise every requested pass (passes batched through the DiT, they share the condition) -> decode and
-join the windows -> postprocess to the conventions' ranges at the input size.
+join the windows -> postprocess to the conventions' ranges at the input size -> ensemble (optional).
+
+Ensembling (``ensemble_size`` E > 1, as Marigold's pipelines): every pass is sampled E times from independent
+noise and the members are combined per pixel - the median for basecolor, roughness, metallic and depth (depth is
+normalised per clip by convention, so members share its range), the normalised mean for normals - with their
+spread as an uncertainty map. E = 1 is exactly the plain pipeline; member 0 always uses the plain noise.
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     # ------------------------------------------------------------------------------------------- stages
 
     @staticmethod
-    def check_inputs(passes: Sequence[str], num_inference_steps: int, pass_batch_size: int | None) -> None:
+    def check_inputs(
+        passes: Sequence[str], num_inference_steps: int, pass_batch_size: int | None, ensemble_size: int = 1
+    ) -> None:
+        if ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         if not passes:
             raise ValueError("no passes requested")
         for name in passes:
@@ -136,16 +145,23 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             results.extend([[sample[i : i + 1] for sample in samples] for i in range(len(group))])
         return results
 
-    def postprocess(
-        self, name: str, clip: torch.Tensor, fit: FitPlan, normalize_normal: bool, output_type: str
-    ) -> torch.Tensor:
-        """Decoded (1, 3, N, H, W) -> the pass at the input size: (N, h, w, C) numpy or (N, C, h, w) tensor."""
+    def postprocess(self, name: str, clip: torch.Tensor, fit: FitPlan, normalize_normal: bool) -> torch.Tensor:
+        """Decoded (1, 3, N, H, W) -> the pass at the input size, (N, C, h, w) in the conventions' range."""
         value = from_model(name, clip)[0].permute(1, 0, 2, 3)  # (N, C, H, W) in the pass's range
         value = self.image_processor.postprocess(value, fit)
         if name == "normal" and normalize_normal:
             value = soft_normalize(value)
-        value = value.clamp(*VALUE_RANGE[name])  # resampling may overshoot by an ulp
-        return value if output_type == "pt" else value.permute(0, 2, 3, 1).cpu().numpy()
+        return value.clamp(*VALUE_RANGE[name])  # resampling may overshoot by an ulp
+
+    @staticmethod
+    def ensemble(name: str, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, N, C, h, w) members of one pass -> (combined (N, C, h, w), uncertainty (N, 1, h, w))."""
+        if name == "normal":
+            mean = members.mean(0)
+            combined = mean / mean.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            cosine = (members * combined).sum(2, keepdim=True) / members.norm(dim=2, keepdim=True).clamp_min(1e-6)
+            return combined, cosine.clamp(-1, 1).acos().square().mean(0).sqrt()  # RMS angle to the mean, radians
+        return members.median(0).values, members.std(0, correction=0).mean(1, keepdim=True)
 
     # --------------------------------------------------------------------------------------------- call
 
@@ -165,6 +181,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         fps: float = DEFAULT_FPS,
         pass_batch_size: int | None = None,
         normalize_normal: bool = False,
+        ensemble_size: int = 1,
         output_type: str = "np",
         output_latent: bool = False,
         progress: bool = True,
@@ -186,11 +203,12 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 frames neighbouring windows share.
             pass_batch_size: passes per DiT batch (default: all for images, 1 for videos).
             normalize_normal: the official soft re-normalisation of predicted normals.
+            ensemble_size: samples per pass, combined per pixel (module doc); E times the DiT work.
         """
         passes = tuple(passes or INVERSE_PASSES)
         steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-        self.check_inputs(passes, steps, pass_batch_size)
+        self.check_inputs(passes, steps, pass_batch_size, ensemble_size)
         device = self._execution_device
 
         video, fit, plan = self.prepare_frames(
@@ -199,17 +217,27 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         if pass_batch_size is None:
             pass_batch_size = len(passes) if plan.window_frames == 1 else 1
         rgb_latents = encode_windows(self.tokenizer, video, plan, device)  # per window (1, C, T_lat, h, w)
-        noise = self.prepare_latents(tuple(rgb_latents[0].shape), plan, len(passes), generator, device)
+        members = passes * ensemble_size  # member m of pass p at m * len(passes) + p: member 0 is the plain run
+        noise = self.prepare_latents(tuple(rgb_latents[0].shape), plan, len(members), generator, device)
         padding_mask = self.image_processor.padding_mask(fit, device)
         latents = self.denoise(
-            rgb_latents, passes, noise, plan, padding_mask, fps, steps, guidance, pass_batch_size, progress
+            rgb_latents, members, noise, plan, padding_mask, fps, steps, guidance, pass_batch_size, progress
         )
-        gbuffers = {}
-        for name, windows in zip(passes, latents, strict=True):
-            clip = decode_windows(self.tokenizer, windows, plan)  # (1, 3, N, H, W)
-            gbuffers[name] = self.postprocess(name, clip, fit, normalize_normal, output_type)
+        gbuffers, uncertainty = {}, {}
+        for p, name in enumerate(passes):
+            samples = []
+            for windows in latents[p :: len(passes)]:
+                clip = decode_windows(self.tokenizer, windows, plan)  # (1, 3, N, H, W)
+                samples.append(self.postprocess(name, clip, fit, normalize_normal))  # (N, C, h, w)
+            if ensemble_size > 1:
+                samples[0], uncertainty[name] = self.ensemble(name, torch.stack(samples))
+            gbuffers[name] = samples[0]
         self.maybe_free_model_hooks()
-        out_latents = dict(zip(passes, latents, strict=True)) if output_latent else None
+        gbuffers, uncertainty = (
+            {k: v if output_type == "pt" else v.permute(0, 2, 3, 1).cpu().numpy() for k, v in d.items()}
+            for d in (gbuffers, uncertainty)
+        )
+        out_latents = dict(zip(passes, latents, strict=False)) if output_latent else None
         if not return_dict:
             return gbuffers, out_latents
-        return InverseRenderingOutput(gbuffers=gbuffers, latents=out_latents)
+        return InverseRenderingOutput(gbuffers=gbuffers, latents=out_latents, uncertainty=uncertainty or None)

@@ -17,11 +17,15 @@ class InverseRenderingOutput(BaseOutput):
         gbuffers: pass name -> (T, h, w, C) numpy array (or (T, C, h, w) tensor with ``output_type="pt"``) at the
             input's size, in the conventions' ranges (basecolor, roughness, metallic [0, 1]; normal, depth
             [-1, 1]; C = 3 for basecolor and normal, 1 for the others).
-        latents: pass name -> one (1, C, T_lat, h, w) latent per window, with ``output_latent=True``.
+        latents: pass name -> one (1, C, T_lat, h, w) latent per window, with ``output_latent=True`` (with an
+            ensemble: the first member's).
+        uncertainty: with ``ensemble_size > 1``, pass name -> the members' per-pixel standard deviation,
+            shaped like the pass with one channel (normal: the angular spread in radians).
     """
 
     gbuffers: dict[str, np.ndarray | torch.Tensor]
     latents: dict[str, list[torch.Tensor]] | None = None
+    uncertainty: dict[str, np.ndarray | torch.Tensor] | None = None
 
 
 @dataclass
