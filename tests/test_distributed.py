@@ -159,3 +159,21 @@ def test_fsdp_lora_training_matches_one_process_and_resumes_on_one(tmp_path: Pat
     assert max((adapters[0][k] - adapters[1][k]).abs().max().item() for k in adapters[0]) < 1e-5
     two_steps = load_file(tmp_path / "fsdp" / "forward.lora.safetensors")  # written again by the resumed run
     assert all(v.shape == adapters[0][k].shape for k, v in two_steps.items())
+
+
+def test_context_parallel_bench_runs_on_two_ranks(tmp_path: Path) -> None:
+    """``bench --cases cp`` (the multi-GPU measurement) at tiny size on 2 CPU ranks: rank 0 writes one report."""
+    import json
+
+    out = tmp_path / "cp.json"
+    args = ["bench", "--size", "tiny", "--cases", "cp", "--device", "cpu", "--repeats", "1", "--warmup", "0"]
+    result = run([*args, "--frames", "9", "--resolution", "32", "48", "--out", str(out)], ranks=2)
+    assert result.returncode == 0, result.stderr
+    section = json.loads(out.read_text())["context_parallel"]
+    assert section["world"] == 2 and len(section) == 4  # world + video, image, 5 passes
+    for name, row in section.items():
+        if name != "world":
+            assert row["relative_l2_split_to_whole"] < 1e-5 and row["speedup"] > 0, name
+    alone = run([*args, "--out", str(tmp_path / "one.json")], ranks=1)
+    assert alone.returncode != 0 and "torchrun" in alone.stderr  # one line, no traceback
+    assert "Traceback" not in alone.stderr

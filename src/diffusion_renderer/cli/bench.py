@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from diffusion_renderer.distributed import teardown
 from diffusion_renderer.io.atomic import atomic_file
 
 
@@ -48,11 +49,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         offloads=tuple(args.offload),
         vae_streams=tuple(args.vae_streams),
     )
-    if args.out:
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun (the cp case) rank 0 writes
+    if args.out and main:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         config.save = functools.partial(save_report, out)  # rewritten as results come: a cut-off run keeps them
-    report = run_bench(config, git_commit())
+    try:
+        report = run_bench(config, git_commit())
+    except BaseException:
+        teardown(wait=False)  # another rank may be inside a collective
+        raise
+    teardown()
+    if not main:
+        return 0
     if args.out:
         print(f"wrote {args.out}")
     else:
@@ -66,7 +75,7 @@ def save_report(path: Path, report: dict) -> None:
 
 
 def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
-    from diffusion_renderer.eval.speed import CASES
+    from diffusion_renderer.eval.speed import CASES, DEFAULT_CASES
     from diffusion_renderer.models.performance import OFFLOAD_MODES
 
     p = sub.add_parser(
@@ -76,7 +85,13 @@ def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         "cudnn, flash, efficient, math; append +compile to compile the blocks (diffusers compile_repeated_blocks)",
     )
     p.add_argument("--size", choices=("7b", "tiny"), default="7b", help="7b: the official networks; tiny: a smoke run")
-    p.add_argument("--cases", nargs="+", choices=tuple(CASES), default=list(CASES))
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        choices=tuple(CASES),
+        default=list(DEFAULT_CASES),
+        help="cp: context parallelism, under torchrun (default: dit vae pipeline)",
+    )
     p.add_argument("--variants", nargs="+", default=["stock", "default", "auto", "auto+compile"])
     p.add_argument("--pipeline-variant", default="auto", help="attention (and +compile) of the end-to-end runs")
     p.add_argument(

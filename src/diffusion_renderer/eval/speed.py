@@ -21,7 +21,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -354,7 +354,42 @@ def pipeline_run(model: RendererModel, config: BenchConfig) -> tuple[Any, Callab
     return pipe, functools.partial(pipe, gbuffers, [hdr], **options), frames
 
 
-CASES = {"dit": bench_dit, "vae": bench_vae, "pipeline": bench_pipelines}
+def bench_context_parallel(config: BenchConfig, report: dict) -> None:
+    """The inverse DiT step of each case on one rank alone and split across all ranks (``--context-parallel``):
+    time, peak memory, speed-up, and the split output's distance to the whole one. Runs under torchrun (every
+    rank measures; rank 0's figures are reported)."""
+    import torch.distributed as dist
+
+    from diffusion_renderer.distributed import setup
+
+    ranks = setup(config.device)
+    if ranks.world < 2:
+        raise ValueError("the cp case splits a step across ranks: run it under torchrun with 2 or more processes")
+    device = torch.device(config.device)
+    device = torch.device("cuda", ranks.local_rank) if device.type == "cuda" else device
+    model = random_model("inverse", replace(config, device=str(device)))
+    net = model.transformer
+    section = report.setdefault("context_parallel", {"world": ranks.world})
+    for name, shape in dit_shapes(model.tokenizer, config).items():
+        kwargs = dit_inputs(net, shape, device, config.dtype, False)
+        row: dict[str, float] = {}
+        outputs = []
+        for label, group in (("whole", None), ("split", dist.group.WORLD)):
+            net.enable_context_parallel(group)
+            with torch.no_grad():
+                result = measure(lambda k=kwargs: net(**k), device, config.repeats, config.warmup)
+                outputs.append(net(**kwargs).sample.float().cpu())
+            row.update({f"{label}_s": result["seconds"], f"{label}_peak_gib": result["peak_gib"]})
+        row["speedup"] = row["whole_s"] / row["split_s"]
+        row["relative_l2_split_to_whole"] = relative_l2(outputs[1], outputs[0])
+        section[name] = row
+        if ranks.is_main:
+            print(f"context parallel x{ranks.world} {name}: {row}", flush=True)
+    net.enable_context_parallel(None)
+
+
+CASES = {"dit": bench_dit, "vae": bench_vae, "pipeline": bench_pipelines, "cp": bench_context_parallel}
+DEFAULT_CASES = ("dit", "vae", "pipeline")  # cp runs under torchrun only
 
 
 def run_bench(config: BenchConfig, git_commit: str = "unknown") -> dict:

@@ -24,11 +24,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import apply_rotary_emb
-from torch.distributed._functional_collectives import (
-    all_gather_tensor_autograd,
-    all_to_all_single_autograd,
-    wait_tensor,
-)
+from torch.distributed import _functional_collectives as funcol
+from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
+
+# torch 2.13 renamed the autograd all-gather; the GPU hosts run 2.11
+_all_gather = getattr(funcol, "all_gather_single_autograd", None) or funcol.all_gather_tensor_autograd
 
 __all__ = [
     "UlyssesAttnProcessor",
@@ -84,7 +84,7 @@ def gather_tokens(x: torch.Tensor, total: int, group: dist.ProcessGroup, dim: in
     ``total``-token axis). Shares are padded to the largest for the all-gather, then trimmed."""
     counts = token_counts(total, dist.get_world_size(group))
     padded = F.pad(x.movedim(dim, 0), (0, 0) * (x.ndim - 1) + (0, counts[0] - x.shape[dim]))
-    gathered = wait_tensor(all_gather_tensor_autograd(padded.contiguous(), 0, group)).split(counts[0])
+    gathered = wait_tensor(_all_gather(padded.contiguous(), 0, group)).split(counts[0])
     return torch.cat([g[:c] for g, c in zip(gathered, counts, strict=True)]).movedim(0, dim)
 
 
