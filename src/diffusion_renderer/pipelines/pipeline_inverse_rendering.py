@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
@@ -45,6 +46,11 @@ def soft_normalize(normal: torch.Tensor, low: float = 0.2, high: float = 0.4, di
     norm = normal.norm(dim=dim, keepdim=True)
     weight = ((norm - low) / (high - low)).clamp(0, 1)
     return normal / norm.clamp_min(1e-12) * weight + normal * (1 - weight)
+
+
+def to_output(value: torch.Tensor, output_type: str) -> np.ndarray | torch.Tensor:
+    """(N, C, h, w) -> (N, h, w, C) numpy, or the tensor itself for ``output_type="pt"``."""
+    return value if output_type == "pt" else value.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
@@ -230,13 +236,10 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 clip = decode_windows(self.tokenizer, windows, plan)  # (1, 3, N, H, W)
                 samples.append(self.postprocess(name, clip, fit, normalize_normal))  # (N, C, h, w)
             if ensemble_size > 1:
-                samples[0], uncertainty[name] = self.ensemble(name, torch.stack(samples))
-            gbuffers[name] = samples[0]
+                samples[0], spread = self.ensemble(name, torch.stack(samples))
+                uncertainty[name] = to_output(spread, output_type)
+            gbuffers[name] = to_output(samples[0], output_type)  # numpy: off the GPU before the next decode
         self.maybe_free_model_hooks()
-        gbuffers, uncertainty = (
-            {k: v if output_type == "pt" else v.permute(0, 2, 3, 1).cpu().numpy() for k, v in d.items()}
-            for d in (gbuffers, uncertainty)
-        )
         out_latents = dict(zip(passes, latents, strict=False)) if output_latent else None
         if not return_dict:
             return gbuffers, out_latents
