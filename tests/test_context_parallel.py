@@ -75,6 +75,10 @@ def worker(rank: int, store: str, results: str) -> None:
             transformer(**dit_inputs(transformer, (1, 2, 2), seed=0))  # 1 token on 2 ranks
         out[f"{role}_error"] = True
 
+    with pytest.raises(ValueError, match="3 attention heads do not split over 2 ranks"):
+        load_model("random:small", "inverse").transformer.enable_context_parallel(group)  # the shipped size
+    out["heads_error"] = True
+
     # a whole pipeline call: every rank runs it with the same seed and gets the same G-buffers as one process
     pipe = InverseRenderingPipeline.from_model(load_model("random:tiny", "inverse"))
     image = np.random.default_rng(5).random((9, 32, 48, 3), dtype=np.float32)
@@ -110,4 +114,4 @@ def test_split_dit_equals_one_process(results: list[dict], role: str) -> None:
 
 def test_split_pipeline_equals_one_process(results: list[dict]) -> None:
     for out in results:
-        assert out["pipeline"] < 1e-4
+        assert out["pipeline"] < 1e-4 and out["heads_error"]

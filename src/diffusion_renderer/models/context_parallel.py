@@ -6,7 +6,7 @@ replicated context, output projection). Only the self-attention needs every toke
 (B, H, S/N, Dh) per rank into (B, H/N, S, Dh) (all tokens, a slice of the heads), each rank attends for its heads
 over the whole sequence, and a second all-to-all turns the result back (DeepSpeed-Ulysses, Jacobs et al. 2023).
 Communication per layer: 4 tensors of B·S·D/N elements; the attention itself is split exactly, so the result equals
-one rank's up to the summation order of the kernels.
+one process's up to the summation order of the kernels.
 
 Why by hand: diffusers' context parallelism (``ModelMixin.enable_parallelism``) needs processors that call its
 dispatcher with a parallel config, which the Cosmos processors do not, and it picks devices from

@@ -298,6 +298,11 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     def enable_context_parallel(self, group: ProcessGroup | None) -> None:
         """Split every clip's tokens across the ranks of ``group`` (all ranks call the model with the same inputs and
         all get the whole output); ``None`` turns it off. See ``models/context_parallel.py``."""
+        heads = self.config.num_attention_heads
+        if group is not None and heads % dist.get_world_size(group):
+            raise ValueError(
+                f"context parallel: {heads} attention heads do not split over {dist.get_world_size(group)} ranks"
+            )
         self.context_parallel_group = group
         processor = UlyssesAttnProcessor(group) if group is not None else CosmosAttnProcessor2_0()
         for block in self.transformer_blocks:
