@@ -3,8 +3,10 @@
 diffusers' ``CosmosSpatialAttentionProcessor2_0`` hands SDPA query/key/value whose channel axis is strided (a
 permute of (B, C, T, H, W)); PyTorch's fused kernels need stride 1 there, so it falls back to the math kernel,
 which materialises the (H·W)² score matrix in float32: 14,080 tokens per 720p frame at the bottleneck, about
-0.8 GB per frame and ~2 GiB of the tokenizer's peak. The same arithmetic on contiguous tensors lets SDPA pick its
-memory-efficient kernel (head dim 512 rules out flash and cuDNN). Set per network by :func:`use_contiguous_attention`.
+0.8 GB per frame (twice that with the softmax). The same arithmetic on contiguous tensors lets SDPA pick its
+memory-efficient kernel (head dim 512 rules out flash and cuDNN): measured on an H200, a 57-frame 720p encode
+peaked at 3.7 GiB instead of 15.3 (benchmarks/PERFORMANCE_NOTES.md, section 5). Set per network by
+:func:`use_contiguous_attention`.
 """
 
 from __future__ import annotations
