@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -90,6 +91,43 @@ def test_sunsky_scene_renders_and_recomputes_its_conditions() -> None:
     c2w_t = torch.tensor(spec.camera.c2w, dtype=torch.float64)[:, :3, :3]
     direct = project_envmap(hdr, 8, 16, torch.zeros(1, dtype=torch.float64), strength=1.0, c2w=c2w_t, method="direct")
     torch.testing.assert_close(env, direct)
+
+
+@pytest.mark.parametrize(("elevation", "azimuth"), [(20.0, 60.0), (-5.0, 250.0)])
+def test_procedural_map_is_bright_at_its_light(elevation: float, azimuth: float) -> None:
+    sky = [0.2, 0.3, 0.5, 0.05, 0.04, 0.03]
+    lights = [sky, [azimuth, elevation, 4.0, 50, 40, 30]]
+    light = LightingSpec("procedural", "", 1.0, 0.0, [0.0], "procedural", procedural=lights)
+    hdr = render.read_environment(spec_of([], np.eye(4), light))
+    prepared = prepare_hdr(torch.from_numpy(hdr)).double()
+    assert hdr.dtype == np.float32 and np.isfinite(hdr).all() and hdr.min() >= 0
+    e, a = math.radians(elevation), math.radians(azimuth)
+    direction = torch.tensor([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)], dtype=torch.float64)
+    lookup = sample_latlong(prepared, latlong_uv(direction), wrap_v=False)
+    assert lookup.tolist() == pytest.approx([50.0 + sky[3], 40.0 + sky[4], 30.0 + sky[5]], rel=0.1)  # the lobe's peak
+    away = sample_latlong(prepared, latlong_uv(-direction), wrap_v=False)
+    assert away.max() < 1.0  # the gradient only, on the far side
+    top = sample_latlong(prepared, latlong_uv(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)), wrap_v=False)
+    if elevation < 0:  # a light below the horizon leaves the zenith to the sky
+        assert top.tolist() == pytest.approx(sky[:3], rel=0.02)
+    tinted = render.read_environment(spec_of([], np.eye(4), replace(light, kelvin=3500.0, mirror=True)))
+    from diffusion_renderer.lighting.white_balance import white_balance_gain
+
+    np.testing.assert_allclose(tinted, hdr[:, ::-1] * white_balance_gain(3500.0).astype(np.float32), rtol=1e-6)
+
+
+def test_procedural_scene_renders_and_recomputes_its_conditions() -> None:
+    kinds = (sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS).lighting.kind for s in range(200))
+    seed = next(s for s, kind in enumerate(kinds) if kind == "procedural")
+    spec = sample_scene(seed, resolution=(24, 24), hdri_paths=HDRIS, spp=4)
+    buffers = render.render_clip(spec, spp=4)
+    assert np.isfinite(buffers.rgb_linear).all() and buffers.rgb_linear.mean() > 0
+    env = render.environment_hdr(spec, 8, 16, method="direct")
+    hdr = torch.from_numpy(render.read_environment(spec))
+    c2w = torch.tensor(spec.camera.c2w, dtype=torch.float64)[:, :3, :3]
+    angles = torch.deg2rad(torch.from_numpy(spec.lighting.angles_deg()))
+    expected = project_envmap(hdr, 8, 16, angles, strength=spec.lighting.intensity, c2w=c2w, method="direct")
+    torch.testing.assert_close(env, expected)
 
 
 def test_sample_scene_chooses_sunsky_sometimes() -> None:

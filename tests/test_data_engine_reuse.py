@@ -17,8 +17,9 @@ render = require_mitsuba()
 HDRIS = [resolve_envmap(n)[1] for n in list_presets()]
 GBUFFERS = ("basecolor", "normal", "depth", "roughness", "metallic", "mask")
 
-# (motion, seed, lighting kind): every motion under an HDRI and under the baked sun-sky; with normal maps (17,
-# 26, 41, 5), an analytic sphere that moves (5) or turns with the light (41), and trimesh shapes (7, 25).
+# (motion, seed, lighting kind): every motion under an HDRI and under the baked sun-sky, light rotation under a
+# procedural map; with normal maps (17, 26, 41, 5), an analytic sphere that moves (5) or turns with the light (41),
+# and trimesh shapes (7, 25).
 CASES = [
     ("static", 3, "hdri"),
     ("static", 17, "sunsky"),
@@ -30,12 +31,16 @@ CASES = [
     ("light_rotation", 41, "sunsky"),
     ("object_motion", 5, "hdri"),
     ("object_motion", 25, "sunsky"),
+    ("light_rotation", 4, "procedural"),  # a training clip's procedural map (light_augment)
 ]
 
 
 @pytest.mark.parametrize(("motion", "seed", "kind"), CASES)
 def test_reused_scene_matches_rebuild(motion: str, seed: int, kind: str) -> None:
-    spec = sample_scene(seed, resolution=(24, 24), num_frames=3, hdri_paths=HDRIS, motion=motion, spp=8)
+    augment = kind == "procedural"  # the other cases pin the lighting kind of their seed without variations
+    spec = sample_scene(
+        seed, resolution=(24, 24), num_frames=3, hdri_paths=HDRIS, motion=motion, spp=8, light_augment=augment
+    )
     assert spec.lighting.kind == kind and spec.motion == motion
     old = render.render_clip(spec, reuse_scene=False)
     new = render.render_clip(spec)  # default: reuse_scene=True

@@ -39,20 +39,33 @@ def test_gains_are_warm_below_and_cool_above_the_reference() -> None:
     assert abs(float(LUMA @ planckian_rgb(3000.0)) - 1.0) < 1e-12
 
 
-def test_scenes_draw_light_colour_independently_of_the_rest() -> None:
+def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     specs = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(40)]
     kelvins = np.array([s.lighting.kelvin for s in specs])
     tinted = kelvins != REFERENCE_KELVIN
     assert 15 <= tinted.sum() <= 38 and (LIGHT_KELVIN_RANGE[0] <= kelvins[tinted]).all()
     assert (kelvins[tinted] <= LIGHT_KELVIN_RANGE[1]).all() and (kelvins[tinted] < REFERENCE_KELVIN).any()
     assert 8 <= sum(s.lighting.mirror for s in specs) <= 32
-    for seed, spec in enumerate(specs[:8]):
-        plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_colour=False)
+    procedural = [s for s in specs if s.lighting.kind == "procedural"]
+    assert 3 <= len(procedural) <= 20
+    for spec in procedural:
+        sky, *lights = spec.lighting.procedural
+        assert len(sky) == 6 and 1 <= len(lights) <= 4 and all(len(row) == 6 for row in lights)
+        assert all(2 <= row[2] <= 25 and -10.5 <= row[1] <= 90 and min(row[3:]) >= 0 for row in lights)
+    for seed, spec in enumerate(specs[:12]):
+        plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_augment=False)
         assert plain.lighting.kelvin == REFERENCE_KELVIN and not plain.lighting.mirror
+        assert plain.lighting.procedural is None
         a, b = spec.to_dict(), plain.to_dict()
-        for d in (a, b):
-            d["lighting"].pop("kelvin"), d["lighting"].pop("mirror")
-        assert a == b  # the colour draw leaves the rest of the scene as it was
+        la, lb = a.pop("lighting"), b.pop("lighting")
+        assert a == b  # the light draw leaves the rest of the scene as it was
+        for key in ("intensity", "base_rotation_deg", "frame_rotation_deg"):
+            assert la[key] == lb[key]
+        if la["kind"] != "procedural":
+            assert {k: v for k, v in la.items() if k not in ("kelvin", "mirror")} == {
+                k: v for k, v in lb.items() if k not in ("kelvin", "mirror")
+            }
     old = specs[0].to_dict()
-    old["lighting"].pop("kelvin"), old["lighting"].pop("mirror")
+    for key in ("kelvin", "mirror", "procedural"):
+        old["lighting"].pop(key)
     assert SceneSpec.from_dict(old).lighting.kelvin == REFERENCE_KELVIN  # specs written before still load

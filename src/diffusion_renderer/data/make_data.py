@@ -4,8 +4,8 @@ Splits: validation is held out by lighting *and* by seed. The environment maps a
 choice of ``val_fraction`` of them, at least one) and every ``round(1 / val_fraction)``-th clip is a
 validation clip lit only by held-out maps; training clips never see those maps. Clip i has seed
 ``seed + i``, so any clip can be regenerated from the manifest alone, and ``--hdri-dir`` swaps the maps
-without code changes. Training clips also vary the light's colour temperature and handedness
-(``scenes.LightingSpec.kelvin``, ``mirror``), which turns a few maps into many lights; validation clips keep the
+without code changes. Training clips also vary the lights (procedural maps, colour temperature, handedness:
+``scenes.sample_scene``'s ``light_augment``), which turns a few maps into many lights; validation clips keep the
 held-out maps as they are.
 """
 
@@ -126,7 +126,7 @@ def make_dataset(
             resolution=(resolution, resolution),
             num_frames=frames,
             hdri_paths=val_maps if split == "val" else train_maps,
-            light_colour=split == "train",  # validation: the held-out maps as they are
+            light_augment=split == "train",  # validation: the held-out maps as they are
         )
         buffers = render_clip(spec, variant=VARIANTS[variant], spp=spp)
         z, mask = torch.from_numpy(buffers.depth), torch.from_numpy(buffers.mask)

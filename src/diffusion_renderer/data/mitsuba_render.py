@@ -294,6 +294,29 @@ def bake_sunsky(lighting: LightingSpec, height: int = SKY_BAKE_SIZE[0], width: i
     ).copy()
 
 
+def bake_procedural(
+    lighting: LightingSpec, height: int = SKY_BAKE_SIZE[0], width: int = SKY_BAKE_SIZE[1]
+) -> np.ndarray:
+    """(H, W, 3) float32 equirect HDR *file* of a procedural ``LightingSpec`` (package convention, rotation 0).
+
+    Radiance toward world direction d (the texel's, :func:`file_directions`): the sky-to-ground gradient
+    ``lerp(ground, zenith, (d_y + 1) / 2)`` plus, per light, ``colour * exp(-angle(d, light)² / 2 sigma²)``.
+    Light i sits at ``(cos e sin a, sin e, cos e cos a)``, the sun-sky convention.
+    """
+    if not lighting.procedural:
+        raise ValueError("a procedural light without its sky and lights")
+    d = file_directions(height, width)  # (H, W, 3)
+    sky = np.asarray(lighting.procedural[0], dtype=np.float64)
+    t = (d[..., 1:2] + 1) / 2
+    hdr = sky[3:] * (1 - t) + sky[:3] * t
+    for azimuth, elevation, sigma, *colour in lighting.procedural[1:]:
+        e, a = math.radians(elevation), math.radians(azimuth)
+        direction = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+        angle = np.arccos(np.clip(d @ direction, -1.0, 1.0))
+        hdr = hdr + np.exp(-0.5 * (angle / math.radians(sigma)) ** 2)[..., None] * np.asarray(colour)
+    return np.minimum(hdr, HDR_MAX).astype(np.float32)
+
+
 def read_environment(spec: SceneSpec) -> np.ndarray:
     """(H0, W0, 3) float32 HDR of the clip: ``lighting.path``, else the bundled preset ``lighting.name``, mirrored
     and white-balanced as the spec says (``LightingSpec.mirror``, ``kelvin``).
@@ -305,6 +328,8 @@ def read_environment(spec: SceneSpec) -> np.ndarray:
     lighting = spec.lighting
     if lighting.kind == "sunsky":
         hdr = bake_sunsky(lighting)
+    elif lighting.kind == "procedural":
+        hdr = bake_procedural(lighting)
     elif lighting.kind == "hdri":
         from diffusion_renderer.io.hdr import read_hdr
         from diffusion_renderer.lighting.presets import list_presets, preset_path

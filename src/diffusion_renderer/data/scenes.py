@@ -23,12 +23,15 @@ Frames and units
   (``mitsuba_render.bake_sunsky``; the tiny sun disc is spread over a small Gaussian blob of equal power), and
   that map then stands for the HDRI everywhere: the render uses the same ``envmap`` emitter path, and
   ``environment_hdr`` recomputes the conditions from it, so orientation and rotations behave exactly as for HDRIs.
-  Lighting colour and handedness (``LightingSpec.kelvin``, ``mirror``): with probability ``LIGHT_TINT_P`` = 0.7
-  the map's white point moves to a colour temperature of 3,500-10,000 K (uniform in mireds; a unit-luminance gain,
-  ``lighting/white_balance.py``), and with probability 1/2 the map is mirrored left-right. Both are applied to
-  the map itself (``mitsuba_render.read_environment``), so the render and the conditions see the same light;
-  they are drawn from a generator of their own (``default_rng([seed, 1])``), so the rest of a seed's scene is
-  what it was before they existed.
+  Light variations of training clips (``sample_scene(light_augment=True)``), drawn from a generator of their own
+  (``default_rng([seed, 1])``) so the rest of a seed's scene is what it was before they existed:
+  with probability ``PROCEDURAL_P`` = 0.25 the map is replaced by a **procedural** one (``kind="procedural"``:
+  a sky-to-ground gradient and 1-4 Gaussian light lobes of 2-25° at random directions, colour temperatures
+  and powers, ``LightingSpec.procedural``, baked by ``mitsuba_render.bake_procedural``), so the lights are not
+  limited to a handful of files; with probability ``LIGHT_TINT_P`` = 0.7 the map's white point moves to a colour
+  temperature of 3,500-10,000 K (uniform in mireds; a unit-luminance gain, ``lighting/white_balance.py``), and
+  with probability 1/2 it is mirrored left-right. All are applied to the map itself
+  (``mitsuba_render.read_environment``), so the render and the conditions see the same light.
 * Textures: basecolour values and texture colours are **sRGB** in [0, 1] (the G-buffer convention); the
   renderer converts them to linear reflectance. With probability ``NORMAL_MAP_P`` = 0.3 a material also gets a
   procedural tangent-space normal map (:class:`NormalMapSpec`: seeded value noise or a grid of round bumps,
@@ -95,9 +98,11 @@ SHAPES = (
 TRIMESH_SHAPES = ("cone", "annulus", "blob")  # built with trimesh when importable, else with numpy fallbacks
 SEEDED_SHAPES = ("bumpy_sphere", "blob")  # shapes whose geometry depends on ``ObjectSpec.shape_seed``
 NORMAL_MAP_KINDS = ("noise", "bumps")
-LIGHTING_KINDS = ("hdri", "sunsky")
+LIGHTING_KINDS = ("hdri", "sunsky", "procedural")
 SUNSKY_P = 0.2  # probability that sample_scene lights a scene with the analytic sun and sky instead of an HDRI
 LIGHT_TINT_P = 0.7  # probability that a scene's light gets another colour temperature
+PROCEDURAL_P = 0.25  # probability that a training scene's map is a procedural one
+PROCEDURAL_LIGHTS = (1, 4)  # light lobes of a procedural map (inclusive)
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
 # irradiance of 0.4-1.5 (sun at 15-70°) against a median of 2.7 over the bundled HDRIs (0.3 night - 14 studio), so
@@ -199,7 +204,8 @@ class CameraSpec:
 
 @dataclass
 class LightingSpec:
-    """Environment lighting: an HDRI file (``kind="hdri"``) or Mitsuba's analytic sun and sky (``"sunsky"``).
+    """Environment lighting: an HDRI file (``kind="hdri"``), Mitsuba's analytic sun and sky (``"sunsky"``) or a
+    procedural map (``"procedural"``: ``procedural`` holds its sky and lights, see :func:`sample_procedural`).
 
     For ``sunsky`` (``name="sunsky"``, ``path=""``) the sun sits at world direction ``(cos e sin a, sin e,
     cos e cos a)`` (e = ``sun_elevation_deg`` above the ground, a = ``sun_azimuth_deg`` from +z toward +x) at light
@@ -212,13 +218,16 @@ class LightingSpec:
     intensity: float  # radiance scale (``strength`` of ``prepare_hdr``)
     base_rotation_deg: float  # rotation about +y of every frame
     frame_rotation_deg: list[float]  # (T,) extra rotation per frame
-    kind: str = "hdri"  # "hdri" | "sunsky"
+    kind: str = "hdri"  # "hdri" | "sunsky" | "procedural"
     sun_elevation_deg: float = 45.0
     sun_azimuth_deg: float = 0.0
     turbidity: float = 3.0  # Hosek-Wilkie sky turbidity (1-10)
     sky_albedo: float = 0.3  # ground albedo of the sky model
     kelvin: float = REFERENCE_KELVIN  # colour temperature the map's white is moved to (reference: unchanged)
     mirror: bool = False  # the map mirrored left-right before anything else
+    # procedural: [zenith r, g, b, ground r, g, b], then per light [azimuth°, elevation°, sigma°, r, g, b] (peak
+    # radiance of the lobe), in the world frame at light rotation 0
+    procedural: list[list[float]] | None = None
 
     def gain(self) -> np.ndarray:
         """(3,) linear RGB gain of the light's colour temperature (unit luminance; ones at the reference)."""
@@ -789,11 +798,12 @@ def sample_scene(
     hdri_paths: Sequence[Path],
     motion: str | None = None,
     spp: int = DEFAULT_SPP,
-    light_colour: bool = True,
+    light_augment: bool = True,
 ) -> SceneSpec:
     """Random scene of ``num_frames`` frames at ``resolution`` (H, W), fully determined by ``seed``.
 
-    ``light_colour``: draw the light's colour temperature and mirror (module doc); False keeps the maps as they are.
+    ``light_augment``: the light variations of training clips (a procedural map, colour temperature, mirror; module
+    doc); False keeps the maps as they are.
 
     ``motion``: one of :data:`MOTIONS`, or None for a seeded random choice. ``hdri_paths``: the environment
     maps to choose from (e.g. the bundled presets: ``[resolve_envmap(n)[1] for n in list_presets()]``).
@@ -811,8 +821,8 @@ def sample_scene(
     objects = _place_objects(rng, num_frames, moving=motion == "object_motion")
     camera = _camera(rng, objects, num_frames, motion)
     lighting = _lighting(rng, hdri_paths, num_frames, motion)
-    if light_colour:
-        lighting = _light_colour(np.random.default_rng([seed, 1]), lighting)
+    if light_augment:
+        lighting = _light_variation(np.random.default_rng([seed, 1]), lighting)
     return SceneSpec(
         seed=int(seed),
         resolution=[int(resolution[0]), int(resolution[1])],
@@ -826,10 +836,35 @@ def sample_scene(
     )
 
 
-def _light_colour(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
-    """Random colour temperature (probability ``LIGHT_TINT_P``) and mirror (1/2) of a scene's light."""
-    kelvin = REFERENCE_KELVIN
-    if rng.random() < LIGHT_TINT_P:
-        low, high = (1e6 / k for k in reversed(LIGHT_KELVIN_RANGE))  # mireds: perceptually even steps
-        kelvin = 1e6 / rng.uniform(low, high)
-    return replace(lighting, kelvin=_f(kelvin), mirror=bool(rng.random() < 0.5))
+def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
+    """A procedural map (probability ``PROCEDURAL_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2)
+    for a scene's light. Every value is drawn whatever the outcome, so each keeps its own random stream."""
+    procedural = sample_procedural(rng)
+    use_procedural = rng.random() < PROCEDURAL_P
+    tint = rng.random() < LIGHT_TINT_P
+    low, high = (1e6 / k for k in reversed(LIGHT_KELVIN_RANGE))  # mireds: perceptually even steps
+    kelvin = 1e6 / rng.uniform(low, high) if tint else REFERENCE_KELVIN
+    mirror = bool(rng.random() < 0.5)
+    if use_procedural:
+        lighting = replace(lighting, name="procedural", path="", kind="procedural", procedural=procedural)
+    return replace(lighting, kelvin=_f(kelvin), mirror=mirror)
+
+
+def sample_procedural(rng: np.random.Generator) -> list[list[float]]:
+    """Sky and lights of a procedural map (``LightingSpec.procedural``).
+
+    Sky: zenith radiance 0.1-1 at 4,000-12,000 K, ground 5-40 % of it at 3,000-6,500 K (a sky-to-ground
+    gradient). Lights: 1-4 lobes (Gaussian in angle, sigma 2-25°) above -10° elevation at 2,500-10,000 K, each
+    delivering 0.5-6 units of irradiance at normal incidence (peak radiance = that / 2π sigma²): a small light is
+    a hard key light, a large one a soft box.
+    """
+    zenith = white_balance_gain(rng.uniform(4000.0, 12000.0)) * math.exp(rng.uniform(math.log(0.1), 0.0))
+    ground = white_balance_gain(rng.uniform(3000.0, 6500.0)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
+    rows = [[_f(v) for v in (*zenith, *ground)]]
+    for _ in range(int(rng.integers(PROCEDURAL_LIGHTS[0], PROCEDURAL_LIGHTS[1] + 1))):
+        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(-0.17, 1.0)))
+        sigma = math.exp(rng.uniform(math.log(2.0), math.log(25.0)))
+        power = rng.uniform(0.5, 6.0) / (2 * math.pi * math.radians(sigma) ** 2)
+        colour = white_balance_gain(rng.uniform(2500.0, 10000.0)) * power
+        rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
+    return rows
