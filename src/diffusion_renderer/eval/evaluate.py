@@ -249,7 +249,7 @@ def run_inverse(pipe, rgb: np.ndarray, config: EvalConfig) -> dict[str, np.ndarr
         generator=torch.Generator().manual_seed(config.seed),
         processing_resolution=config.resolution,
         progress=False,
-        **({"ensemble_size": config.ensemble} if config.ensemble > 1 else {}),
+        ensemble_size=config.ensemble,
     )
     return result.gbuffers
 

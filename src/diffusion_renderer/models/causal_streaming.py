@@ -234,20 +234,13 @@ def encode_streaming(vae: AutoencoderKLCosmos, pixels: torch.Tensor, latent_fram
 
 def decode_streaming(vae: AutoencoderKLCosmos, latents: torch.Tensor, latent_frames: int) -> torch.Tensor:
     """``vae.decode(latents).sample`` computed ``latent_frames`` latent frames at a time, one sample at a time:
-    latents (B, C, 1 + n, h, w) -> pixels (B, 3, 1 + c·n, H, W), written into one preallocated clip (a list of
-    pieces and a concatenation would hold it twice: 0.3 GB each for 57 frames of 720p)."""
-    out: torch.Tensor | None = None
-    for b, sample in enumerate(latents.split(1)):  # (1, C, L, h, w)
-        start = 0
+    latents (B, C, 1 + n, h, w) -> pixels (B, 3, 1 + c·n, H, W)."""
+    out = []
+    for sample in latents.split(1):  # (1, C, L, h, w)
+        parts = []
         with CausalStream(vae.decoder) as stream:
             for piece in latent_pieces(sample.shape[2], latent_frames):
-                pixels = vae.decode(sample[:, :, piece]).sample  # post_quant_conv is 1x1x1; (1, 3, t, H, W)
-                if out is None:
-                    c = int(vae.config.temporal_compression_ratio)
-                    frames = 1 + c * (sample.shape[2] - 1)
-                    out = pixels.new_empty((latents.shape[0], pixels.shape[1], frames, *pixels.shape[3:]))
-                out[b : b + 1, :, start : start + pixels.shape[2]] = pixels
-                start += pixels.shape[2]
+                parts.append(vae.decode(sample[:, :, piece]).sample)  # post_quant_conv is 1x1x1
                 stream.advance()
-    assert out is not None and start == out.shape[2]
-    return out
+        out.append(torch.cat(parts, dim=2))
+    return torch.cat(out)

@@ -462,7 +462,7 @@ class CosmosTokenizer(LatentTokenizer):
         for part in latents.split(chunk, dim=2):  # (B, C, L, h, w)
             z = part / self.sigma_data * std + mean
             frames.append(self._decode_chunk(z.to(self.dtype)).to(latents.dtype))  # (B, 3, (L-1)·c+1, H, W)
-        return frames[0] if len(frames) == 1 else torch.cat(frames, dim=2)  # a 720p clip is 0.3 GB: no copy
+        return torch.cat(frames, dim=2)
 
     def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.encode_stream_frames is None:
