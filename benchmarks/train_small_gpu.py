@@ -2,14 +2,16 @@
 (Mitsuba ``cuda_ad_rgb``), then the inverse and forward trainers run side by side on them.
 
 Usage (device): python benchmarks/train_small_gpu.py --out $OUT/run1 --minutes 8 --steps 6000 [--init DIR]
-[--pure-noise-fraction 0.5] [--extra TRAIN FLAGS...]
+[--pure-noise-fraction 0.5] [--train-hdri-dir DIR] [--keep DIR] [--extra TRAIN FLAGS...]
 
 The validation clips are rendered first (held-out maps, ``--only-split val``), then training clips with new
 seeds per run (``--seed``), so a second run adds data instead of repeating it. Rendering and training take
 turns (``--gen-seconds``, then ``--minutes``): run together on one GPU, both crawled. The GPU hosts carry no
 OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no image codecs. What comes back:
 each role's EMA weights as a float16 renderer file (the float32 file and the optimizer state exceed the
-16 MiB a returned file may have), the training logs and validation grids, and ``summary.json``.
+16 MiB a returned file may have), ``summary.json``, and the training logs and validation grids in one
+``logs.tar.gz`` (a device run returns at most 8 files). ``--keep DIR`` also copies the float32 weights there, so a
+next run on the same warm machine can ``--init`` from them (with ``--data`` on a kept path, its clips too).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -34,10 +38,13 @@ def generate(args: argparse.Namespace) -> None:
     use_mitsuba_hdr_reader()
     common = {"frames": args.frames, "resolution": 256, "variant": "gpu", "spp": args.spp, "layout": "shards"}
     common["val_fraction"] = 0.25
+    train_hdri_dir = {"train_hdri_dir": args.train_hdri_dir} if args.train_hdri_dir else {}
     if args.worker == 0:
         make_dataset(args.data, scenes=args.val_scenes, seed=900_000, only_split="val", progress=False, **common)
     seed = args.seed + 100_000 * args.worker  # workers render disjoint seed ranges
-    make_dataset(args.data, scenes=args.scenes, seed=seed, only_split="train", progress=False, **common)
+    make_dataset(
+        args.data, scenes=args.scenes, seed=seed, only_split="train", progress=False, **common, **train_hdri_dir
+    )
 
 
 def count_clips(data: Path, split: str) -> int:
@@ -67,6 +74,8 @@ def main() -> None:
     parser.add_argument(
         "--pure-noise-fraction", type=float, default=0.0, help="share of samples at sigma_max from pure noise"
     )
+    parser.add_argument("--train-hdri-dir", type=Path, default=None, help="maps for training clips only")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the float32 weights here too")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `train` flags")
     args = parser.parse_args()
     if args.mode == "generate":
@@ -79,6 +88,8 @@ def main() -> None:
     gen_cmd = [sys.executable, __file__, "generate", "--out", str(args.out), "--data", str(args.data)]
     gen_cmd += ["--scenes", str(args.scenes), "--val-scenes", str(args.val_scenes), "--frames", str(args.frames)]
     gen_cmd += ["--spp", str(args.spp), "--seed", str(args.seed)]
+    if args.train_hdri_dir:
+        gen_cmd += ["--train-hdri-dir", str(args.train_hdri_dir)]
     generators = []
     for worker in range(args.generators):
         gen_log = (args.out / f"generate{worker}.log").open("w")
@@ -115,6 +126,9 @@ def main() -> None:
     for role in args.roles:
         path = args.out / f"{role}.safetensors"
         if path.is_file():
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, args.keep / path.name)
             state, meta = read_renderer_file(path)
             save_renderer_file(
                 args.out / f"{role}.fp16.safetensors",
@@ -145,10 +159,23 @@ def main() -> None:
         "seed": args.seed,
         "init": str(args.init) if args.init else None,
         "pure_noise_fraction": args.pure_noise_fraction,
+        "train_hdri_dir": str(args.train_hdri_dir) if args.train_hdri_dir else None,
         "extra": args.extra,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    pack_logs(args.out)
     print(json.dumps(summary, indent=1))
+
+
+def pack_logs(out: Path) -> None:
+    """Everything but the weights and the summary into ``logs.tar.gz`` (fewer, smaller files to return)."""
+    keep = {"summary.json", "logs.tar.gz"}
+    files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep and ".fp16." not in p.name]
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=str(path.relative_to(out)))
+    for path in files:
+        path.unlink()
 
 
 if __name__ == "__main__":

@@ -67,3 +67,37 @@ def test_splitsum_matches_the_path_tracer_on_a_convex_object_only() -> None:
     assert convex > 30.0, convex
     assert occluded < convex - 8.0, (convex, occluded)
     assert np.isfinite(occluded)
+
+
+def _maps(folder, names: list[str], level: float) -> list[str]:
+    from diffusion_renderer.io.hdr import write_hdr
+
+    folder.mkdir()
+    for i, name in enumerate(names):  # distinct contents: byte-identical maps count as copies
+        write_hdr(folder / f"{name}.hdr", np.full((8, 16, 3), level + 0.1 * i, np.float32))
+    return names
+
+
+def test_training_only_maps_light_training_clips_only(tmp_path) -> None:
+    _maps(tmp_path / "maps", ["m0", "m1"], 0.5)
+    extra = set(_maps(tmp_path / "extra", ["x0", "x1", "x2"], 2.0))
+    out = tmp_path / "d"
+    argv = ["--scenes", "10", "--val-fraction", "0.5", "--hdri-dir", str(tmp_path / "maps")]
+    assert make_data(out, *argv, "--train-hdri-dir", str(tmp_path / "extra")) == 0
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    analytic = {"sunsky", "procedural"}  # lights that are no map
+    val = {r["hdri"] for r in records if r["split"] == "val"} - analytic
+    train = {r["hdri"] for r in records if r["split"] == "train"} - analytic
+    assert len(val) == 1 and val < {"m0", "m1"}  # validation: the held-out map only
+    assert train & extra and not train & val  # training: its share of the maps plus the extra ones
+
+
+def test_a_held_out_map_among_the_training_maps_is_refused(tmp_path, capsys) -> None:
+    _maps(tmp_path / "maps", ["m0", "m1"], 0.5)
+    (tmp_path / "extra").mkdir()
+    for name in ("m0", "m1"):  # one of the two is the held-out map, whichever the split picks
+        (tmp_path / "extra" / f"copy_{name}.hdr").write_bytes((tmp_path / "maps" / f"{name}.hdr").read_bytes())
+    argv = ["--scenes", "2", "--val-fraction", "0.5", "--hdri-dir", str(tmp_path / "maps")]
+    assert make_data(tmp_path / "d", *argv, "--train-hdri-dir", str(tmp_path / "extra")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "copy_m" in err[0] and "held-out validation map" in err[0]

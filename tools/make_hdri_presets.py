@@ -3,6 +3,10 @@
 clipped), plus ``MANIFEST.csv`` with provenance and checksums.
 
     python tools/make_hdri_presets.py [--source ../shared/data/hdri] [--out src/diffusion_renderer/lighting/hdri]
+
+``--rest OUT`` writes the other maps (not presets, so never among the held-out validation maps of
+``make-data``) the same way, for ``make-data --train-hdri-dir OUT``: more training lighting that the package
+does not ship.
 """
 
 from __future__ import annotations
@@ -76,13 +80,26 @@ def build_one(name: str, src: Path, out_dir: Path) -> tuple[str, str]:
     return original, "; ".join(steps)
 
 
+def build_rest(source: Path, files: list[str], out_dir: Path) -> int:
+    """The non-preset maps as ``SIZE`` Radiance files named after their source file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        build_one(Path(file).stem, source / file, out_dir)
+    total = sum(p.stat().st_size for p in out_dir.glob("*.hdr"))
+    print(f"{len(files)} training-only maps, {total / 1e6:.2f} MB -> {out_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "hdri")
     parser.add_argument("--out", type=Path, default=REPO / "src" / "diffusion_renderer" / "lighting" / "hdri")
+    parser.add_argument("--rest", type=Path, default=None, help="write the maps that are not presets here")
     args = parser.parse_args(argv)
     with open(args.source / "MANIFEST.csv", newline="") as f:
         source_rows = {row["file"]: row for row in csv.DictReader(f)}
+    if args.rest is not None:
+        return build_rest(args.source, sorted(set(source_rows) - {file for _, file in PRESETS}), args.rest)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, file in PRESETS:

@@ -22,6 +22,7 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         seed=args.seed,
         hdri_dir=Path(args.hdri_dir) if args.hdri_dir else None,
+        train_hdri_dir=Path(args.train_hdri_dir) if args.train_hdri_dir else None,
         variant=args.variant,
         spp=args.spp,
         val_fraction=args.val_fraction,
@@ -55,6 +56,7 @@ def add_data_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--resolution", type=int, default=256, help="square frame size (default 256)")
     p.add_argument("--seed", type=int, default=0, help="clip i has seed SEED + i")
     p.add_argument("--hdri-dir", default=None, help="folder of .hdr/.exr maps (default: the bundled presets)")
+    p.add_argument("--train-hdri-dir", default=None, help="more maps that light training clips only (never held out)")
     p.add_argument("--variant", choices=("cpu", "gpu", "auto"), default="cpu", help="Mitsuba llvm or cuda")
     p.add_argument("--spp", type=int, default=None, help="samples per pixel (default: the engine's)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of clips and of env maps")

@@ -6,11 +6,13 @@ validation clip lit only by held-out maps; training clips never see those maps. 
 ``seed + i``, so any clip can be regenerated from the manifest alone, and ``--hdri-dir`` swaps the maps
 without code changes. Training clips also vary the lights (procedural maps, colour temperature, handedness:
 ``scenes.sample_scene``'s ``light_augment``), which turns a few maps into many lights; validation clips keep the
-held-out maps as they are.
+held-out maps as they are. ``--train-hdri-dir`` adds maps that light training clips only (never held out):
+more lighting for training without changing the validation split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +65,23 @@ def split_maps(maps: Sequence[Path], val_fraction: float, seed: int) -> tuple[li
     return [m for i, m in enumerate(maps) if i not in held], [m for i, m in enumerate(maps) if i in held]
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def training_only_maps(train_hdri_dir: Path | None, val_maps: Sequence[Path]) -> list[Path]:
+    """The maps of ``train_hdri_dir`` (training clips only); a copy of a held-out map is refused, since it would
+    leak validation lighting into training. Only byte-identical copies are caught: resampled ones are not."""
+    if train_hdri_dir is None:
+        return []
+    extra = environment_maps(train_hdri_dir)
+    held = {_digest(m): m for m in val_maps}
+    for path in extra:
+        if (twin := held.get(_digest(path))) is not None:
+            raise InputError(path, f"is the held-out validation map {twin.name}: remove it from the training maps")
+    return extra
+
+
 def split_of(index: int, val_fraction: float) -> str:
     if val_fraction <= 0:
         return "train"
@@ -78,6 +97,7 @@ def make_dataset(
     resolution: int = 256,
     seed: int = 0,
     hdri_dir: Path | None = None,
+    train_hdri_dir: Path | None = None,
     variant: str = "cpu",
     spp: int | None = None,
     val_fraction: float = 0.1,
@@ -92,6 +112,7 @@ def make_dataset(
     split, so they can be combined (the small model's training data grows run by run). ``layout``: ``folder``
     (PNG/EXR files, see data/storage.py) or ``shards`` (training shards, see data/shards.py; no image codecs).
     ``only_split``: render only the clips of that split (the others are counted as skipped).
+    ``train_hdri_dir``: more maps for the training clips only (added to the training share of ``hdri_dir``).
     """
     from diffusion_renderer.data.mitsuba_render import environment_hdr, render_clip
     from diffusion_renderer.data.scenes import sample_scene
@@ -113,6 +134,7 @@ def make_dataset(
 
     maps = environment_maps(hdri_dir)
     train_maps, val_maps = split_maps(maps, val_fraction, map_seed)
+    train_maps = train_maps + training_only_maps(train_hdri_dir, val_maps)
     written = skipped = rendered_frames = 0
     start = time.perf_counter()
     for index in tqdm(range(scenes), desc="scenes", disable=not progress):
