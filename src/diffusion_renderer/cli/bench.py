@@ -82,7 +82,8 @@ def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         "bench",
         help="time and memory of the DiT, tokenizer and pipelines at the official shapes (random weights)",
         epilog="variants: stock (diffusers' CosmosTransformer3DModel), default (PyTorch's attention choice), auto, "
-        "cudnn, flash, efficient, math; append +compile to compile the blocks (diffusers compile_repeated_blocks)",
+        "cudnn, flash, efficient, math; append +compile to compile the blocks (diffusers compile_repeated_blocks) "
+        "and/or +fp8 for FP8 matrix products in the blocks (models/fp8.py)",
     )
     p.add_argument("--size", choices=("7b", "tiny"), default="7b", help="7b: the official networks; tiny: a smoke run")
     p.add_argument(
@@ -93,7 +94,7 @@ def add_bench_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         help="cp: context parallelism, under torchrun (default: dit vae pipeline)",
     )
     p.add_argument("--variants", nargs="+", default=["stock", "default", "auto", "auto+compile"])
-    p.add_argument("--pipeline-variant", default="auto", help="attention (and +compile) of the end-to-end runs")
+    p.add_argument("--pipeline-variant", default="auto", help="attention (+compile, +fp8) of the end-to-end runs")
     p.add_argument(
         "--offload", nargs="+", choices=OFFLOAD_MODES, default=["none"], help="offload modes of the end-to-end runs"
     )

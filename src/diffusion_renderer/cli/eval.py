@@ -43,6 +43,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         steps=args.steps,
         seed=args.seed,
+        fp8=args.fp8,
         resolution=0 if resolution is None else resolution,  # 0: the data's own size
         passes=tuple(args.passes),
         ensemble=args.ensemble,
@@ -86,6 +87,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed, the same for every clip")
     p.add_argument("--ensemble", type=int, default=1, help="inverse: samples per pass, combined per pixel")
+    p.add_argument("--fp8", action="store_true", help="FP8 matrix products in the DiTs' blocks (models/fp8.py)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")
     p.add_argument(

@@ -84,6 +84,7 @@ class EvalConfig:
     steps: int | None = None  # None: the model's default (15 official, 1 for the shipped tiny)
     ensemble: int = 1  # inverse: samples per pass, combined per pixel (InverseRenderingPipeline)
     seed: int = DEFAULT_SEED
+    fp8: bool = False  # the DiTs' block GEMMs in FP8 (models/fp8.py); recorded, applied by the loader
     resolution: int | tuple[int, int] = 0
     passes: tuple[str, ...] = INVERSE_PASSES
     variant: str = "auto"
@@ -567,6 +568,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "max_clips": config.max_clips,
         "max_frames": config.max_frames,
         "envmap_method": config.envmap_method,
+        "fp8": config.fp8,
     }
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)

@@ -119,6 +119,34 @@ def random_model(role: str, config: BenchConfig) -> RendererModel:
     )
 
 
+VARIANT_EXTRAS = frozenset({"compile", "fp8"})
+
+
+def parse_variant(variant: str) -> tuple[str, frozenset[str]]:
+    """``"auto+fp8+compile"`` -> (``"auto"``, {``fp8``, ``compile``}): the attention, then what is applied."""
+    attention, *extras = variant.split("+")
+    if unknown := set(extras) - VARIANT_EXTRAS:
+        raise ValueError(f"variant {variant!r}: unknown {', '.join(sorted(unknown))} (+compile, +fp8)")
+    return attention, frozenset(extras)
+
+
+def variant_order(variant: str) -> tuple[bool, bool]:
+    """Irreversible steps last: plain, compiled, FP8, FP8 compiled (``stock`` first)."""
+    extras = frozenset() if variant == "stock" else parse_variant(variant)[1]
+    return "fp8" in extras, "compile" in extras
+
+
+def prepare_dit(net: torch.nn.Module, attention: str, extras: frozenset[str]) -> None:
+    """Attention kernels, FP8 GEMMs (before compiling: the graphs then hold the FP8 layers), compilation."""
+    from diffusion_renderer.models.fp8 import convert_to_fp8
+
+    net.set_attention(attention)
+    if "fp8" in extras:
+        convert_to_fp8(net)
+    if "compile" in extras:
+        net.compile_repeated_blocks()
+
+
 def stock_dit(ours: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """diffusers' CosmosTransformer3DModel of the same width, depth and input channels (random weights)."""
     from diffusers import CosmosTransformer3DModel
@@ -201,8 +229,10 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
     """Per-step time, peak memory and TFLOP/s of the inverse DiT per variant, diffusers' stock model beside it.
 
     Variants: ``stock``; ``default`` (PyTorch's attention kernel choice); an attention name of
-    ``models/performance.py`` (``auto``, ``cudnn``, ``flash`` ...); ``+compile`` compiles the blocks (last, as it
-    cannot be undone). Outputs of every variant of ours are compared with the first one's (relative L2).
+    ``models/performance.py`` (``auto``, ``cudnn``, ``flash`` ...); ``+compile`` compiles the blocks and ``+fp8``
+    turns their linear layers to FP8 (``models/fp8.py``). Neither can be undone: variants run in the order plain,
+    compiled, FP8, FP8 compiled, and the FP8 ones on a fresh copy of the same random weights. Outputs of every
+    variant of ours are compared with the first one's (relative L2): for FP8, its rounding error against bf16.
     """
     device = torch.device(config.device)
     model = random_model("inverse", config)
@@ -212,8 +242,8 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
     report["gemm_tflops"] = ceiling
     section: dict[str, dict] = report.setdefault("dit", {})
     reference: dict[str, torch.Tensor] = {}
-    compiled = False
-    for variant in sorted(config.variants, key=lambda v: "compile" in v):
+    applied: set[str] = set()  # what the current copy of the weights has been through
+    for variant in sorted(config.variants, key=variant_order):
         if variant == "stock" and importlib.util.find_spec("torchvision") is None:
             section["stock"] = {"skipped": "diffusers' stock Cosmos DiT resizes its padding mask with torchvision"}
             continue
@@ -225,11 +255,14 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
                 for name, shape in shapes.items()
             }
         else:
-            attention, _, extra = variant.partition("+")
-            net.set_attention(attention)
-            if extra == "compile" and not compiled:
-                net.compile_repeated_blocks()
-                compiled = True
+            attention, extras = parse_variant(variant)
+            if "fp8" in extras and "fp8" not in applied:  # a fresh, uncompiled copy of the same weights
+                del net, model
+                gc.collect()
+                model = random_model("inverse", config)
+                net, applied = model.transformer, set()
+            prepare_dit(net, attention, extras - applied)
+            applied |= extras
             context = 1 if net.context_embedding is not None else 0
             runs = {
                 name: (net, dit_inputs(net, shape, device, config.dtype, False), context)
@@ -304,17 +337,15 @@ def bench_pipelines(config: BenchConfig, report: dict) -> None:
     """End to end on one clip: inverse (5 passes x ``steps``) and forward (one env map), per offload mode."""
     device = torch.device(config.device)
     variant = config.pipeline_variant
-    attention, _, extra = variant.partition("+")
+    attention, extras = parse_variant(variant)
     section = report.setdefault("pipeline", {"variant": variant, "steps": config.steps})
     for offload in config.offloads:
         for role in ("inverse", "forward"):
             model = random_model(role, config)
-            model.transformer.set_attention(attention)
-            if extra == "compile":
-                model.transformer.compile_repeated_blocks()
+            prepare_dit(model.transformer, attention, extras)
             pipe, run, frames = pipeline_run(model, config)
             pipe.enable_offload(offload, device)
-            result = measure(run, device, repeats=1, warmup=1 if extra == "compile" else 0)
+            result = measure(run, device, repeats=1, warmup=1 if "compile" in extras else 0)
             key = role if offload == "none" else f"{role}+offload_{offload}"
             section[key] = {"seconds": result["seconds"], "peak_gib": result["peak_gib"], "frames": frames}
             print(f"pipeline {key}: {result['seconds']:.2f} s, {result['peak_gib']:.2f} GiB", flush=True)
