@@ -243,6 +243,7 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
     section: dict[str, dict] = report.setdefault("dit", {})
     reference: dict[str, torch.Tensor] = {}
     applied: set[str] = set()  # what the current copy of the weights has been through
+    runs: dict[str, tuple] = {}
     for variant in sorted(config.variants, key=variant_order):
         if variant == "stock" and importlib.util.find_spec("torchvision") is None:
             section["stock"] = {"skipped": "diffusers' stock Cosmos DiT resizes its padding mask with torchvision"}
@@ -257,8 +258,11 @@ def bench_dit(config: BenchConfig, report: dict) -> None:
         else:
             attention, extras = parse_variant(variant)
             if "fp8" in extras and "fp8" not in applied:  # a fresh, uncompiled copy of the same weights
+                runs = {}  # the last runs hold the old copy: drop it before building the new one
                 del net, model
                 gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 model = random_model("inverse", config)
                 net, applied = model.transformer, set()
             prepare_dit(net, attention, extras - applied)

@@ -35,8 +35,10 @@ def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, K) -> (e4m3 (M, K), float32 scale (M, 1)) with ``x ≈ q * scale``: each row's absolute maximum maps
     to e4m3's largest finite value (448)."""
     amax = x.detach().abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12)
-    scale = amax / E4M3_MAX
-    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+    # Scaled in x's own dtype: a float32 copy of the MLP's (28,160 x 16,384) input would add 1.8 GB in eager mode,
+    # and rounding to bf16's 8 mantissa bits first moves e4m3's 3 by one step at most, rarely.
+    q = (x * (E4M3_MAX / amax).to(x.dtype)).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
+    return q, amax / E4M3_MAX
 
 
 class Float8Linear(nn.Module):
