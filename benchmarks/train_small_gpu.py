@@ -111,6 +111,7 @@ def main() -> None:
         cmd += ["--pure-noise-fraction", str(args.pure_noise_fraction)]
         cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
+        cmd += ["--val-steps", "1"]  # the shipped model's default sampler: its validation figures mean something
         cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
         if args.init is not None:
             cmd += ["--init", str(args.init / f"{role}.safetensors")]

@@ -278,12 +278,13 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
     args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet"]
-    args += ["--device", "cpu", "--pure-noise-fraction", "0.5"]
+    args += ["--device", "cpu", "--pure-noise-fraction", "0.5", "--val-steps", "1"]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     assert "resumed forward at step 2" in capsys.readouterr().err
     model = load_model(str(out), "forward")
     assert model.record["steps"] == 3 and model.record["train_config"]["pure_noise_fraction"] == 0.5
+    assert model.record["train_config"]["val_steps"] == 1
     assert (out / "forward.val" / "step_0000002.png").is_file()
     assert main(["train", "inverse", "--out", str(out)]) == 2  # no data: one line, no traceback
     assert "give --data" in capsys.readouterr().err

@@ -44,6 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         log_every=args.log_every,
         val_every=args.val_every,
+        val_steps=args.val_steps,
         checkpoint_every=args.checkpoint_every,
         drop_lighting=args.real is not None,
         p_mean=args.p_mean,
@@ -132,6 +133,9 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument(
+        "--val-steps", type=int, default=15, help="sampler steps of the validation renders (15, official; tiny: 1)"
+    )
     p.add_argument("--checkpoint-every", type=int, default=1000)
     p.add_argument("--resume", action="store_true", help="continue from OUT/{role}.train_state.safetensors")
     p.add_argument("--time-limit", type=float, default=None, help="stop (and checkpoint) after this many minutes")
