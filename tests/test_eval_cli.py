@@ -83,6 +83,13 @@ def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int =
         assert set(sample["metrics"]) == keys
         assert all(isinstance(v, float) and math.isfinite(v) for v in sample["metrics"].values()), sample
         assert (out / sample["grid"]).is_file() and sample["grid"] in report
+    by_light = record["by_light"]  # each light's mean is the mean of its own samples
+    assert sum(group["count"] for group in by_light.values()) == count and "Per light" in report
+    for light, group in by_light.items():
+        mine = [s["metrics"] for s in record["samples"] if s["light"] == light]
+        assert len(mine) == group["count"]
+        for key in keys:
+            assert group["mean"][key] == pytest.approx(float(np.mean([m[key] for m in mine])), rel=1e-9), key
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     return record
 
@@ -93,6 +100,7 @@ def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
     assert code == 0, lines
     record = check_outputs(out, "inverse", "random:tiny", INVERSE_KEYS)
     assert [s["clip"] for s in record["samples"]] == ["scene_00000000", "scene_00000001"]
+    assert [s["light"] for s in record["samples"]] == ["park", "city"]  # the light the input was rendered under
     assert 0.0 <= record["mean"]["depth_delta1"] <= 1.0 and 0.0 <= record["mean"]["normal_angle_mean"] <= 180.0
 
 
@@ -125,6 +133,7 @@ def test_relight_renders_the_reference_once(dataset: Path, tmp_path: Path, capsy
     assert code == 0, lines
     record = check_outputs(out, "relight", "random:tiny", IMAGE_KEYS)
     assert [s["lighting"] for s in record["samples"]] == ["scene_00000001 (city)", "scene_00000000 (park)"]
+    assert [s["light"] for s in record["samples"]] == ["city", "park"]  # grouped by the target light
     references = sorted((out / "references").glob("*.npz"))
     stamps = [p.stat().st_mtime_ns for p in references]
     assert len(references) == 2

@@ -101,6 +101,7 @@ class SampleResult:
     metrics: dict[str, float]
     grid: str  # path relative to the output folder
     lighting: str | None = None  # relight: where the target lighting came from
+    light: str = ""  # the environment the metrics were taken under (map name, sunsky, procedural)
 
 
 @dataclass
@@ -113,6 +114,13 @@ class EvalResult:
     @property
     def mean(self) -> dict[str, float]:
         return mean_metrics([s.metrics for s in self.samples])
+
+    def by_light(self) -> dict[str, tuple[int, dict[str, float]]]:
+        """{environment: (clips, mean metrics)}: where a model fails is usually one kind of light."""
+        groups: dict[str, list[Mapping[str, float]]] = {}
+        for s in self.samples:
+            groups.setdefault(s.light, []).append(s.metrics)
+        return {light: (len(group), mean_metrics(group)) for light, group in sorted(groups.items())}
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -456,7 +464,7 @@ def evaluate_inverse(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     values = inverse_metrics(pred, clip.gbuffers, clip.meta.get("depth_range"))
     grid = grid_name(clip.name)
     inverse_grid(config.out / grid, clip, pred, config.grid_frames)
-    return SampleResult(clip.name, len(clip.rgb), values, grid)
+    return SampleResult(clip.name, len(clip.rgb), values, grid, light=str(clip.meta.get("hdri", "")))
 
 
 def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult:
@@ -467,7 +475,7 @@ def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     grid = grid_name(clip.name)
     inputs = [("basecolor", clip.gbuffers["basecolor"]), ("lighting", light_thumbnails(spec, len(pred)))]
     image_grid(config.out / grid, inputs, clip.rgb, pred, flip_maps, config.grid_frames)
-    return SampleResult(clip.name, len(pred), values, grid)
+    return SampleResult(clip.name, len(pred), values, grid, light=spec.lighting.name)
 
 
 def evaluate_relight(
@@ -482,7 +490,7 @@ def evaluate_relight(
     grid = grid_name(clip.name)
     inputs = [("input", clip.rgb), ("target lighting", light_thumbnails(target, count))]
     image_grid(config.out / grid, inputs, reference, pred, flip_maps, config.grid_frames)
-    return SampleResult(clip.name, count, values, grid, lighting=lighting)
+    return SampleResult(clip.name, count, values, grid, lighting=lighting, light=target.lighting.name)
 
 
 def reference_path(config: EvalConfig, clip: str) -> Path:
@@ -587,10 +595,15 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "version": __version__,
         "settings": settings,
         "mean": {k: _json_number(v) for k, v in result.mean.items()},
+        "by_light": {
+            light: {"count": count, "mean": {k: _json_number(v) for k, v in mean.items()}}
+            for light, (count, mean) in result.by_light().items()
+        },
         "samples": [
             {
                 "clip": s.clip,
                 "frames": s.frames,
+                "light": s.light,
                 **({"lighting": s.lighting} if s.lighting else {}),
                 "metrics": {k: _json_number(v) for k, v in s.metrics.items()},
                 "grid": s.grid,
@@ -616,6 +629,10 @@ def _cell(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else ("∞" if value > 0 else "-∞")
 
 
+def _cells(metrics: Mapping[str, float], keys: Sequence[str]) -> str:
+    return "".join(f"<td>{_cell(metrics.get(k, math.nan))}</td>" for k in keys)
+
+
 def write_report(config: EvalConfig, result: EvalResult) -> Path:
     """``report.html``: settings, mean metrics, and one row per sample with its metrics and its grid."""
     esc = html.escape
@@ -624,7 +641,7 @@ def write_report(config: EvalConfig, result: EvalResult) -> Path:
     head = "".join(f"<th>{esc(k)}</th>" for k in keys)
     rows = []
     for s in result.samples:
-        cells = "".join(f"<td>{_cell(s.metrics.get(k, math.nan))}</td>" for k in keys)
+        cells = _cells(s.metrics, keys)
         light = f"<br>light: {esc(s.lighting)}" if s.lighting else ""
         rows.append(
             f"<tr><td>{esc(s.clip)}{light}</td><td>{s.frames}</td>{cells}</tr>"
@@ -632,6 +649,10 @@ def write_report(config: EvalConfig, result: EvalResult) -> Path:
             f'alt="{esc(s.clip)}" style="max-width:100%"></a></td></tr>'
         )
     failed = "".join(f"<li>{esc(c)}: {esc(e)}</li>" for c, e in result.failed)
+    per_light = "".join(
+        f"<tr><td>{esc(light or '?')}</td><td>{count}</td>{_cells(m, keys)}</tr>"
+        for light, (count, m) in result.by_light().items()
+    )
     model = esc(config.model)
     if config.mode == "relight" and config.inverse_model:
         model = f"{esc(config.inverse_model)} (inverse) + {model} (forward)"
@@ -643,7 +664,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{t
 <p>data {esc(str(Path(config.data).resolve()))} ({esc(config.split)}), {len(result.samples)} clips,
 {sum(s.frames for s in result.samples)} frames; steps {config.steps}, seed {config.seed}, resolution
 {esc(str(config.resolution or "data"))}. Metrics: <a href="metrics.json">metrics.json</a>.</p>
-<h2>Mean</h2><table><tr>{head}</tr><tr>{"".join(f"<td>{_cell(mean[k])}</td>" for k in keys)}</tr></table>
+<h2>Mean</h2><table><tr>{head}</tr><tr>{_cells(mean, keys)}</tr></table>
+<h2>Per light</h2><table><tr><th>light</th><th>clips</th>{head}</tr>{per_light}</table>
 {f"<h2>Failed</h2><ul>{failed}</ul>" if failed else ""}
 <h2>Samples</h2><table><tr><th>clip</th><th>frames</th>{head}</tr>
 {"".join(rows)}</table></body></html>
