@@ -38,12 +38,17 @@ def generate(args: argparse.Namespace) -> None:
     use_mitsuba_hdr_reader()
     common = {"frames": args.frames, "resolution": 256, "variant": "gpu", "spp": args.spp, "layout": "shards"}
     common["val_fraction"] = 0.25
-    train_hdri_dir = {"train_hdri_dir": args.train_hdri_dir} if args.train_hdri_dir else {}
     if args.worker == 0:
         make_dataset(args.data, scenes=args.val_scenes, seed=900_000, only_split="val", progress=False, **common)
     seed = args.seed + 100_000 * args.worker  # workers render disjoint seed ranges
     make_dataset(
-        args.data, scenes=args.scenes, seed=seed, only_split="train", progress=False, **common, **train_hdri_dir
+        args.data,
+        scenes=args.scenes,
+        seed=seed,
+        only_split="train",
+        progress=False,
+        **common,
+        train_hdri_dir=args.train_hdri_dir,
     )
 
 

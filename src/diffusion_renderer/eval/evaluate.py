@@ -566,6 +566,10 @@ def _json_number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: _json_number(v) for k, v in metrics.items()}
+
+
 def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     from diffusion_renderer import __version__
 
@@ -594,10 +598,9 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "version": __version__,
         "settings": settings,
-        "mean": {k: _json_number(v) for k, v in result.mean.items()},
+        "mean": _json_metrics(result.mean),
         "by_light": {
-            light: {"count": count, "mean": {k: _json_number(v) for k, v in mean.items()}}
-            for light, (count, mean) in result.by_light().items()
+            light: {"count": count, "mean": _json_metrics(mean)} for light, (count, mean) in result.by_light().items()
         },
         "samples": [
             {
@@ -605,7 +608,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
                 "frames": s.frames,
                 "light": s.light,
                 **({"lighting": s.lighting} if s.lighting else {}),
-                "metrics": {k: _json_number(v) for k, v in s.metrics.items()},
+                "metrics": _json_metrics(s.metrics),
                 "grid": s.grid,
             }
             for s in result.samples
