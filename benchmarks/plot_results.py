@@ -1,9 +1,10 @@
 """Bar charts of a benchmark results JSON as a PNG: time and peak memory per run.
 
-Reads ``{"results": {name: {"seconds", "peak_gib"}}}`` (pipelines_gpu.py) and the ``vae`` / ``pipeline`` sections of
-``diffusion-renderer bench``. Drawn with Pillow (already a dependency) so that no plotting library is needed.
+Reads ``{"results": {name: {"seconds", "peak_gib"}}}`` (pipelines_gpu.py) and the ``dit`` / ``vae`` / ``pipeline``
+sections of ``diffusion-renderer bench``. Several files make one chart (a later file's run replaces an earlier run
+of the same name). Drawn with Pillow (already a dependency) so that no plotting library is needed.
 
-Usage: python benchmarks/plot_results.py results/pipelines_gpu_h100.json [--out results/pipelines_gpu_h100.png]
+Usage: python benchmarks/plot_results.py results/pipelines_gpu_h100.json [more.json ...] [--out results/X.png]
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def chart_rows(record: dict) -> dict[str, dict[str, float]]:
     if "results" in record:
         return {name: r for name, r in record["results"].items() if "seconds" in r}
     rows = {}
+    for variant, runs in record.get("dit", {}).items():
+        for case, r in runs.items():
+            if "seconds" in r:
+                rows[f"DiT step {case} {variant}"] = r
     for size, runs in record.get("vae", {}).items():
         for stream, r in runs.items():
             for op in ("encode", "decode"):
@@ -35,8 +40,9 @@ def chart_rows(record: dict) -> dict[str, dict[str, float]]:
     return rows
 
 
-def draw_chart(record: dict) -> Image.Image:
-    rows = chart_rows(record)
+def draw_chart(records: list[dict]) -> Image.Image:
+    rows = {name: r for record in records for name, r in chart_rows(record).items()}
+    record = records[0]
     keys = ("seconds", "peak_gib")
     width = LABEL + len(keys) * (BAR + 90) + PAD
     height = 3 * ROW + len(rows) * ROW + PAD
@@ -62,11 +68,11 @@ def draw_chart(record: dict) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("results", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, default=None, help="default: the first file's name with .png")
     args = parser.parse_args()
-    out = args.out or args.results.with_suffix(".png")
-    draw_chart(json.loads(args.results.read_text())).save(out)
+    out = args.out or args.results[0].with_suffix(".png")
+    draw_chart([json.loads(path.read_text()) for path in args.results]).save(out)
     print(out)
 
 

@@ -72,6 +72,20 @@ def test_streaming_equals_one_pass(layout: str) -> None:
     assert not any("forward" in vars(m) for m in vae.modules())  # every module has its own forward back
 
 
+@pytest.mark.parametrize("layout", [*LAYOUTS, "cv8x8x8+level-attention"])
+def test_a_still_clip_has_its_frames_latent_everywhere(layout: str) -> None:
+    """What ``CosmosTokenizer.encode_still`` rests on: every module maps a clip constant in time to one constant
+    in time, so each latent frame of a repeated frame is that frame's own latent."""
+    vae = random_vae(layout.split("+")[0], level_attention="+" in layout)
+    c, s = vae.config.temporal_compression_ratio, vae.config.spatial_compression_ratio
+    frame = torch.rand(1, 3, 1, 2 * s, 3 * s, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        one = vae.encode(frame).latent_dist.mode()  # (1, C, 1, 2, 3)
+        clip = vae.encode(frame.expand(-1, -1, 1 + 3 * c, -1, -1)).latent_dist.mode()  # (1, C, 4, 2, 3)
+    assert clip.shape[2] == 4
+    assert relative_max(clip, one.expand_as(clip)) < 1e-5, layout
+
+
 def test_later_pieces_depend_on_earlier_frames() -> None:
     """The state really crosses pieces: changing the first frames changes the last latent frame, streamed or not."""
     tokenizer = CosmosTokenizer.random(LAYOUTS["cv8x8x8"], seed=2, decode_stream_frames=None)

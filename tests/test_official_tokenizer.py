@@ -223,6 +223,21 @@ def test_encode_decode_shapes(frames: int) -> None:
         assert torch.equal(z[:, :, :2], tokenizer.encode(x[:, :, :9]))
 
 
+@pytest.mark.parametrize("frames", [1, 9, 18], ids=["image", "one-chunk", "two-chunks"])
+def test_a_still_clip_encodes_from_its_one_frame(frames: int) -> None:
+    """A fixed light's conditions: one frame's encode gives the repeated frame's latents (per-frame stats)."""
+    tokenizer = random_stats_tokenizer()
+    frame = torch.rand(2, 3, 1, 16, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    clip = tokenizer.encode(frame.expand(-1, -1, frames, -1, -1))
+    still = tokenizer.encode_still(frame, frames)
+    assert still.shape == clip.shape
+    torch.testing.assert_close(still, clip, atol=1e-5, rtol=1e-5)
+    if frames > 1:
+        assert not torch.allclose(still[:, :, 0], still[:, :, 1])  # each latent frame has its own statistics
+    with pytest.raises(ValueError, match="one frame"):
+        tokenizer.encode_still(frame.expand(-1, -1, 9, -1, -1), 9)
+
+
 def test_save_pretrained_round_trip(tmp_path: Path) -> None:
     tokenizer = random_stats_tokenizer(stats_dtype=torch.bfloat16)
     tokenizer.save_pretrained(tmp_path / "tok")

@@ -42,6 +42,12 @@ def test_attention_kernels_and_compiled_blocks_keep_the_outputs() -> None:
     net.set_attention("auto")
     net.compile_repeated_blocks(backend="aot_eager")  # the graph capture, without a C++ toolchain
     torch.testing.assert_close(net(**kwargs).sample, reference, atol=2e-5, rtol=2e-5)
+    # A new batch size compiles once more (dynamic batch), then every block and call reuses that graph.
+    torch._dynamo.utils.counters.clear()
+    batched = {k: v.expand(3, *v.shape[1:]) if torch.is_tensor(v) and v.dim() > 1 else v for k, v in kwargs.items()}
+    for _ in range(2):
+        torch.testing.assert_close(net(**batched).sample[:1], reference, atol=2e-5, rtol=2e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     with pytest.raises(ValueError, match="unknown attention backend 'fast'"):
         net.set_attention("fast")
     assert resolve_attention("auto", "cpu") == "default"

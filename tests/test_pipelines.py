@@ -352,3 +352,24 @@ def test_ensemble_of_one_is_the_plain_run_and_more_members_change_it(inverse) ->
     assert np.allclose(np.linalg.norm(three.gbuffers["normal"], axis=-1), 1.0, atol=1e-4)
     with pytest.raises(ValueError, match="ensemble_size"):
         inverse(image, ensemble_size=0, **FAST)
+
+
+@pytest.mark.parametrize("spec", ["random:tiny", "tiny"], ids=["cosmos", "space-to-depth"])
+def test_a_fixed_light_is_encoded_from_one_frame(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward pipeline's fixed-light conditions (one frame expanded in time) take the one-frame encode, and
+    give the latents of the whole repeated clip in every window."""
+    from diffusion_renderer.pipelines.video_stages import encode_windows
+
+    tokenizer = load_model(spec, "forward").tokenizer
+    plan = plan_windows(20, 9, "blend", 0, tokenizer.temporal_compression)
+    assert plan.num_windows > 1
+    frame = torch.rand(1, 3, 1, 32, 48, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    still = frame.expand(-1, -1, 20, -1, -1)
+    expected = encode_windows(tokenizer, still.contiguous(), plan, torch.device("cpu"))
+    seen: list[int] = []
+    original = tokenizer.encode_still
+    monkeypatch.setattr(tokenizer, "encode_still", lambda f, n: seen.append(f.shape[2]) or original(f, n))
+    actual = encode_windows(tokenizer, still, plan, torch.device("cpu"))
+    assert seen == [1] * plan.num_windows
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)

@@ -92,6 +92,9 @@ class SpaceToDepthTokenizer(LatentTokenizer):
         z = F.pixel_unshuffle(x, self.factor) * self.scale  # (B T, C f², h, w)
         return z.reshape(batch, frames, *z.shape[1:]).transpose(1, 2)
 
+    def encode_still(self, frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return self.encode(frame).expand(-1, -1, num_frames, -1, -1)  # frame by frame: exact
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         batch, channels, frames, height, width = latents.shape
         z = latents.transpose(1, 2).reshape(batch * frames, channels, height, width)

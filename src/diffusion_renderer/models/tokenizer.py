@@ -245,6 +245,11 @@ class LatentTokenizer(ABC):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, T', H', W') -> (B, 3, T, H, W), roughly in [-1, 1], in the dtype of ``latents``."""
 
+    def encode_still(self, frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Latents of a clip that shows ``frame`` (B, 3, 1, H, W) for ``num_frames`` frames (a fixed light's
+        conditions): ``encode`` of the repeated frame. Tokenizers that can do it from the one frame override this."""
+        return self.encode(frame.expand(-1, -1, num_frames, -1, -1))
+
     @abstractmethod
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """(T', H', W') of a clip; ``ValueError`` (saying what is allowed) for sizes it cannot encode."""
@@ -449,6 +454,24 @@ class CosmosTokenizer(LatentTokenizer):
             z = self._encode_chunk(part.to(self.dtype)).to(pixels.dtype)  # (B, C, L, H/s, W/s)
             latents.append((z - mean) / std * self.sigma_data)
         return torch.cat(latents, dim=2)
+
+    @torch.no_grad()
+    def encode_still(self, frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """One frame's encode instead of the clip's. Every module of the causal encoder maps a clip that is constant
+        in time to one that is constant in time (its convolutions, Haar patcher and downsamplers pad with the
+        first frame, its norms and spatial attention act per frame, its causal temporal attention averages equal
+        values), so each raw latent frame of a still clip is the raw latent of its one frame; only the per-frame
+        statistics differ. Tested against the clip's encode (``tests/test_tokenizer.py``)."""
+        if frame.ndim != 5 or frame.shape[2] != 1:
+            raise ValueError(f"expected one frame (B, {self.in_channels}, 1, H, W), got {tuple(frame.shape)}")
+        if num_frames == 1:
+            return self.encode(frame)
+        chunk = self._pixel_chunk(num_frames)
+        self._check_spatial(*frame.shape[-2:])
+        mean, std = self.latent_stats(num_frames)  # (1, C, L, 1, 1)
+        z = self._encode_chunk(frame.to(self.dtype)).to(frame.dtype)  # (B, C, 1, H/s, W/s)
+        per_chunk = (z - mean.to(z)) / std.to(z) * self.sigma_data  # (B, C, L, H/s, W/s)
+        return per_chunk.repeat(1, 1, num_frames // chunk, 1, 1)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

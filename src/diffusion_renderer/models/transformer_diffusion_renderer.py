@@ -425,7 +425,10 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         extra_pos_emb = self.extra_pos_embed(*grid, dtype=dtype) if self.extra_pos_embed is not None else None
 
         # 2. Patchify: (B, C, T, H, W) -> (B, THW, D); with context parallelism this rank's THW / N tokens
-        x = self.patch_embed(x).flatten(1, 3)
+        # A copy, not a view: every block then gets a base tensor. With a view into the first block only, the
+        # compiled blocks' dynamic-shape guards read ``x._base`` and fail on the others (None), so a batch-size
+        # change recompiled on every call until torch.compile's recompile limit (28 blocks, limit 8).
+        x = self.patch_embed(x).flatten(1, 3).clone()
         group = self.context_parallel_group
         if group is not None:
             tokens = x.shape[1]

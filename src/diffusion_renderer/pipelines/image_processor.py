@@ -170,7 +170,7 @@ def _array_to_frames(array: np.ndarray) -> torch.Tensor:
     elif array.dtype == np.uint16:
         array = array.astype(np.float32) / 65535.0
     else:
-        array = array.astype(np.float32)
+        array = array.astype(np.float32, copy=False)  # float32 input: no copy (0.6 GB for a 57-frame 720p clip)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim == 3:

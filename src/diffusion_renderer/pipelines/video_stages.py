@@ -89,11 +89,16 @@ def encode_windows(
 ) -> list[torch.Tensor]:
     """(B, 3, N, H, W) in [-1, 1] -> one latent (B, C, T_lat, h, w) per window, on ``device``.
 
-    One sample of one window on ``device`` at a time: a 57-frame 720p window is 0.6 GB in float32.
+    One sample of one window on ``device`` at a time: a 57-frame 720p window is 0.6 GB in float32. A still video
+    (one frame expanded in time, as a fixed light's conditions are) is encoded from its one frame.
     """
+    still = video.shape[2] > 1 and video.stride(2) == 0
     latents = []
     for w in range(plan.num_windows):
-        parts = [tokenizer.encode(window_frames(sample, plan, w).to(device)) for sample in video.split(1)]
+        if still:
+            parts = [tokenizer.encode_still(s[:, :, :1].to(device), plan.window_frames) for s in video.split(1)]
+        else:
+            parts = [tokenizer.encode(window_frames(s, plan, w).to(device)) for s in video.split(1)]
         latents.append(torch.cat(parts))
     return latents
 
