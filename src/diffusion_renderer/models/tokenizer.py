@@ -457,11 +457,14 @@ class CosmosTokenizer(LatentTokenizer):
 
     @torch.no_grad()
     def encode_still(self, frame: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """One frame's encode instead of the clip's. Every module of the causal encoder maps a clip that is constant
-        in time to one that is constant in time (its convolutions, Haar patcher and downsamplers pad with the
-        first frame, its norms and spatial attention act per frame, its causal temporal attention averages equal
-        values), so each raw latent frame of a still clip is the raw latent of its one frame; only the per-frame
-        statistics differ. Tested against the clip's encode (``tests/test_tokenizer.py``)."""
+        """One frame's encode instead of the clip's.
+
+        Every module of the causal encoder maps a clip that is constant in time to one that is constant in time: its
+        convolutions, Haar patcher and downsamplers pad with the first frame, its norms and spatial attention act per
+        frame, its causal temporal attention averages equal values. So each raw latent frame of a still clip is the
+        raw latent of its one frame; only the per-frame statistics differ. Tested against the clip's encode
+        (``tests/test_official_tokenizer.py``, ``tests/test_causal_streaming.py``).
+        """
         if frame.ndim != 5 or frame.shape[2] != 1:
             raise ValueError(f"expected one frame (B, {self.in_channels}, 1, H, W), got {tuple(frame.shape)}")
         if num_frames == 1:
