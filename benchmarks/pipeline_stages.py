@@ -29,6 +29,7 @@ from diffusion_renderer.eval.speed import (
     prepare_dit,
     random_model,
     run_bench,
+    synchronize,
 )
 from diffusion_renderer.pipelines import pipeline_forward_rendering, pipeline_inverse_rendering
 
@@ -44,12 +45,10 @@ def timed(fn: Callable, name: str, totals: dict[str, float], calls: dict[str, in
     """``fn`` with its synchronized wall time added to ``totals[name]`` and its calls counted."""
 
     def wrapper(*args, **kwargs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         out = fn(*args, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         totals[name] += time.perf_counter() - start
         calls[name] += 1
         return out

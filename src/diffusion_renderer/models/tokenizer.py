@@ -465,7 +465,7 @@ class CosmosTokenizer(LatentTokenizer):
         raw latent of its one frame; only the per-frame statistics differ. Tested against the clip's encode
         (``tests/test_official_tokenizer.py``, ``tests/test_causal_streaming.py``).
         """
-        if frame.ndim != 5 or frame.shape[2] != 1:
+        if frame.ndim != 5 or frame.shape[1] != self.in_channels or frame.shape[2] != 1:
             raise ValueError(f"expected one frame (B, {self.in_channels}, 1, H, W), got {tuple(frame.shape)}")
         if num_frames == 1:
             return self.encode(frame)
