@@ -11,7 +11,9 @@ OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no ima
 each role's EMA weights as a float16 renderer file (the float32 file and the optimizer state exceed the
 16 MiB a returned file may have), ``summary.json``, and the training logs and validation grids in one
 ``logs.tar.gz`` (a device run returns at most 8 files). ``--keep DIR`` also copies the float32 weights there, so a
-next run on the same warm machine can ``--init`` from them (with ``--data`` on a kept path, its clips too).
+next run on the same warm machine can ``--init`` from them (with ``--data`` on a kept path, its clips too);
+``--state DIR`` keeps the whole training state there instead, so the next call resumes it (``train --resume``:
+optimizer moments, EMA and step go on; each call's time limit runs its own cosine, a warm restart).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def main() -> None:
     )
     parser.add_argument("--train-hdri-dir", type=Path, default=None, help="maps for training clips only")
     parser.add_argument("--keep", type=Path, default=None, help="copy the float32 weights here too")
+    parser.add_argument(
+        "--state", type=Path, default=None, help="resume from and keep the training states here (across calls)"
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `train` flags")
     args = parser.parse_args()
     if args.mode == "generate":
@@ -118,7 +123,11 @@ def main() -> None:
         cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
         cmd += ["--val-steps", "1"]  # the shipped model's default sampler: its validation figures mean something
         cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
-        if args.init is not None:
+        state = args.state / f"{role}.train_state.safetensors" if args.state else None
+        if state is not None and state.is_file():  # a warm machine's earlier call: optimizer and EMA go on
+            shutil.copyfile(state, args.out / state.name)
+            cmd += ["--resume"]
+        elif args.init is not None:
             cmd += ["--init", str(args.init / f"{role}.safetensors")]
         cmd += args.extra
         log = (args.out / f"{role}.stdout.log").open("w")
@@ -146,7 +155,11 @@ def main() -> None:
                 record=meta["record"],
             )
             path.unlink()
-        (args.out / f"{role}.train_state.safetensors").unlink(missing_ok=True)
+        state = args.out / f"{role}.train_state.safetensors"
+        if args.state is not None and state.is_file():
+            args.state.mkdir(parents=True, exist_ok=True)
+            shutil.move(state, args.state / state.name)
+        state.unlink(missing_ok=True)  # over the 16 MiB a returned file may have
 
     import torch
 

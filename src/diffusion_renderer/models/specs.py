@@ -49,8 +49,8 @@ TINY_TOKENIZER_CONFIG = {**CV8X8X8_720P_CONFIG, "channels": 8}
 DEFAULT_SPEC = "tiny"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
 SPEC_HELP = (
-    "tiny (shipped), random:tiny, random:small, random:inverse-7b, random:forward-7b, a renderer file or folder "
-    "from `train`, a folder from `convert-official`, or an official checkpoint folder"
+    "tiny (shipped), random:tiny, random:small, random:medium, random:inverse-7b, random:forward-7b, a renderer "
+    "file or folder from `train`, a folder from `convert-official`, or an official checkpoint folder"
 )
 
 
@@ -105,7 +105,7 @@ def random_transformer(
 
 
 def _random_spec(name: str, role: str, device, dtype, seed: int) -> RendererModel:
-    config_name = f"{role}-{name}" if name in ("tiny", "small") else name
+    config_name = f"{role}-{name}" if name in ("tiny", "small", "medium") else name
     if config_name not in OFFICIAL_NETS:
         raise ModelSpecError(f"unknown model spec 'random:{name}' (expected {SPEC_HELP})")
     if role_of_config(config_name) != role:
