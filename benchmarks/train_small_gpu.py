@@ -8,9 +8,10 @@ The validation clips are rendered first (held-out maps, ``--only-split val``), t
 seeds per run (``--seed``), so a second run adds data instead of repeating it. Rendering and training take
 turns (``--gen-seconds``, then ``--minutes``): run together on one GPU, both crawled. The GPU hosts carry no
 OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no image codecs. What comes back:
-each role's EMA weights as a float16 renderer file (the float32 file and the optimizer state exceed the
-16 MiB a returned file may have), ``summary.json``, and the training logs and validation grids in one
-``logs.tar.gz`` (a device run returns at most 8 files). ``--keep DIR`` also copies the float32 weights there, so a
+each role's EMA weights as a float16 renderer file, or int8 where float16 would exceed the 16 MiB a returned
+file may have (the ``medium`` forward model; the float32 file and the optimizer state exceed it too),
+``summary.json``, and the training logs and validation grids in one ``logs.tar.gz`` (a device run returns at
+most 8 files). ``--keep DIR`` also copies the float32 weights there, so a
 next run on the same warm machine can ``--init`` from them (with ``--data`` on a kept path, its clips too);
 ``--state DIR`` keeps the whole training state there instead, so the next call resumes it (``train --resume``:
 optimizer moments, EMA and step go on; each call's time limit runs its own cosine, a warm restart).
@@ -30,6 +31,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RETURN_LIMIT_BYTES = 15 * 2**20  # a device run returns files of at most 16 MiB; 1 MiB for the header
+STORAGE_TAG = {"float16": "fp16", "int8": "int8"}
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -145,13 +148,15 @@ def main() -> None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, args.keep / path.name)
             state, meta = read_renderer_file(path)
+            # float16 when it fits the 16 MiB a returned file may have; else int8 rows (the shipped storage)
+            storage = "float16" if 2 * sum(t.numel() for t in state.values()) < RETURN_LIMIT_BYTES else "int8"
             save_renderer_file(
-                args.out / f"{role}.fp16.safetensors",
+                args.out / f"{role}.{STORAGE_TAG[storage]}.safetensors",
                 state,
                 role=role,
                 dit_config=meta["dit_config"],
                 tokenizer_config=meta["tokenizer"],
-                storage="float16",
+                storage=storage,
                 record=meta["record"],
             )
             path.unlink()
@@ -189,12 +194,17 @@ def main() -> None:
 def pack_logs(out: Path) -> None:
     """Everything but the weights and the summary into ``logs.tar.gz`` (fewer, smaller files to return)."""
     keep = {"summary.json", "logs.tar.gz"}
-    files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep and ".fp16." not in p.name]
+    weights = tuple(f".{tag}." for tag in STORAGE_TAG.values())
+    files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep]
+    files = [p for p in files if not any(w in p.name for w in weights)]
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for path in files:
             tar.add(path, arcname=str(path.relative_to(out)))
     for path in files:
         path.unlink()
+    for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):  # deepest first
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 if __name__ == "__main__":

@@ -68,9 +68,9 @@ _TINY: dict[str, Any] = {
 OFFICIAL_NETS["inverse-tiny"] = {**_TINY, "additional_concat_ch": 16, "use_context_embedding": True}
 OFFICIAL_NETS["forward-tiny"] = {**_TINY, "additional_concat_ch": 136, "use_context_embedding": False}
 
-# Small sizes: the shipped `tiny` model. Space-to-depth latents (3 x 8 x 8 = 192 channels, see
-# models/space_to_depth.py), 1 x 1 patches, width 192 (3 heads of 64), 6 blocks: about 4M parameters each,
-# 8 MB for both as int8, 32 x 32 tokens at 256². Why 1 x 1 patches: with 2 x 2 patches a token carries 768
+# Small sizes: the shipped `tiny` inverse model (and its forward model until 2026-12-03). Space-to-depth latents
+# (3 x 8 x 8 = 192 channels, see models/space_to_depth.py), 1 x 1 patches, width 192 (3 heads of 64), 6 blocks:
+# about 4M parameters, 4 MB as int8, 32 x 32 tokens at 256². Why 1 x 1 patches: with 2 x 2 patches a token carries 768
 # latent values through a 192-wide network, and EDM's skip term c_skip x needs the network to cancel the
 # noise in all of them; measured after 3,000 steps, the denoiser then got worse as sigma fell below 1 (x0
 # MSE 0.063 at sigma 0.5 against 0.03 at sigma 2) and sampling collapsed toward grey.
@@ -96,8 +96,9 @@ OFFICIAL_NETS["forward-small"] = {
     "additional_concat_ch": 8 * (SMALL_LATENT_CHANNELS + 1),  # 8 keys x (latent + mask), the official layout
     "use_context_embedding": False,
 }
-# Medium: the small layout widened to 256 (4 heads of 64) and deepened to 10 blocks, about 11M parameters
-# (forward: 11.5 MB as int8, which with the 4 MB small inverse fits the 16 MiB weight budget). Why: the
+# Medium: the shipped `tiny` forward model. The small layout widened to 256 (4 heads of 64) and deepened to
+# 10 blocks, about 11M parameters (forward: 11.4 MB as int8, which with the 4 MB small inverse fits the 16 MiB
+# weight budget). Why: the
 # 6 x 192 forward model plateaued at 15.5-15.8 dB on held-out maps over 17k steps, below split-sum's 23 dB,
 # even on new scenes under its own training maps (19 dB): it underfits the environment integral.
 _MEDIUM: dict[str, Any] = {**_SMALL, "model_channels": 256, "num_blocks": 10, "num_heads": 4}

@@ -5,7 +5,8 @@ Every command takes ``--model SPEC``:
 * ``tiny`` (the default) - the small renderers trained by this project, shipped inside the package
   (``weights/tiny/{inverse,forward}.safetensors``; model card ``weights/tiny/MODEL_CARD.md``);
 * ``random:tiny`` - tiny DiT of the official layout and a tiny Cosmos tokenizer, randomly initialised
-  (seeded): for tests and smoke runs; ``random:small`` - the shipped model's size, random;
+  (seeded): for tests and smoke runs; ``random:small`` / ``random:medium`` - the shipped inverse / forward
+  model's size (``random:small`` for both roles is the size shipped before 2026-12-03), random;
 * ``random:inverse-7b`` / ``random:forward-7b`` - the official sizes with random weights: for benchmarks;
 * a renderer file (``*.safetensors`` written by ``diffusion-renderer train``) or a folder holding
   ``inverse.safetensors`` / ``forward.safetensors``;
