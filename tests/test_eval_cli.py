@@ -34,7 +34,7 @@ INVERSE_KEYS = {
     "roughness_rmse",
     "metallic_rmse",
 }
-IMAGE_KEYS = {"psnr", "psnr_fg", "ssim", "flip"}
+IMAGE_KEYS = {"psnr", "psnr_fg", "psnr_exposure", "ssim", "flip"}
 
 
 def synthetic_gbuffers(seed: int) -> dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ from diffusion_renderer.eval.metrics import (
     angle_stats,
     delta1,
     depth_metrics,
+    exposure_gain,
+    exposure_psnr,
     fit_scale_shift,
     flip,
     least_squares_scale,
@@ -44,6 +46,25 @@ def test_si_psnr_ignores_a_per_channel_scale_and_beats_plain_psnr() -> None:
     garbage_outside[:4] = 0.0  # outside the mask: does not count
     assert si_psnr(garbage_outside, gt, mask) == math.inf
     assert math.isnan(si_psnr(gt, gt, np.zeros((16, 16, 1))))  # empty mask: undefined
+
+
+def test_exposure_psnr_ignores_one_exposure_gain_but_not_shading() -> None:
+    from diffusion_renderer.conventions import linear_to_srgb
+
+    radiance = RNG.random((2, 16, 16, 3)) * 0.9  # linear light, nothing clipped
+    gt = linear_to_srgb(radiance)
+    dim = linear_to_srgb(radiance * 0.25)  # the light's power 4x too low: same shading
+    assert exposure_gain(dim, gt) == pytest.approx(4.0)
+    assert exposure_psnr(dim, gt) == math.inf and psnr(dim, gt) < 15
+    tinted = linear_to_srgb(radiance * np.array([0.25, 0.5, 0.25]))  # one gain cannot fix a colour cast
+    assert exposure_psnr(tinted, gt) < 30
+    # clipped ground-truth pixels do not pull the fit: rows over-exposed in both, the rest half as bright
+    bright = radiance.copy()
+    bright[:, :4] = 5.0
+    truth, half = linear_to_srgb(np.clip(bright, 0, 1)), linear_to_srgb(np.clip(bright * 0.5, 0, 1))
+    assert exposure_gain(half, truth) == pytest.approx(2.0)
+    assert exposure_gain(np.zeros_like(gt), gt) == 1.0  # nothing to fit: unchanged
+    assert math.isnan(exposure_psnr(gt, gt, np.zeros((2, 16, 16, 1))))
 
 
 def test_psnr_and_rmse_known_values() -> None:

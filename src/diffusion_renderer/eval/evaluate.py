@@ -43,6 +43,7 @@ from diffusion_renderer.data.scenes import SceneSpec
 from diffusion_renderer.data.storage import MASK_KEY, StoredClip, finished_clips, meta_path, read_clip
 from diffusion_renderer.eval.metrics import (
     depth_metrics,
+    exposure_psnr,
     fit_scale_shift,
     flip,
     least_squares_scale,
@@ -290,11 +291,13 @@ def inverse_metrics(
 
 
 def image_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """PSNR (full frame, foreground), SSIM and ꟻLIP of a (T, H, W, 3) clip; and the (T, H, W) ꟻLIP maps."""
+    """PSNR (full frame, foreground, after the exposure gain), SSIM and ꟻLIP of a (T, H, W, 3) clip; and the
+    (T, H, W) ꟻLIP maps."""
     flips = [flip(p, g) for p, g in zip(pred, gt, strict=True)]
     values = {
         "psnr": psnr(pred, gt),
         "psnr_fg": psnr(pred, gt, mask),
+        "psnr_exposure": exposure_psnr(pred, gt),  # whole frame, like psnr: the background is lit by the map too
         "ssim": float(np.mean([ssim(p, g) for p, g in zip(pred, gt, strict=True)])),
         "flip": float(np.mean([mean for mean, _ in flips])),
     }

@@ -11,6 +11,8 @@ a perfect PSNR (up to float rounding) is +inf. Everything is computed in float64
 * :func:`depth_metrics`: relative depth is defined up to an affine map, so the prediction is fitted to the metric
   ground truth by least-squares scale and shift, then AbsRel ``mean(|z' - z| / z)`` and δ1
   ``mean(max(z'/z, z/z') < 1.25)`` (Eigen et al.; Marigold's affine-invariant protocol).
+* :func:`exposure_psnr`: forward / relit frames after one least-squares exposure gain in linear light (over the
+  pixels the ground truth does not clip): how much of the error is the light's power rather than its shading.
 * :func:`rmse`, :func:`psnr`, :func:`ssim` (Gaussian window 11 x 11, σ = 1.5, K1 = 0.01, K2 = 0.03; Wang et al.
   2004) and :func:`flip` (NVIDIA's ꟻLIP, LDR, through the ``flip_evaluator`` package).
 """
@@ -21,11 +23,14 @@ import math
 
 import numpy as np
 
+from diffusion_renderer.conventions import linear_to_srgb, srgb_to_linear
+
 ANGLE_THRESHOLDS_DEG: tuple[float, ...] = (11.25, 22.5, 30.0)
 DELTA1_THRESHOLD = 1.25
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+CLIPPED = 1.0 - 1.0 / 512  # an sRGB value at or above is clipped white (half an 8-bit step below 1)
 EXACT_RMSE = 1e-6  # relative to the peak: differences below are float rounding (PSNR +inf)
 
 
@@ -84,6 +89,26 @@ def si_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) ->
     if not _select(mask, gt.shape).any():
         return math.nan
     return psnr(_f64(pred) * least_squares_scale(pred, gt, mask), gt, mask)
+
+
+def exposure_gain(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """The least-squares exposure ``k = <p, g> / <p, p>`` of sRGB display frames (..., H, W, 3), fitted in linear
+    light over the masked pixels that the ground truth does not clip (a clipped pixel only bounds the exposure
+    from below); 1 when nothing is left to fit."""
+    sel = _select(mask, gt.shape) & (_f64(gt) < CLIPPED).any(axis=-1)
+    p, g = srgb_to_linear(_f64(pred)[sel]), srgb_to_linear(_f64(gt)[sel])
+    den = float((p * p).sum())
+    return float((p * g).sum()) / den if den > 0 else 1.0
+
+
+def exposure_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR (dB) of sRGB display frames after :func:`exposure_gain`: the prediction scaled in linear light, clipped
+    to [0, 1] and re-encoded. Relit images are defined only up to the light's unknown power when it is read from
+    an LDR/log-encoded map, so this separates a wrong exposure from wrong shading (the gap to :func:`psnr`)."""
+    if not _select(mask, gt.shape).any():
+        return math.nan
+    scaled = linear_to_srgb(np.clip(srgb_to_linear(_f64(pred)) * exposure_gain(pred, gt, mask), 0.0, 1.0))
+    return psnr(scaled, gt, mask)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
