@@ -104,7 +104,8 @@ def exposure_gain(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = No
 def exposure_psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR (dB) of sRGB display frames after :func:`exposure_gain`: the prediction scaled in linear light, clipped
     to [0, 1] and re-encoded. Relit images are defined only up to the light's unknown power when it is read from
-    an LDR/log-encoded map, so this separates a wrong exposure from wrong shading (the gap to :func:`psnr`)."""
+    an LDR/log-encoded map, so this separates a wrong exposure from wrong shading (the gap to :func:`psnr`). Not
+    bounded below by :func:`psnr`: the gain is fitted in linear light over unclipped pixels, the error is sRGB."""
     if not _select(mask, gt.shape).any():
         return math.nan
     scaled = linear_to_srgb(np.clip(srgb_to_linear(_f64(pred)) * exposure_gain(pred, gt, mask), 0.0, 1.0))
