@@ -11,10 +11,10 @@ OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no ima
 each role's EMA weights as a float16 renderer file, or int8 where float16 would exceed the 16 MiB a returned
 file may have (the ``medium`` forward model; the float32 file and the optimizer state exceed it too),
 ``summary.json``, and the training logs and validation grids in one ``logs.tar.gz`` (a device run returns at
-most 8 files). ``--keep DIR`` also copies the float32 weights there, so a
-next run on the same warm machine can ``--init`` from them (with ``--data`` on a kept path, its clips too);
-``--state DIR`` keeps the whole training state there instead, so the next call resumes it (``train --resume``:
-optimizer moments, EMA and step go on; each call's time limit runs its own cosine, a warm restart).
+most 8 files). ``--keep DIR`` also copies the float32 weights there, so a next run on the same warm machine can
+``--init`` from them (with ``--data`` on a kept path, its clips too); ``--state DIR`` keeps the whole training
+state there instead, so the next call resumes it (``train --resume``: optimizer moments, EMA and step go on;
+each call's time limit runs its own cosine, a warm restart).
 """
 
 from __future__ import annotations
@@ -126,9 +126,9 @@ def main() -> None:
         cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
         cmd += ["--val-steps", "1"]  # the shipped model's default sampler: its validation figures mean something
         cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
-        state = args.state / f"{role}.train_state.safetensors" if args.state else None
-        if state is not None and state.is_file():  # a warm machine's earlier call: optimizer and EMA go on
-            shutil.copyfile(state, args.out / state.name)
+        kept_state = args.state / f"{role}.train_state.safetensors" if args.state else None
+        if kept_state is not None and kept_state.is_file():  # a warm machine's earlier call: optimizer, EMA go on
+            shutil.copyfile(kept_state, args.out / kept_state.name)
             cmd += ["--resume"]
         elif args.init is not None:
             cmd += ["--init", str(args.init / f"{role}.safetensors")]
@@ -139,32 +139,8 @@ def main() -> None:
     train_clips = count_clips(args.data, "train")
     val_clips = count_clips(args.data, "val")
 
-    from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
-
     for role in args.roles:
-        path = args.out / f"{role}.safetensors"
-        if path.is_file():
-            if args.keep is not None:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, args.keep / path.name)
-            state, meta = read_renderer_file(path)
-            # float16 when it fits the 16 MiB a returned file may have; else int8 rows (the shipped storage)
-            storage = "float16" if 2 * sum(t.numel() for t in state.values()) < RETURN_LIMIT_BYTES else "int8"
-            save_renderer_file(
-                args.out / f"{role}.{STORAGE_TAG[storage]}.safetensors",
-                state,
-                role=role,
-                dit_config=meta["dit_config"],
-                tokenizer_config=meta["tokenizer"],
-                storage=storage,
-                record=meta["record"],
-            )
-            path.unlink()
-        state = args.out / f"{role}.train_state.safetensors"
-        if args.state is not None and state.is_file():
-            args.state.mkdir(parents=True, exist_ok=True)
-            shutil.move(state, args.state / state.name)
-        state.unlink(missing_ok=True)  # over the 16 MiB a returned file may have
+        export_role(args.out, role, keep=args.keep, state_dir=args.state)
 
     import torch
 
@@ -189,6 +165,38 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     pack_logs(args.out)
     print(json.dumps(summary, indent=1))
+
+
+def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path | None = None) -> Path | None:
+    """Leave in ``out`` what a device run can return of ``role``'s training: the EMA weights as float16, or as
+    int8 rows (the shipped storage) where float16 would exceed the 16 MiB a returned file may have. ``keep`` gets
+    the float32 weights, ``state_dir`` the whole training state (the next call's ``--state``). Returns the file."""
+    from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
+
+    path, exported = out / f"{role}.safetensors", None
+    if path.is_file():
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, keep / path.name)
+        state, meta = read_renderer_file(path)
+        storage = "float16" if 2 * sum(t.numel() for t in state.values()) < RETURN_LIMIT_BYTES else "int8"
+        exported = out / f"{role}.{STORAGE_TAG[storage]}.safetensors"
+        save_renderer_file(
+            exported,
+            state,
+            role=role,
+            dit_config=meta["dit_config"],
+            tokenizer_config=meta["tokenizer"],
+            storage=storage,
+            record=meta["record"],
+        )
+        path.unlink()
+    train_state = out / f"{role}.train_state.safetensors"
+    if state_dir is not None and train_state.is_file():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(train_state, state_dir / train_state.name)
+    train_state.unlink(missing_ok=True)  # over the 16 MiB a returned file may have
+    return exported
 
 
 def pack_logs(out: Path) -> None:

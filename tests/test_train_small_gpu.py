@@ -1,0 +1,83 @@
+"""What `benchmarks/train_small_gpu.py` hands back from a device run (CPU, no Mitsuba): the weights in a storage
+that fits the return limit, the kept float32 copy and training state, and one log archive."""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
+from diffusion_renderer.models.specs import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import train_small_gpu
+
+
+def write_run(out: Path, role: str = "forward") -> dict[str, torch.Tensor]:
+    """A trainer's outputs in ``out``: the EMA renderer file (float32), its training state and a log."""
+    model = load_model("random:small", role, seed=3)
+    state = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+    out.mkdir(parents=True)
+    save_renderer_file(
+        out / f"{role}.safetensors",
+        state,
+        role=role,
+        dit_config=dict(model.transformer.config),
+        tokenizer_config=model.tokenizer.config(),
+        record={"steps": 7},
+    )
+    (out / f"{role}.train_state.safetensors").write_bytes(b"optimizer, EMA, step")
+    (out / f"{role}.log.jsonl").write_text('{"step": 7}\n')
+    (out / f"{role}.val").mkdir()
+    (out / f"{role}.val" / "step_0000007.png").write_bytes(b"png")
+    return state
+
+
+def test_export_keeps_float32_and_state_and_returns_float16(tmp_path: Path) -> None:
+    state = write_run(tmp_path / "out")
+    keep, kept_state = tmp_path / "keep", tmp_path / "state"
+    exported = train_small_gpu.export_role(tmp_path / "out", "forward", keep=keep, state_dir=kept_state)
+    assert exported == tmp_path / "out" / "forward.fp16.safetensors"
+    weights, meta = read_renderer_file(exported)
+    assert meta["storage"] == "float16" and meta["record"]["steps"] == 7
+    for key, value in state.items():
+        torch.testing.assert_close(weights[key].float(), value.half().float())
+    assert read_renderer_file(keep / "forward.safetensors")[1]["storage"] == "float32"
+    assert (kept_state / "forward.train_state.safetensors").read_bytes() == b"optimizer, EMA, step"
+    assert not (tmp_path / "out" / "forward.safetensors").exists()
+    assert not (tmp_path / "out" / "forward.train_state.safetensors").exists()
+
+
+def test_export_falls_back_to_int8_over_the_return_limit(tmp_path: Path, monkeypatch) -> None:
+    state = write_run(tmp_path / "out")
+    monkeypatch.setattr(train_small_gpu, "RETURN_LIMIT_BYTES", 1024)  # float16 of any model exceeds it
+    exported = train_small_gpu.export_role(tmp_path / "out", "forward")
+    assert exported.name == "forward.int8.safetensors"
+    weights, meta = read_renderer_file(exported)  # dequantized at load
+    assert meta["storage"] == "int8"
+    big = [k for k, v in state.items() if v.ndim == 2 and v.abs().max() > 0]
+    for key in big:
+        error = (weights[key].float() - state[key]).abs().max() / state[key].abs().max()
+        assert error < 0.01, key  # int8 rows: within half a step of each row's scale
+    assert not (tmp_path / "out" / "forward.train_state.safetensors").exists()  # no --state: dropped
+
+
+def test_pack_logs_leaves_the_weights_and_one_archive(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_run(out)
+    train_small_gpu.export_role(out, "forward")
+    (out / "summary.json").write_text("{}")
+    train_small_gpu.pack_logs(out)
+    assert sorted(p.name for p in out.iterdir()) == ["forward.fp16.safetensors", "logs.tar.gz", "summary.json"]
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["forward.log.jsonl", "forward.val/step_0000007.png"]
+
+
+@pytest.mark.parametrize("role", ["inverse", "forward"])
+def test_export_without_weights_returns_nothing(tmp_path: Path, role: str) -> None:
+    (tmp_path / "out").mkdir()
+    assert train_small_gpu.export_role(tmp_path / "out", role) is None  # a trainer that failed: nothing to send
