@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("mode", nargs="?", default="run", choices=("run", "generate"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=Path("/tmp/dr_data"))
-    parser.add_argument("--minutes", type=float, default=8.0, help="training time per role")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time per role (0: render only)")
     parser.add_argument("--steps", type=int, default=6000, help="schedule length (cosine) per role")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--scenes", type=int, default=4000, help="training clips to render (at most)")
@@ -119,7 +119,7 @@ def main() -> None:
         generator.wait()
     gen_s = time.perf_counter() - start
     trainers = {}
-    for role in args.roles:
+    for role in args.roles if args.minutes > 0 else ():  # --minutes 0: a call that only renders
         cmd = [sys.executable, "-m", "diffusion_renderer", "train", role, "--data", str(args.data)]
         cmd += ["--pure-noise-fraction", str(args.pure_noise_fraction)]
         cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
