@@ -15,13 +15,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import GBUFFER_KEYS
 from diffusion_renderer.data.storage import meta_path, read_clip
-from diffusion_renderer.eval.evaluate import camera_panoramas, cut_clip, list_eval_clips, scene_of
+from diffusion_renderer.eval.evaluate import camera_panoramas, cut_clip, list_eval_clips, mean_metrics, scene_of
 from diffusion_renderer.eval.metrics import exposure_psnr, psnr
 from diffusion_renderer.lighting.envmap import LOG_SCALE
 from diffusion_renderer.render.splitsum import SplitSumRenderer
@@ -45,10 +44,9 @@ def clip_figures(renderer: SplitSumRenderer, data: Path, name: str) -> tuple[str
 
 
 def mean_by(rows: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {
-        label: {key: round(float(np.mean([r[label][key] for r in rows])), 2) for key in rows[0][label]}
-        for label in rows[0]
-    }
+    """Per panorama, the eval suite's mean of each metric over ``rows`` (NaN skipped), to 0.01 dB."""
+    means = {label: mean_metrics([r[label] for r in rows]) for label in rows[0]}
+    return {label: {key: round(value, 2) for key, value in m.items()} for label, m in means.items()}
 
 
 def main() -> None:
