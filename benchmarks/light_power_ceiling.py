@@ -22,6 +22,8 @@ from diffusion_renderer.conventions import GBUFFER_KEYS
 from diffusion_renderer.data.storage import meta_path, read_clip
 from diffusion_renderer.eval.evaluate import camera_panoramas, cut_clip, list_eval_clips, mean_metrics, scene_of
 from diffusion_renderer.eval.metrics import exposure_psnr, psnr
+from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import LOG_SCALE
 from diffusion_renderer.render.splitsum import SplitSumRenderer
 
@@ -55,9 +57,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-clips", type=int, default=None)
     args = parser.parse_args()
+    try:
+        clips = list_eval_clips(args.data, "val", args.max_clips)
+    except InputError as error:  # one line, no traceback, no results file
+        raise SystemExit(f"light_power_ceiling: error: {error}") from None
     renderer = SplitSumRenderer(device="cpu")
     by_light: dict[str, list] = defaultdict(list)
-    for name in tqdm(list_eval_clips(args.data, "val", args.max_clips), desc="clips"):
+    for name in tqdm(clips, desc="clips"):
         light, figures = clip_figures(renderer, args.data, name)
         by_light[light].append(figures)
     record = {
@@ -69,7 +75,8 @@ def main() -> None:
         "mean": mean_by([r for rows in by_light.values() for r in rows]),
         "by_light": {light: {"clips": len(rows), **mean_by(rows)} for light, rows in sorted(by_light.items())},
     }
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record["mean"]))
 
 
