@@ -101,3 +101,25 @@ def test_a_held_out_map_among_the_training_maps_is_refused(tmp_path, capsys) -> 
     assert make_data(tmp_path / "d", *argv, "--train-hdri-dir", str(tmp_path / "extra")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "copy_m" in err[0] and "held-out validation map" in err[0]
+
+
+def test_shards_keep_the_hdr_that_the_conditions_encode(tmp_path) -> None:
+    """Both routes to training shards (make-data's shards layout, and the folder layout packed when a trainer reads
+    it) store the same clip, with linear radiance and HDR environment that re-encode to the stored 8-bit rgb,
+    env_ldr and env_log: what exposure augmentation relies on."""
+    import torch
+
+    from diffusion_renderer.data.shards import dequantize
+    from diffusion_renderer.training.frames import EXPOSED_FROM, exposed, load_frame_bank
+
+    assert make_data(tmp_path / "folder", "--scenes", "1", "--frames", "2") == 0
+    assert make_data(tmp_path / "shards", "--scenes", "1", "--frames", "2", "--layout", "shards") == 0
+    banks = [load_frame_bank(tmp_path / name) for name in ("folder", "shards")]  # the folder one is packed here
+    assert torch.equal(banks[0].tensors["rgb"], banks[1].tensors["rgb"])
+    for key in ("rgb_linear", "env_hdr"):
+        assert torch.equal(banks[0].tensors[key], banks[1].tensors[key]), key
+    for bank in banks:
+        assert float(bank.tensors["env_hdr"].float().amax()) > 1.0  # real HDR, not a display range
+        for key, source in EXPOSED_FROM.items():
+            again = exposed(key, bank.tensors[source].float())
+            assert (again - dequantize(key, bank.tensors[key])).abs().max() <= 0.5 / 255 + 2e-3, key

@@ -15,8 +15,14 @@ from diffusion_renderer.checkpoints.renderer_file import (
     save_renderer_file,
 )
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
-from diffusion_renderer.conventions import CONTEXT_INDEX, FORWARD_CONDITION_KEYS, GBUFFER_KEYS, INVERSE_PASSES
-from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, encode_clip, read_shard, write_shard
+from diffusion_renderer.conventions import (
+    CONTEXT_INDEX,
+    FORWARD_CONDITION_KEYS,
+    GBUFFER_KEYS,
+    INVERSE_PASSES,
+    srgb_to_linear,
+)
+from diffusion_renderer.data.shards import HDR_KEYS, SHARD_KEYS, dequantize, encode_clip, read_shard, write_shard
 from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, loss_weight
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
@@ -120,8 +126,9 @@ def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
 def test_shards_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     clip = synthetic_clip(rng)
-    assert set(clip) == set(SHARD_KEYS)
+    assert set(clip) == set(SHARD_KEYS) | set(HDR_KEYS)
     assert clip["normal"].dtype == torch.uint16 and clip["rgb"].dtype == torch.uint8
+    assert all(clip[k].dtype == torch.float16 and clip[k].shape == clip["rgb"].shape for k in HDR_KEYS)
     path = write_shard(tmp_path / "scene_00000001.safetensors", clip, {"clip": "scene_00000001", "seed": 1})
     tensors, meta = read_shard(path)
     assert meta["seed"] == 1 and all(torch.equal(tensors[k], clip[k]) for k in clip)
@@ -149,6 +156,37 @@ def test_bank_batches_and_exact_mirror(bank):
             assert torch.equal(flipped["normal"][:, 0], -plain["normal"][:, 0].flip(-1))
             assert torch.equal(flipped["env_ldr"], plain["env_ldr"].flip(-1))
             break
+
+
+def test_exposure_scales_frame_and_light_by_one_gain(bank):
+    """rgb and env_log of an exposed batch are the stored radiance and environment times the same per-example
+    gain (read back through the sRGB and log encodings), with gains spread over ±stops."""
+    from diffusion_renderer.lighting.envmap import LOG_SCALE
+
+    one = FrameBank({k: v[:1] for k, v in bank.tensors.items()}, ["c0"])  # one clip: every example is frame 0..T
+    batch = one.sample(16, FRAMES, torch.Generator().manual_seed(3), flip=False, exposure_stops=2.0)
+    stored = {k: one.tensors[k][0].float().transpose(0, 1)[None] for k in HDR_KEYS}  # (1, 3, T, H, W)
+    rgb = srgb_to_linear((batch["rgb"] + 1) / 2)
+    env = torch.expm1(srgb_to_linear((batch["env_log"] + 1) / 2) * math.log1p(LOG_SCALE))
+
+    def gains(encoded: torch.Tensor, radiance: torch.Tensor, top: float) -> torch.Tensor:
+        ratio = encoded / radiance.clamp_min(1e-3)
+        valid = (radiance > 0.05) & (encoded > 1e-3) & (encoded < top)  # neither black nor clipped
+        return torch.stack([r[v].median() for r, v in zip(ratio, valid, strict=True)])
+
+    k_rgb = gains(rgb, stored["rgb_linear"], 0.99)
+    k_env = gains(env, stored["env_hdr"], LOG_SCALE * 0.9)
+    assert torch.allclose(k_rgb, k_env, rtol=1e-3)
+    assert k_rgb.min() >= 0.25 * 0.999 and k_rgb.max() <= 4.0 * 1.001 and k_rgb.max() / k_rgb.min() > 2
+    # Without exposure the batch is the stored 8-bit encodings; with ±0 stops (gain 1) they agree to 8 bits.
+    plain = one.sample(4, FRAMES, torch.Generator().manual_seed(3), flip=False)
+    near = one.sample(4, FRAMES, torch.Generator().manual_seed(3), flip=False, exposure_stops=1e-9)
+    for key in ("rgb", "env_ldr", "env_log"):
+        assert (plain[key] - near[key]).abs().max() <= 2 / 255 + 1e-3, key
+    old = FrameBank({k: v for k, v in bank.tensors.items() if k not in HDR_KEYS}, bank.names)
+    assert old.missing_hdr() == ["env_hdr", "rgb_linear"]
+    with pytest.raises(ValueError, match="env_hdr, rgb_linear"):
+        old.sample(2, 1, torch.Generator(), exposure_stops=1.0)
 
 
 def test_examples_follow_the_inference_layout(bank):
@@ -280,13 +318,19 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4"]
     args += ["--clip-frames", "2", "--log-every", "1", "--val-every", "2", "--warmup", "1", "--quiet"]
-    args += ["--device", "cpu", "--pure-noise-fraction", "0.5", "--val-steps", "1"]
+    args += ["--device", "cpu", "--pure-noise-fraction", "0.5", "--val-steps", "1", "--exposure-stops", "1.5"]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     assert "resumed forward at step 2" in capsys.readouterr().err
     model = load_model(str(out), "forward")
     assert model.record["steps"] == 3 and model.record["train_config"]["pure_noise_fraction"] == 0.5
-    assert model.record["train_config"]["val_steps"] == 1
+    assert model.record["train_config"]["val_steps"] == 1 and model.record["train_config"]["exposure_stops"] == 1.5
     assert (out / "forward.val" / "step_0000002.png").is_file()
     assert main(["train", "inverse", "--out", str(out)]) == 2  # no data: one line, no traceback
     assert "give --data" in capsys.readouterr().err
+    for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the HDR tensors were stored
+        tensors, meta = read_shard(shard)
+        write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)
+    assert main([*args, "--steps", "1", "--out", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear in the shards" in err[0]

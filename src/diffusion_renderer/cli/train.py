@@ -14,12 +14,15 @@ from diffusion_renderer.distributed import setup
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from diffusion_renderer.io.errors import InputError
     from diffusion_renderer.models.specs import load_model
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer
 
     if args.real is None and not args.data:
         raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
+    if args.exposure_stops and args.real is not None:
+        raise ValueError("train: --exposure-stops needs linear HDR frames; real footage has none")
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     ranks = setup(args.device)  # torchrun: data parallel (training/trainer.py)
@@ -50,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         p_mean=args.p_mean,
         p_std=args.p_std,
         pure_noise_fraction=args.pure_noise_fraction,
+        exposure_stops=args.exposure_stops,
         fsdp=args.fsdp,
     )
     bank_device = args.bank_device or device
@@ -67,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_bank = load_frame_bank(Path(args.data), "val", bank_device, progress, first_frames=1)
         except ValueError:  # InputError: no validation clips; training goes on without validation samples
             val_bank = None
+    if args.exposure_stops > 0 and (missing := bank.missing_hdr()):
+        raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
     model = None
     if args.init:
         model = load_model(args.init, args.role).transformer.float()
@@ -125,6 +131,12 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         default=0.0,
         help="share of samples drawn as the sampler's first input: sigma 80, pure noise (not official; 0.5 "
         "trained the shipped inverse model, whose 1-step default starts from pure noise)",
+    )
+    p.add_argument(
+        "--exposure-stops",
+        type=float,
+        default=0.0,
+        help="exact exposure augmentation: light and frame scaled by 2^U(-N, N) per example (needs HDR shards)",
     )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")

@@ -118,7 +118,6 @@ def make_dataset(
     from diffusion_renderer.data.scenes import sample_scene
     from diffusion_renderer.data.shards import (
         clip_name,
-        display_rgb,
         encode_clip,
         is_packed,
         shard_meta,
@@ -176,7 +175,7 @@ def make_dataset(
             write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
         else:
             env = environment_hdr(spec, resolution, resolution)
-            tensors = encode_clip(display_rgb(buffers.rgb_linear), gbuffers, env)
+            tensors = encode_clip(buffers.rgb_linear, gbuffers, env)
             write_shard(shard_path(out, split, clip), tensors, shard_meta(meta, clip, split))
         written += 1
         rendered_frames += frames

@@ -11,11 +11,16 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
 * ``normal``, ``depth`` uint16: ``to_unit`` of [-1, 1] (16 bits as their PNGs);
 * ``env_ldr``, ``env_log`` uint8: the forward model's lighting conditions of each frame, projected into the
   frame's camera (``mitsuba_render.environment_hdr``), so training needs neither the HDRI nor the projection;
-* ``mask`` uint8: 1 where a surface is seen.
+* ``mask`` uint8: 1 where a surface is seen;
+* ``rgb_linear``, ``env_hdr`` float16: the frame's linear HDR radiance and its camera-frame HDR environment
+  (clamped at float16's largest value, far above what either encoding resolves). Light transport is linear, so
+  scaling both by one factor is the same scene under a brighter or dimmer light: the trainer's exact exposure
+  augmentation (``training/frames.py``) re-encodes ``rgb``, ``env_ldr`` and ``env_log`` from them. Shards
+  written before they existed lack them; everything else reads such shards as before.
 
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
-is how ``make-data --format shards`` resumes and how a trainer reading a growing folder sees only whole clips.
+is how ``make-data --layout shards`` resumes and how a trainer reading a growing folder sees only whole clips.
 Why not the PNG/EXR layout: GPU hosts carry no OpenCV/OpenEXR, and the trainer would decode the same PNGs
 every epoch.
 """
@@ -36,7 +41,9 @@ FORMAT: Final[str] = "diffusion_renderer.TrainingShard/1"
 SHARD_DIR: Final[str] = "shards"
 ENV_KEYS: Final[tuple[str, ...]] = ("env_ldr", "env_log")
 SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
+HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr")  # float16 (exposure augmentation)
 WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
+FLOAT16_MAX: Final[float] = float(torch.finfo(torch.float16).max)
 _RANGES: Final[dict[str, tuple[float, float]]] = {**VALUE_RANGE, "mask": (0.0, 1.0)}
 
 
@@ -72,8 +79,17 @@ def quantize(key: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.round(unit * 255).to(torch.uint8)
 
 
+def store_hdr(value: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) linear radiance -> (T, 3, H, W) float16, clamped to [0, float16 max]."""
+    value = torch.as_tensor(np.asarray(value, dtype=np.float32)).permute(0, 3, 1, 2)
+    return value.clamp(0.0, FLOAT16_MAX).to(torch.float16)
+
+
 def dequantize(key: str, value: torch.Tensor) -> torch.Tensor:
-    """Stored (..., C, H, W) integers -> float in the range of ``key`` (same shape, float32)."""
+    """Stored (..., C, H, W) integers -> float in the range of ``key`` (same shape, float32); float16 HDR
+    tensors come back as float32 radiance."""
+    if value.is_floating_point():
+        return value.float()
     if value.dtype in (torch.uint16, torch.int16):  # int16: uint16 bits viewed for CUDA indexing (see FrameBank)
         unit = (value.view(torch.int16).to(torch.int32) & 0xFFFF).float() / 65535.0
     else:
@@ -82,19 +98,22 @@ def dequantize(key: str, value: torch.Tensor) -> torch.Tensor:
 
 
 def encode_clip(
-    rgb: np.ndarray, gbuffers: Mapping[str, np.ndarray], env_hdr: torch.Tensor | None
+    rgb_linear: np.ndarray, gbuffers: Mapping[str, np.ndarray], env_hdr: torch.Tensor | None
 ) -> dict[str, torch.Tensor]:
-    """One clip -> shard tensors. ``rgb`` (T, H, W, 3) sRGB [0, 1]; ``gbuffers`` the passes and ``mask`` as the
-    data engine stores them (T, H, W, C); ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment."""
+    """One clip -> shard tensors. ``rgb_linear`` (T, H, W, 3) the rendered linear radiance (the models see its
+    ``display_rgb``); ``gbuffers`` the passes and ``mask`` as the data engine stores them (T, H, W, C);
+    ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
 
-    tensors = {"rgb": quantize("rgb", rgb)}
+    rgb_linear = np.asarray(rgb_linear, dtype=np.float32)
+    tensors = {"rgb": quantize("rgb", display_rgb(rgb_linear)), "rgb_linear": store_hdr(rgb_linear)}
     for key in (*GBUFFER_KEYS, "mask"):
         tensors[key] = quantize(key, gbuffers[key])
     if env_hdr is not None:
         env = EnvironmentConditions.from_hdr(torch.as_tensor(env_hdr, dtype=torch.float32).cpu())
         tensors["env_ldr"] = quantize("env_ldr", env.env_ldr.numpy())
         tensors["env_log"] = quantize("env_log", env.env_log.numpy())
+        tensors["env_hdr"] = store_hdr(torch.as_tensor(env_hdr, dtype=torch.float32).cpu().numpy())
     for key, value in tensors.items():
         expected = CHANNELS.get(key, 1 if key == "mask" else 3)
         if value.shape[1] != expected:
@@ -125,12 +144,13 @@ def pack_folder(root: Path, split: str, progress: bool = False) -> int:
 
     from diffusion_renderer.data.mitsuba_render import environment_hdr
     from diffusion_renderer.data.scenes import SceneSpec
-    from diffusion_renderer.data.storage import finished_clips, read_clip
+    from diffusion_renderer.data.storage import finished_clips, read_clip, read_linear_rgb
 
     todo = [clip for s, clip in finished_clips(root) if s == split and not is_packed(root, split, clip)]
     for clip in tqdm(todo, desc=f"packing {split} clips", disable=not progress or not todo):
         stored = read_clip(root, split, clip)
         height, width = stored.rgb.shape[1:3]
         env = environment_hdr(SceneSpec.from_dict(stored.meta["scene"]), height, width)
-        write_shard(shard_path(root, split, clip), encode_clip(stored.rgb, stored.gbuffers, env), stored.meta)
+        linear = read_linear_rgb(root, split, clip)
+        write_shard(shard_path(root, split, clip), encode_clip(linear, stored.gbuffers, env), stored.meta)
     return len(todo)

@@ -27,6 +27,7 @@ import numpy as np
 from diffusion_renderer.conventions import GBUFFER_KEYS
 from diffusion_renderer.data.shards import display_rgb
 from diffusion_renderer.io.atomic import atomic_directory, atomic_file
+from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame, write_gbuffer_frame
 from diffusion_renderer.io.images import read_image, write_image
 
@@ -102,6 +103,14 @@ def read_clip(root: Path, split: str, clip: str) -> StoredClip:
         for key in GBUFFER_FILE_KEYS
     }
     return StoredClip(clip, split, rgb, gbuffers, meta)
+
+
+def read_linear_rgb(root: Path, split: str, clip: str) -> np.ndarray:
+    """(T, H, W, 3) linear radiance of a clip (its EXR frames)."""
+    paths = sorted((root / split / "hdr" / clip).glob("frame_*.exr"))
+    if not paths:
+        raise InputError(root / split / "hdr" / clip, "no linear EXR frames (frame_*.exr)")
+    return np.stack([read_image(p) for p in paths]).astype(np.float32)
 
 
 def finished_clips(root: Path) -> Iterator[tuple[str, str]]:

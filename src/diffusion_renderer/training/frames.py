@@ -5,9 +5,16 @@ there is room: a 256² frame is ~1.3 MB, so 10,000 frames fit in 13 GB), and dra
 one random frame of a random clip) or short clips (T consecutive frames). Batches come out as the model sees
 its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
 
-Augmentation: a horizontal mirror of everything (images, G-buffers, lighting conditions) with the normal's x
-negated is the same scene in a mirrored world, so it is exact; env_nrm needs no change (its x already flips
-with the columns).
+Augmentations, both exact:
+
+* a horizontal mirror of everything (images, G-buffers, lighting conditions) with the normal's x negated is the
+  same scene in a mirrored world; env_nrm needs no change (its x already flips with the columns);
+* exposure (``exposure_stops`` > 0): light transport is linear, so the frame's linear radiance and the HDR
+  environment scaled by one factor k (log-uniform in ±stops, per example) are the same scene under a light k
+  times as strong. ``rgb``, ``env_ldr`` and ``env_log`` are then re-encoded from the shards' float16
+  ``rgb_linear`` / ``env_hdr`` (clip + sRGB; Reinhard and log encodings), so the models cannot learn a light's
+  power from which map it is and must read it from the conditions. The data engine's light ``intensity``
+  (x0.5-2 per clip) does the same at render time, once per clip; this draws a new k at every visit.
 """
 
 from __future__ import annotations
@@ -19,12 +26,26 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import to_model
+from diffusion_renderer.conventions import linear_to_srgb, to_model
 from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, list_shards, read_shard
 from diffusion_renderer.io.errors import InputError
-from diffusion_renderer.lighting.envmap import envmap_directions
+from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions
 
 MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm")
+EXPOSED_FROM = {"rgb": "rgb_linear", "env_ldr": "env_hdr", "env_log": "env_hdr"}  # key -> its HDR source
+
+
+def exposed(key: str, radiance: torch.Tensor) -> torch.Tensor:
+    """Re-encode ``key`` (rgb, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
+    if key == "rgb":
+        return linear_to_srgb(radiance.clamp(0.0, 1.0))  # as shards.display_rgb: exposure 1, clipped
+    return env_ldr(radiance) if key == "env_ldr" else env_log(radiance)
+
+
+def exposure_gains(batch_size: int, stops: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B,) factors 2^u, u ~ U(-stops, stops): log-uniform exposure."""
+    u = torch.rand(batch_size, generator=generator, device=device) * 2 - 1
+    return torch.exp2(u * stops)
 
 
 def indexable(value: torch.Tensor) -> torch.Tensor:
@@ -58,6 +79,11 @@ class FrameBank:
     def device(self) -> torch.device:
         return next(iter(self.tensors.values())).device
 
+    def missing_hdr(self) -> list[str]:
+        """The HDR tensors that exposure augmentation needs and this bank lacks (shards made before they were
+        stored)."""
+        return sorted({src for key, src in EXPOSED_FROM.items() if key in self.tensors and src not in self.tensors})
+
     def add(self, clips: dict[str, torch.Tensor], names: list[str]) -> None:
         """Append clips (n, T, C, H, W) per key (a growing folder adds shards as they land)."""
         for key, value in clips.items():
@@ -72,8 +98,10 @@ class FrameBank:
         generator: torch.Generator,
         keys: Iterable[str] | None = None,
         flip: bool = True,
+        exposure_stops: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror.
+        """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror, and with
+        ``exposure_stops`` > 0 a random exposure (module docstring).
 
         ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none)."""
         if keys is None:
@@ -84,6 +112,11 @@ class FrameBank:
         start = torch.randint(self.clip_frames - frames + 1, (batch_size,), generator=generator, device=device)
         index = start[:, None] + torch.arange(frames, device=device)  # (B, T)
         mirror = torch.rand(batch_size, generator=generator, device=device) < (0.5 if flip else 0.0)
+        gain = None
+        if exposure_stops > 0:  # drawn only then: runs without it replay exactly
+            if missing := self.missing_hdr():
+                raise ValueError(f"exposure augmentation needs {', '.join(missing)} in the shards")
+            gain = exposure_gains(batch_size, exposure_stops, generator, device).view(-1, 1, 1, 1, 1)
         height, width = self.size
         batch = {}
         for key in keys:
@@ -91,8 +124,11 @@ class FrameBank:
                 nrm = envmap_directions(height, width, device=device).permute(2, 0, 1)  # (3, H, W)
                 batch[key] = nrm[None, :, None].expand(batch_size, 3, frames, height, width)
                 continue
-            stored = self.tensors[key][clip[:, None], index]  # (B, T, C, H, W)
-            value = dequantize(key, stored)
+            if gain is not None and key in EXPOSED_FROM:
+                radiance = self.tensors[EXPOSED_FROM[key]][clip[:, None], index].float()  # (B, T, 3, H, W)
+                value = exposed(key, radiance * gain)
+            else:
+                value = dequantize(key, self.tensors[key][clip[:, None], index])  # (B, T, C, H, W)
             value = torch.where(mirror[:, None, None, None, None], value.flip(-1), value)
             if key == "normal":
                 sign = torch.where(mirror, -1.0, 1.0).to(value)

@@ -94,6 +94,7 @@ class TrainConfig:
     p_mean: float = P_MEAN  # log-normal sigma: official N(0, 1) on ln sigma
     p_std: float = P_STD
     pure_noise_fraction: float = 0.0  # share of samples at sigma_max from pure noise (losses.py; not official)
+    exposure_stops: float = 0.0  # exact exposure augmentation, log-uniform in ±stops (frames.py; not official)
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +235,8 @@ class Trainer:
         cfg = self.config
         clips = float(torch.rand(1, generator=self.generator, device=self.device)) < cfg.clip_fraction
         frames = min(cfg.clip_frames, self.bank.clip_frames) if clips else 1
-        return self.bank.sample(max(1, cfg.batch_size // frames), frames, self.generator)
+        size = max(1, cfg.batch_size // frames)
+        return self.bank.sample(size, frames, self.generator, exposure_stops=cfg.exposure_stops)
 
     def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
         kwargs = {"drop_lighting": True} if self.config.role == "forward" and self.config.drop_lighting else {}
