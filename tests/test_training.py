@@ -136,6 +136,16 @@ def test_shards_round_trip(tmp_path):
     assert normal.min() >= -1 and normal.max() <= 1
     stacked, names = stack_shards([path, path], first_frames=1)
     assert stacked["rgb"].shape == (2, 1, 3, SIZE, SIZE) and names == ["scene_00000001"] * 2
+    # A shard from before the HDR tensors: a mixed folder stacks without them, every key covering every clip.
+    old = write_shard(tmp_path / "scene_00000002.safetensors", {k: clip[k] for k in SHARD_KEYS}, {"clip": "old"})
+    mixed, names = stack_shards([path, old])
+    assert set(mixed) == set(SHARD_KEYS) and all(v.shape[0] == 2 for v in mixed.values())
+    bank = FrameBank(mixed, names)
+    bank.add(*stack_shards([path]))  # new clips' extra keys are left out
+    assert set(bank.tensors) == set(SHARD_KEYS) and bank.num_clips == 3
+    hdr_bank = FrameBank(*stack_shards([path]))
+    with pytest.raises(ValueError, match="old: no env_hdr, rgb_linear"):
+        hdr_bank.add(*stack_shards([old]))
     with pytest.raises(ValueError, match=r"missing\.safetensors: no such file"):
         read_shard(tmp_path / "missing.safetensors")
 

@@ -1,9 +1,9 @@
 """Training data in memory: every clip of a data folder as quantised tensors, sampled into model-range batches.
 
-A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) integers (on the GPU when
-there is room: a 256² frame is ~1.3 MB, so 10,000 frames fit in 13 GB), and draws batches of images (T = 1:
-one random frame of a random clip) or short clips (T consecutive frames). Batches come out as the model sees
-its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
+A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) (on the GPU when there is
+room: a 256² frame is ~2.3 MB with its float16 HDR, so 10,000 frames fit in 23 GB), and draws batches of
+images (T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as
+the model sees its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
 
 Augmentations, both exact:
 
@@ -85,10 +85,12 @@ class FrameBank:
         return sorted({src for key, src in EXPOSED_FROM.items() if key in self.tensors and src not in self.tensors})
 
     def add(self, clips: dict[str, torch.Tensor], names: list[str]) -> None:
-        """Append clips (n, T, C, H, W) per key (a growing folder adds shards as they land)."""
-        for key, value in clips.items():
-            value = indexable(value).to(self.device)
-            self.tensors[key] = torch.cat([self.tensors[key], value]) if key in self.tensors else value
+        """Append clips (n, T, C, H, W) per key (a growing folder adds shards as they land). Keys the bank lacks
+        are left out (every key must cover every clip); new clips lacking one of the bank's keys are refused."""
+        if missing := sorted(set(self.tensors) - set(clips)):
+            raise ValueError(f"{', '.join(names)}: no {', '.join(missing)}, which the clips already loaded have")
+        for key in list(self.tensors):
+            self.tensors[key] = torch.cat([self.tensors[key], indexable(clips[key]).to(self.device)])
         self.names.extend(names)
 
     def sample(
@@ -140,7 +142,9 @@ class FrameBank:
 def stack_shards(
     paths: list[Path], progress: bool = False, first_frames: int | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Read shards and stack them: {key: (n, T, C, H, W)}; shards of another size are refused by name.
+    """Read shards and stack them: {key: (n, T, C, H, W)}; shards of another size are refused by name. Only the
+    keys every shard has are kept (a folder mixing shards made before and after ``env_hdr`` / ``rgb_linear``
+    existed stacks without them).
 
     ``first_frames``: keep only the first frames of every clip (validation uses frame 0 of mixed-length clips).
     """
@@ -158,7 +162,7 @@ def stack_shards(
         for key, value in tensors.items():
             parts.setdefault(key, []).append(value)
         names.append(meta.get("clip", path.stem))
-    return {key: torch.stack(values) for key, values in parts.items()}, names
+    return {key: torch.stack(values) for key, values in parts.items() if len(values) == len(names)}, names
 
 
 def load_frame_bank(
