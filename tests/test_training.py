@@ -338,6 +338,8 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "forward.val" / "step_0000002.png").is_file()
     assert main(["train", "inverse", "--out", str(out)]) == 2  # no data: one line, no traceback
     assert "give --data" in capsys.readouterr().err
+    assert main([*args, "--exposure-stops", "-1"]) == 2
+    assert "--exposure-stops must be >= 0" in capsys.readouterr().err
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the HDR tensors were stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)

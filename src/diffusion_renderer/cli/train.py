@@ -21,6 +21,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.real is None and not args.data:
         raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
+    if args.exposure_stops < 0:
+        raise ValueError(f"train: --exposure-stops must be >= 0 (a range of ± stops), got {args.exposure_stops}")
     if args.exposure_stops and args.real is not None:
         raise ValueError("train: --exposure-stops needs linear HDR frames; real footage has none")
     if args.watch and args.real is not None:

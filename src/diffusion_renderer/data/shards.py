@@ -51,8 +51,11 @@ def clip_name(seed: int) -> str:
     return f"scene_{seed:08d}"
 
 
-def display_rgb(linear: np.ndarray) -> np.ndarray:
-    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve)."""
+def display_rgb(linear: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve); arrays come
+    back float32, tensors in their dtype (the trainer's exposure augmentation re-encodes frames with it)."""
+    if isinstance(linear, torch.Tensor):
+        return linear_to_srgb(linear.clamp(0.0, 1.0))
     return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import linear_to_srgb, to_model
-from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, list_shards, read_shard
+from diffusion_renderer.conventions import to_model
+from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, display_rgb, list_shards, read_shard
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions
 
@@ -38,7 +38,7 @@ EXPOSED_FROM = {"rgb": "rgb_linear", "env_ldr": "env_hdr", "env_log": "env_hdr"}
 def exposed(key: str, radiance: torch.Tensor) -> torch.Tensor:
     """Re-encode ``key`` (rgb, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
     if key == "rgb":
-        return linear_to_srgb(radiance.clamp(0.0, 1.0))  # as shards.display_rgb: exposure 1, clipped
+        return display_rgb(radiance)  # as the shards store it
     return env_ldr(radiance) if key == "env_ldr" else env_log(radiance)
 
 
@@ -120,15 +120,17 @@ class FrameBank:
                 raise ValueError(f"exposure augmentation needs {', '.join(missing)} in the shards")
             gain = exposure_gains(batch_size, exposure_stops, generator, device).view(-1, 1, 1, 1, 1)
         height, width = self.size
-        batch = {}
+        batch, scaled = {}, {}  # scaled: HDR source -> (B, T, 3, H, W) radiance x gain, gathered once per batch
         for key in keys:
             if key == "env_nrm":
                 nrm = envmap_directions(height, width, device=device).permute(2, 0, 1)  # (3, H, W)
                 batch[key] = nrm[None, :, None].expand(batch_size, 3, frames, height, width)
                 continue
             if gain is not None and key in EXPOSED_FROM:
-                radiance = self.tensors[EXPOSED_FROM[key]][clip[:, None], index].float()  # (B, T, 3, H, W)
-                value = exposed(key, radiance * gain)
+                source = EXPOSED_FROM[key]
+                if source not in scaled:
+                    scaled[source] = self.tensors[source][clip[:, None], index].float() * gain
+                value = exposed(key, scaled[source])
             else:
                 value = dequantize(key, self.tensors[key][clip[:, None], index])  # (B, T, C, H, W)
             value = torch.where(mirror[:, None, None, None, None], value.flip(-1), value)
