@@ -46,12 +46,18 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     assert 15 <= tinted.sum() <= 38 and (LIGHT_KELVIN_RANGE[0] <= kelvins[tinted]).all()
     assert (kelvins[tinted] <= LIGHT_KELVIN_RANGE[1]).all() and (kelvins[tinted] < REFERENCE_KELVIN).any()
     assert 8 <= sum(s.lighting.mirror for s in specs) <= 32
-    procedural = [s for s in specs if s.lighting.kind == "procedural"]
-    assert 3 <= len(procedural) <= 20
+    procedural = [s for s in specs if s.lighting.name == "procedural"]
+    night = [s for s in specs if s.lighting.name == "procedural_night"]
+    assert 3 <= len(procedural) <= 20 and 1 <= len(night) <= 16
+    assert all(s.lighting.kind == "procedural" for s in procedural + night)
     for spec in procedural:
         sky, *lights = spec.lighting.procedural
         assert len(sky) == 6 and 1 <= len(lights) <= 4 and all(len(row) == 6 for row in lights)
         assert all(2 <= row[2] <= 25 and -10.5 <= row[1] <= 90 and min(row[3:]) >= 0 for row in lights)
+    for spec in night:  # a dark sky and 2-6 small lamps near the horizon
+        sky, *lights = spec.lighting.procedural
+        assert len(sky) == 6 and max(sky) <= 0.05 * 1.5 and 2 <= len(lights) <= 6
+        assert all(1 <= row[2] <= 4 and -5.5 <= row[1] <= 37 and min(row[3:]) > 1000 * max(sky) for row in lights)
     for seed, spec in enumerate(specs[:12]):
         plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_augment=False)
         assert plain.lighting.kelvin == REFERENCE_KELVIN and not plain.lighting.mirror

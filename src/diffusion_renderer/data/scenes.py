@@ -28,10 +28,13 @@ Frames and units
   with probability ``PROCEDURAL_P`` = 0.25 the map is replaced by a **procedural** one (``kind="procedural"``:
   a sky-to-ground gradient and 1-4 Gaussian light lobes of 2-25° at random directions, colour temperatures
   and powers, ``LightingSpec.procedural``, baked by ``mitsuba_render.bake_procedural``), so the lights are not
-  limited to a handful of files; with probability ``LIGHT_TINT_P`` = 0.7 the map's white point moves to a colour
-  temperature of 3,500-10,000 K (uniform in mireds; a unit-luminance gain, ``lighting/white_balance.py``), and
-  with probability 1/2 it is mirrored left-right. All are applied to the map itself
-  (``mitsuba_render.read_environment``), so the render and the conditions see the same light.
+  limited to a handful of files; else, with probability ``NIGHT_P`` = 0.2, by a procedural **night** map (name
+  ``procedural_night``: a dark sky and 2-6 small, hot, warm lamps near the horizon, :func:`sample_night`), the
+  light the forward model rendered worst (the held-out street_lamp map, too dark by ~4x); with probability
+  ``LIGHT_TINT_P`` = 0.7 the map's white point moves to a colour temperature of 3,500-10,000 K (uniform in
+  mireds; a unit-luminance gain, ``lighting/white_balance.py``), and with probability 1/2 it is mirrored
+  left-right. All are applied to the map itself (``mitsuba_render.read_environment``), so the render and the
+  conditions see the same light.
 * Textures: basecolour values and texture colours are **sRGB** in [0, 1] (the G-buffer convention); the
   renderer converts them to linear reflectance. With probability ``NORMAL_MAP_P`` = 0.3 a material also gets a
   procedural tangent-space normal map (:class:`NormalMapSpec`: seeded value noise or a grid of round bumps,
@@ -103,6 +106,8 @@ SUNSKY_P = 0.2  # probability that sample_scene lights a scene with the analytic
 LIGHT_TINT_P = 0.7  # probability that a scene's light gets another colour temperature
 PROCEDURAL_P = 0.25  # probability that a training scene's map is a procedural one
 PROCEDURAL_LIGHTS = (1, 4)  # light lobes of a procedural map (inclusive)
+NIGHT_P = 0.2  # probability that a training scene not given a procedural map gets a procedural night map
+NIGHT_LAMPS = (2, 6)  # lamps of a procedural night map (inclusive)
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
 # irradiance of 0.4-1.5 (sun at 15-70°) against a median of 2.7 over the bundled HDRIs (0.3 night - 14 studio), so
@@ -837,16 +842,22 @@ def sample_scene(
 
 
 def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
-    """A procedural map (probability ``PROCEDURAL_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2)
-    for a scene's light. Every value is drawn whatever the outcome, so each keeps its own random stream."""
+    """A procedural map (probability ``PROCEDURAL_P``), else a procedural night map (``NIGHT_P``), a colour
+    temperature (``LIGHT_TINT_P``) and a mirror (1/2) for a scene's light. Every value is drawn whatever the
+    outcome, so each keeps its own random stream; the night map's draws come last, so the scenes of a seed that
+    it does not change are the ones drawn before it existed."""
     procedural = sample_procedural(rng)
     use_procedural = rng.random() < PROCEDURAL_P
     tint = rng.random() < LIGHT_TINT_P
     low, high = (1e6 / k for k in reversed(LIGHT_KELVIN_RANGE))  # mireds: perceptually even steps
     kelvin = 1e6 / rng.uniform(low, high) if tint else REFERENCE_KELVIN
     mirror = bool(rng.random() < 0.5)
+    night = sample_night(rng)
+    use_night = rng.random() < NIGHT_P
     if use_procedural:
         lighting = replace(lighting, name="procedural", path="", kind="procedural", procedural=procedural)
+    elif use_night:
+        lighting = replace(lighting, name="procedural_night", path="", kind="procedural", procedural=night)
     return replace(lighting, kelvin=_f(kelvin), mirror=mirror)
 
 
@@ -866,5 +877,27 @@ def sample_procedural(rng: np.random.Generator) -> list[list[float]]:
         sigma = math.exp(rng.uniform(math.log(2.0), math.log(25.0)))
         power = rng.uniform(0.5, 6.0) / (2 * math.pi * math.radians(sigma) ** 2)
         colour = white_balance_gain(rng.uniform(2500.0, 10000.0)) * power
+        rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
+    return rows
+
+
+def sample_night(rng: np.random.Generator) -> list[list[float]]:
+    """Sky and lamps of a procedural night map (``LightingSpec.procedural``, the layout of
+    :func:`sample_procedural`).
+
+    Sky: zenith radiance 0.002-0.05 at 6,000-15,000 K (moonlit), ground 5-40 % of it at 2,500-4,500 K. Lamps:
+    2-6 lobes of sigma 1-4° (1.4-5.7 texels of the 256 x 512 bake, so their power survives the sampling) at
+    -5° to 37° elevation and 1,900-4,500 K (sodium to LED), each delivering 0.2-3 units of irradiance at normal
+    incidence: peak radiance up to ~3·10³, a few hot texels against a sky 10⁴-10⁶ times darker, as under a street
+    lamp.
+    """
+    zenith = white_balance_gain(rng.uniform(6000.0, 15000.0)) * math.exp(rng.uniform(math.log(0.002), math.log(0.05)))
+    ground = white_balance_gain(rng.uniform(2500.0, 4500.0)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
+    rows = [[_f(v) for v in (*zenith, *ground)]]
+    for _ in range(int(rng.integers(NIGHT_LAMPS[0], NIGHT_LAMPS[1] + 1))):
+        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(-0.09, 0.6)))
+        sigma = math.exp(rng.uniform(math.log(1.0), math.log(4.0)))
+        power = math.exp(rng.uniform(math.log(0.2), math.log(3.0))) / (2 * math.pi * math.radians(sigma) ** 2)
+        colour = white_balance_gain(rng.uniform(1900.0, 4500.0)) * power
         rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
     return rows
