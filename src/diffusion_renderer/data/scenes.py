@@ -29,7 +29,7 @@ Frames and units
   a sky-to-ground gradient and 1-4 Gaussian light lobes of 2-25° at random directions, colour temperatures
   and powers, ``LightingSpec.procedural``, baked by ``mitsuba_render.bake_procedural``), so the lights are not
   limited to a handful of files; else, with probability ``NIGHT_P`` = 0.2, by a procedural **night** map (name
-  ``procedural_night``: a dark sky and 2-6 small, hot, warm lamps near the horizon, :func:`sample_night`), the
+  ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps near the horizon, :func:`sample_night`), the
   light the forward model rendered worst (the held-out street_lamp map, too dark by ~4x); with probability
   ``LIGHT_TINT_P`` = 0.7 the map's white point moves to a colour temperature of 3,500-10,000 K (uniform in
   mireds; a unit-luminance gain, ``lighting/white_balance.py``), and with probability 1/2 it is mirrored
@@ -886,18 +886,18 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
     :func:`sample_procedural`).
 
     Sky: zenith radiance 0.002-0.05 at 6,000-15,000 K (moonlit), ground 5-40 % of it at 2,500-4,500 K. Lamps:
-    2-6 lobes of sigma 1-4° (1.4-5.7 texels of the 256 x 512 bake, so their power survives the sampling) at
-    -5° to 37° elevation and 1,900-4,500 K (sodium to LED), each delivering 0.2-3 units of irradiance at normal
-    incidence: peak radiance up to ~3·10³, a few hot texels against a sky 10⁴-10⁶ times darker, as under a street
-    lamp.
+    2-6 lobes of sigma 0.25-2° (most narrower than a texel of the 256 x 512 bake, which keeps their power) at
+    -5° to 37° elevation and 1,900-4,500 K (sodium to LED), each delivering 0.3-4 units of irradiance at normal
+    incidence. A few texels of radiance up to ~3·10⁴ against a sky 10⁴-10⁷ times darker: the held-out
+    street_lamp map has 75 % of its power in texels above 10⁴ (env_log's ceiling) covering 0.01 % of the sphere.
     """
     zenith = white_balance_gain(rng.uniform(6000.0, 15000.0)) * math.exp(rng.uniform(math.log(0.002), math.log(0.05)))
     ground = white_balance_gain(rng.uniform(2500.0, 4500.0)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
     rows = [[_f(v) for v in (*zenith, *ground)]]
     for _ in range(int(rng.integers(NIGHT_LAMPS[0], NIGHT_LAMPS[1] + 1))):
         azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(-0.09, 0.6)))
-        sigma = math.exp(rng.uniform(math.log(1.0), math.log(4.0)))
-        power = math.exp(rng.uniform(math.log(0.2), math.log(3.0))) / (2 * math.pi * math.radians(sigma) ** 2)
+        sigma = math.exp(rng.uniform(math.log(0.25), math.log(2.0)))
+        power = math.exp(rng.uniform(math.log(0.3), math.log(4.0))) / (2 * math.pi * math.radians(sigma) ** 2)
         colour = white_balance_gain(rng.uniform(1900.0, 4500.0)) * power
         rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
     return rows
