@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000, help="schedule length (cosine) per role")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--scenes", type=int, default=4000, help="training clips to render (at most)")
-    parser.add_argument("--val-scenes", type=int, default=32, help="scene indices for validation (1 in 4 is val)")
+    parser.add_argument("--val-scenes", type=int, default=64, help="scene indices for validation (1 in 4 is val)")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--spp", type=int, default=64, help="the trainer regresses the mean: noise is averaged")
     parser.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,7 @@ from diffusion_renderer.conventions import (
     FORWARD_CONDITION_KEYS,
     GBUFFER_KEYS,
     INVERSE_PASSES,
+    from_model,
     srgb_to_linear,
 )
 from diffusion_renderer.data.shards import HDR_KEYS, SHARD_KEYS, dequantize, encode_clip, read_shard, write_shard
@@ -299,6 +300,18 @@ def test_validation_writes_a_grid(bank, tmp_path):
     figures = trainer.validate()
     assert set(figures) == {"val_psnr_rgb"} and np.isfinite(figures["val_psnr_rgb"])
     assert (tmp_path / "forward.val" / "step_0000000.png").is_file()
+
+
+def test_validation_takes_frame_0_of_distinct_clips(bank, tmp_path):
+    first = FrameBank({k: v[:, :1] for k, v in bank.tensors.items()}, bank.names)  # the val bank: frame 0 per clip
+    trainer = Trainer(small_config("inverse"), tmp_path, bank, first, progress=False)
+    rgb = from_model("rgb", trainer.val_batch["rgb"])  # (B, 3, 1, H, W)
+    assert rgb.shape[0] == CLIPS  # fewer clips than VAL_SAMPLES: each once, in order, not mirrored
+    for b in range(CLIPS):
+        expected = dequantize("rgb", bank.tensors["rgb"][b, 0])  # (3, H, W)
+        torch.testing.assert_close(rgb[b, :, 0], expected, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="clips of shape"):
+        first.sample(3, 1, torch.Generator(), clips=torch.arange(2))
 
 
 # ----------------------------------------------------------------------------------------- the shipped model

@@ -101,16 +101,23 @@ class FrameBank:
         keys: Iterable[str] | None = None,
         flip: bool = True,
         exposure_stops: float = 0.0,
+        clips: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror, and with
         ``exposure_stops`` > 0 a random exposure (module docstring).
 
-        ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none)."""
+        ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none).
+        ``clips``: (B,) clip indices to take instead of random ones (``batch_size`` must match)."""
         if keys is None:
             keys = [k for k in MODEL_KEYS if k in self.tensors or (k == "env_nrm" and "env_ldr" in self.tensors)]
         frames = min(frames, self.clip_frames)
         device = self.device
-        clip = torch.randint(self.num_clips, (batch_size,), generator=generator, device=device)
+        if clips is None:
+            clip = torch.randint(self.num_clips, (batch_size,), generator=generator, device=device)
+        elif clips.shape != (batch_size,):
+            raise ValueError(f"clips of shape {tuple(clips.shape)} for a batch of {batch_size}")
+        else:
+            clip = clips.to(device)
         start = torch.randint(self.clip_frames - frames + 1, (batch_size,), generator=generator, device=device)
         index = start[:, None] + torch.arange(frames, device=device)  # (B, T)
         mirror = torch.rand(batch_size, generator=generator, device=device) < (0.5 if flip else 0.0)

@@ -10,7 +10,8 @@ Outputs in ``out`` (``role`` = inverse or forward):
 * ``{role}.safetensors``: the EMA weights as a renderer file - a model spec (``--model out``);
 * ``{role}.train_state.safetensors``: weights, EMA, AdamW moments, step, RNG (``--resume``);
 * ``{role}.log.jsonl`` (loss, lr, frames/s, validation figures) and ``{role}.loss.png``;
-* ``{role}.val/step_{step}.png``: fixed validation samples (input | ground truth | prediction) every N steps.
+* ``{role}.val/step_{step}.png``: fixed validation samples (input | ground truth | prediction) every N steps,
+  frame 0 of up to ``VAL_SAMPLES`` distinct validation clips.
 
 Data parallel under torchrun (``ranks``): every rank draws the same *global* batch, noise and dropouts from the
 same generator and trains on its slice of it through ``DistributedDataParallel``. Each rank's loss is its
@@ -66,6 +67,8 @@ from diffusion_renderer.training.losses import (
     pure_noise_inputs,
     sample_sigma_lognormal,
 )
+
+VAL_SAMPLES = 16  # fixed validation frames: frame 0 of up to this many distinct validation clips
 
 
 @dataclass
@@ -424,9 +427,13 @@ class Trainer:
     def _fixed_val_batch(self) -> dict[str, torch.Tensor] | None:
         if self.val_bank is None or self.val_bank.num_clips == 0:
             return None
+        # Distinct clips spread over the bank: random draws repeated clips (two of 8 samples were often one scene),
+        # and a figure over fewer scenes misled more than once.
         generator = torch.Generator(device=self.val_bank.device).manual_seed(1234)
-        count = min(8, self.val_bank.num_clips)
-        return {k: v.to(self.device) for k, v in self.val_bank.sample(count, 1, generator, flip=False).items()}
+        count = min(VAL_SAMPLES, self.val_bank.num_clips)
+        clips = torch.linspace(0, self.val_bank.num_clips - 1, count).round().long()
+        batch = self.val_bank.sample(count, 1, generator, flip=False, clips=clips)
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
