@@ -427,8 +427,8 @@ class Trainer:
     def _fixed_val_batch(self) -> dict[str, torch.Tensor] | None:
         if self.val_bank is None or self.val_bank.num_clips == 0:
             return None
-        # Distinct clips spread over the bank: random draws repeated clips (two of 8 samples were often one scene),
-        # and a figure over fewer scenes misled more than once.
+        # Distinct clips spread over the bank: random draws repeated clips (run 18: 8 frames of 4 scenes), and a
+        # figure over so few scenes misled more than once.
         generator = torch.Generator(device=self.val_bank.device).manual_seed(1234)
         count = min(VAL_SAMPLES, self.val_bank.num_clips)
         clips = torch.linspace(0, self.val_bank.num_clips - 1, count).round().long()
