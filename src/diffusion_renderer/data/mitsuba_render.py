@@ -97,6 +97,7 @@ from diffusion_renderer.data.scenes import (
     make_texture,
     object_mesh,
 )
+from diffusion_renderer.data.shards import display_rgb
 from diffusion_renderer.lighting.envmap import HDR_MAX, prepare_hdr, project_envmap, rotate_y, sample_latlong
 from diffusion_renderer.render.splitsum import equirect_solid_angles
 
@@ -794,11 +795,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def display(linear: np.ndarray) -> np.ndarray:
-    """Linear radiance -> sRGB display values in [0, 1] (clipped at 1: exposure 1)."""
-    return linear_to_srgb(np.clip(np.asarray(linear, dtype=np.float64), 0.0, 1.0))
-
-
 def noise_psnr(
     spec: SceneSpec, spp: int | None = None, *, frame: int = 0, variant: str = CPU_VARIANT, max_depth: int = 6
 ) -> float:
@@ -810,5 +806,5 @@ def noise_psnr(
     mi = load_mitsuba(variant)
     spp = int(spec.spp if spp is None else spp)
     scene = build_scene(mi, spec, frame, max_depth=max_depth, spp=spp)
-    images = [display(np.array(mi.render(scene, spp=spp, seed=_sampler_seed(spec, frame, k)))) for k in (0, 1)]
+    images = [display_rgb(np.array(mi.render(scene, spp=spp, seed=_sampler_seed(spec, frame, k)))) for k in (0, 1)]
     return psnr(*images)
