@@ -861,29 +861,80 @@ def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> Lighti
     return replace(lighting, kelvin=_f(kelvin), mirror=mirror)
 
 
+@dataclass(frozen=True)
+class LobeMapRanges:
+    """What a procedural map draws from: a sky-to-ground gradient and Gaussian light lobes (``LightingSpec.procedural``
+    rows). Ranges are uniform unless named log-uniform; lobe elevations are uniform in sin(elevation)."""
+
+    zenith_kelvin: tuple[float, float]
+    zenith_radiance: tuple[float, float]  # log-uniform
+    ground_kelvin: tuple[float, float]  # the ground is 5-40 % of the zenith's mean radiance
+    lobes: tuple[int, int]  # inclusive
+    sin_elevation: tuple[float, float]
+    sigma_deg: tuple[float, float]  # log-uniform
+    irradiance: tuple[float, float]  # at normal incidence, per lobe
+    irradiance_log_uniform: bool
+    lobe_kelvin: tuple[float, float]
+
+
+STUDIO_MAP = LobeMapRanges(  # hard key lights to soft boxes
+    zenith_kelvin=(4000.0, 12000.0),
+    zenith_radiance=(0.1, 1.0),
+    ground_kelvin=(3000.0, 6500.0),
+    lobes=PROCEDURAL_LIGHTS,
+    sin_elevation=(-0.17, 1.0),
+    sigma_deg=(2.0, 25.0),
+    irradiance=(0.5, 6.0),
+    irradiance_log_uniform=False,
+    lobe_kelvin=(2500.0, 10000.0),
+)
+NIGHT_MAP = LobeMapRanges(  # a moonlit sky and tiny, hot, warm lamps near the horizon
+    zenith_kelvin=(6000.0, 15000.0),
+    zenith_radiance=(0.002, 0.05),
+    ground_kelvin=(2500.0, 4500.0),
+    lobes=NIGHT_LAMPS,
+    sin_elevation=(-0.09, 0.6),
+    sigma_deg=(0.25, 2.0),
+    irradiance=(0.3, 4.0),
+    irradiance_log_uniform=True,
+    lobe_kelvin=(1900.0, 4500.0),
+)
+
+
+def sample_lobe_map(rng: np.random.Generator, ranges: LobeMapRanges) -> list[list[float]]:
+    """Rows of a procedural map drawn from ``ranges``: ``[zenith rgb, ground rgb]``, then one
+    ``[azimuth°, elevation°, sigma°, peak rgb]`` per lobe, peak radiance = irradiance / 2π sigma² (what
+    ``mitsuba_render.bake_procedural`` integrates back to the irradiance)."""
+
+    def log_uniform(low: float, high: float) -> float:
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+    zenith = white_balance_gain(rng.uniform(*ranges.zenith_kelvin)) * log_uniform(*ranges.zenith_radiance)
+    ground = white_balance_gain(rng.uniform(*ranges.ground_kelvin)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
+    rows = [[_f(v) for v in (*zenith, *ground)]]
+    for _ in range(int(rng.integers(ranges.lobes[0], ranges.lobes[1] + 1))):
+        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(*ranges.sin_elevation)))
+        sigma = log_uniform(*ranges.sigma_deg)
+        draw = log_uniform if ranges.irradiance_log_uniform else rng.uniform
+        power = draw(*ranges.irradiance) / (2 * math.pi * math.radians(sigma) ** 2)
+        colour = white_balance_gain(rng.uniform(*ranges.lobe_kelvin)) * power
+        rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
+    return rows
+
+
 def sample_procedural(rng: np.random.Generator) -> list[list[float]]:
-    """Sky and lights of a procedural map (``LightingSpec.procedural``).
+    """Sky and lights of a procedural map (``LightingSpec.procedural``; :data:`STUDIO_MAP`).
 
     Sky: zenith radiance 0.1-1 at 4,000-12,000 K, ground 5-40 % of it at 3,000-6,500 K (a sky-to-ground
     gradient). Lights: 1-4 lobes (Gaussian in angle, sigma 2-25°) above -10° elevation at 2,500-10,000 K, each
     delivering 0.5-6 units of irradiance at normal incidence (peak radiance = that / 2π sigma²): a small light is
     a hard key light, a large one a soft box.
     """
-    zenith = white_balance_gain(rng.uniform(4000.0, 12000.0)) * math.exp(rng.uniform(math.log(0.1), 0.0))
-    ground = white_balance_gain(rng.uniform(3000.0, 6500.0)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
-    rows = [[_f(v) for v in (*zenith, *ground)]]
-    for _ in range(int(rng.integers(PROCEDURAL_LIGHTS[0], PROCEDURAL_LIGHTS[1] + 1))):
-        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(-0.17, 1.0)))
-        sigma = math.exp(rng.uniform(math.log(2.0), math.log(25.0)))
-        power = rng.uniform(0.5, 6.0) / (2 * math.pi * math.radians(sigma) ** 2)
-        colour = white_balance_gain(rng.uniform(2500.0, 10000.0)) * power
-        rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
-    return rows
+    return sample_lobe_map(rng, STUDIO_MAP)
 
 
 def sample_night(rng: np.random.Generator) -> list[list[float]]:
-    """Sky and lamps of a procedural night map (``LightingSpec.procedural``, the layout of
-    :func:`sample_procedural`).
+    """Sky and lamps of a procedural night map (``LightingSpec.procedural``; :data:`NIGHT_MAP`).
 
     Sky: zenith radiance 0.002-0.05 at 6,000-15,000 K (moonlit), ground 5-40 % of it at 2,500-4,500 K. Lamps:
     2-6 lobes of sigma 0.25-2° (most narrower than a texel of the 256 x 512 bake, which keeps their power) at
@@ -891,13 +942,4 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
     incidence. A few texels of radiance up to ~3·10⁴ against a sky 10⁴-10⁷ times darker: the held-out
     street_lamp map has 75 % of its power in texels above 10⁴ (env_log's ceiling) covering 0.01 % of the sphere.
     """
-    zenith = white_balance_gain(rng.uniform(6000.0, 15000.0)) * math.exp(rng.uniform(math.log(0.002), math.log(0.05)))
-    ground = white_balance_gain(rng.uniform(2500.0, 4500.0)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
-    rows = [[_f(v) for v in (*zenith, *ground)]]
-    for _ in range(int(rng.integers(NIGHT_LAMPS[0], NIGHT_LAMPS[1] + 1))):
-        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(-0.09, 0.6)))
-        sigma = math.exp(rng.uniform(math.log(0.25), math.log(2.0)))
-        power = math.exp(rng.uniform(math.log(0.3), math.log(4.0))) / (2 * math.pi * math.radians(sigma) ** 2)
-        colour = white_balance_gain(rng.uniform(1900.0, 4500.0)) * power
-        rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
-    return rows
+    return sample_lobe_map(rng, NIGHT_MAP)
