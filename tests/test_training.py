@@ -20,10 +20,19 @@ from diffusion_renderer.conventions import (
     FORWARD_CONDITION_KEYS,
     GBUFFER_KEYS,
     INVERSE_PASSES,
+    display_rgb,
     from_model,
     srgb_to_linear,
 )
-from diffusion_renderer.data.shards import HDR_KEYS, SHARD_KEYS, dequantize, encode_clip, read_shard, write_shard
+from diffusion_renderer.data.shards import (
+    HDR_KEYS,
+    HINT_KEYS,
+    SHARD_KEYS,
+    dequantize,
+    encode_clip,
+    read_shard,
+    write_shard,
+)
 from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, loss_weight
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
@@ -127,8 +136,14 @@ def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
 def test_shards_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     clip = synthetic_clip(rng)
-    assert set(clip) == set(SHARD_KEYS) | set(HDR_KEYS)
+    assert set(clip) == set(SHARD_KEYS) | set(HDR_KEYS) | set(HINT_KEYS)
     assert clip["normal"].dtype == torch.uint16 and clip["rgb"].dtype == torch.uint8
+    # the stored hint is its linear radiance display-encoded like rgb (8 bits)
+    hint = torch.from_numpy(display_rgb(clip["shading_linear"].float().numpy()))
+    assert (
+        clip["shading"].dtype == torch.uint8
+        and (dequantize("shading", clip["shading"]) - hint).abs().max() <= 0.5 / 255 + 1e-3
+    )
     assert all(clip[k].dtype == torch.float16 and clip[k].shape == clip["rgb"].shape for k in HDR_KEYS)
     path = write_shard(tmp_path / "scene_00000001.safetensors", clip, {"clip": "scene_00000001", "seed": 1})
     tensors, meta = read_shard(path)
@@ -157,7 +172,7 @@ def test_shards_round_trip(tmp_path):
 def test_bank_batches_and_exact_mirror(bank):
     g = torch.Generator().manual_seed(0)
     batch = bank.sample(6, 2, g)
-    assert set(batch) == set(SHARD_KEYS) - {"mask"} | {"env_nrm"}
+    assert set(batch) == set(SHARD_KEYS) - {"mask"} | {"env_nrm", *HINT_KEYS}
     assert all(v.shape == (6, 3, 2, SIZE, SIZE) and v.min() >= -1 and v.max() <= 1 for v in batch.values())
     # The mirror is exact: a flipped batch equals the unflipped one mirrored, with normal x negated.
     plain = bank.sample(1, 1, torch.Generator().manual_seed(5), flip=False)
@@ -187,15 +202,16 @@ def test_exposure_scales_frame_and_light_by_one_gain(bank):
 
     k_rgb = gains(rgb, stored["rgb_linear"], 0.99)
     k_env = gains(env, stored["env_hdr"], LOG_SCALE * 0.9)
-    assert torch.allclose(k_rgb, k_env, rtol=1e-3)
+    k_hint = gains(srgb_to_linear((batch["shading"] + 1) / 2), stored["shading_linear"], 0.99)
+    assert torch.allclose(k_rgb, k_env, rtol=1e-3) and torch.allclose(k_rgb, k_hint, rtol=1e-3)
     assert k_rgb.min() >= 0.25 * 0.999 and k_rgb.max() <= 4.0 * 1.001 and k_rgb.max() / k_rgb.min() > 2
     # Without exposure the batch is the stored 8-bit encodings; with ±0 stops (gain 1) they agree to 8 bits.
     plain = one.sample(4, FRAMES, torch.Generator().manual_seed(3), flip=False)
     near = one.sample(4, FRAMES, torch.Generator().manual_seed(3), flip=False, exposure_stops=1e-9)
-    for key in ("rgb", "env_ldr", "env_log"):
+    for key in ("rgb", "env_ldr", "env_log", "shading"):
         assert (plain[key] - near[key]).abs().max() <= 2 / 255 + 1e-3, key
     old = FrameBank({k: v for k, v in bank.tensors.items() if k not in HDR_KEYS}, bank.names)
-    assert old.missing_hdr() == ["env_hdr", "rgb_linear"]
+    assert old.missing_hdr() == ["env_hdr", "rgb_linear", "shading_linear"]
     with pytest.raises(ValueError, match="env_hdr, rgb_linear"):
         old.sample(2, 1, torch.Generator(), exposure_stops=1.0)
 
@@ -358,4 +374,23 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)
     assert main([*args, "--steps", "1", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear in the shards" in err[0]
+    assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear, shading_linear in the shards" in err[0]
+
+
+def test_train_command_widens_a_forward_model_to_the_shading_hint(tmp_path, capsys):
+    from diffusion_renderer.cli.main import main
+
+    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)
+    args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
+    args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1"]
+    args += ["--model-config", "medium-hint", "--init", "random:forward-medium"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    model = load_model(str(tmp_path / "run"), "forward").transformer
+    assert model.config.shading_hint and model.condition_channels == 9 * 193
+    capsys.readouterr()
+    for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
+        tensors, meta = read_shard(shard)
+        write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)
+    assert main([*args, "--out", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: this model takes the shading hint; these shards have none" in err[0]

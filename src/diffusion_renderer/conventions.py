@@ -55,10 +55,21 @@ FORWARD_CONDITION_KEYS: Final[tuple[str, ...]] = (
 )
 GBUFFER_KEYS: Final[tuple[str, ...]] = FORWARD_CONDITION_KEYS[:5]
 LIGHTING_KEYS: Final[tuple[str, ...]] = FORWARD_CONDITION_KEYS[5:]
+# This project's forward models may take a ninth condition after the official eight (not official; a model
+# says so with its DiT config's ``shading_hint``): the split-sum shading of the G-buffers under the lighting,
+# display-encoded like ``rgb`` (render/hint.py). It depends on the lighting, so it goes wherever the lighting goes.
+SHADING_HINT_KEY: Final[str] = "shading"
+
+
+def forward_condition_keys(shading_hint: bool = False) -> tuple[str, ...]:
+    """The forward model's condition keys in channel order: the official eight, then the hint if it takes one."""
+    return (*FORWARD_CONDITION_KEYS, SHADING_HINT_KEY) if shading_hint else FORWARD_CONDITION_KEYS
+
 
 # Value range of each quantity in the package's own arrays (before the model's x * 2 - 1).
 VALUE_RANGE: Final[dict[str, tuple[float, float]]] = {
     "rgb": (0.0, 1.0),
+    SHADING_HINT_KEY: (0.0, 1.0),  # a display frame, like rgb
     "basecolor": (0.0, 1.0),
     "normal": (-1.0, 1.0),
     "depth": (-1.0, 1.0),
@@ -129,6 +140,14 @@ def linear_to_srgb(x: Array) -> Array:
 def srgb_to_linear(x: Array) -> Array:
     """sRGB-encoded values -> linear, the inverse of :func:`linear_to_srgb`."""
     return _where(x <= 0.04045, x / 12.92, ((x.clip(0.04045, None) + 0.055) / 1.055) ** 2.4)
+
+
+def display_rgb(linear: Array) -> Array:
+    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve); arrays come
+    back float32, tensors in their dtype (the data engine's frames, the exposure augmentation, the shading hint)."""
+    if isinstance(linear, torch.Tensor):
+        return linear_to_srgb(linear.clamp(0.0, 1.0))
+    return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
 
 
 def to_model(key: str, x: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,11 @@ from diffusion_renderer.distributed import setup
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from diffusion_renderer.conventions import SHADING_HINT_KEY
     from diffusion_renderer.io.errors import InputError
     from diffusion_renderer.models.specs import load_model
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
-    from diffusion_renderer.training.trainer import TrainConfig, Trainer
+    from diffusion_renderer.training.trainer import TrainConfig, Trainer, widen_condition
 
     if args.real is None and not args.data:
         raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
     model = None
     if args.init:
-        model = load_model(args.init, args.role).transformer.float()
+        model = widen_condition(load_model(args.init, args.role).transformer.float(), config)
     if args.lora:
         from diffusion_renderer.models.lora import add_lora
 
@@ -89,6 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             torch.manual_seed(config.seed)
             add_lora(model, rank=args.lora)
     trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
+    if args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]:
+        if SHADING_HINT_KEY not in bank.tensors and args.real is None:
+            raise InputError(
+                Path(args.data), "this model takes the shading hint; these shards have none (make them anew)"
+            )
     if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
 

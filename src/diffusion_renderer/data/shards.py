@@ -17,6 +17,9 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
   scaling both by one factor is the same scene under a brighter or dimmer light: the trainer's exact exposure
   augmentation (``training/frames.py``) re-encodes ``rgb``, ``env_ldr`` and ``env_log`` from them. Shards
   written before they existed lack them; everything else reads such shards as before.
+* ``shading`` uint8 and ``shading_linear`` float16: the split-sum shading hint of the frame (``render/hint.py``,
+  from the stored G-buffers and ``env_hdr``, exactly as a pipeline computes it at inference) for forward models
+  that take it; display-encoded like ``rgb``, and linear for the exposure augmentation. Older shards lack them.
 
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
@@ -34,29 +37,28 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, VALUE_RANGE, from_unit, linear_to_srgb, to_unit
+from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS, VALUE_RANGE, display_rgb, from_unit, to_unit
 from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 
 FORMAT: Final[str] = "diffusion_renderer.TrainingShard/1"
 SHARD_DIR: Final[str] = "shards"
 ENV_KEYS: Final[tuple[str, ...]] = ("env_ldr", "env_log")
 SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
-HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr")  # float16 (exposure augmentation)
+HINT_KEYS: Final[tuple[str, ...]] = ("shading",)  # optional (render/hint.py)
+HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr", "shading_linear")  # float16 (exposure augmentation)
 WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
 FLOAT16_MAX: Final[float] = float(torch.finfo(torch.float16).max)
 _RANGES: Final[dict[str, tuple[float, float]]] = {**VALUE_RANGE, "mask": (0.0, 1.0)}
 
 
+def hint_device() -> torch.device:
+    """Where the data engine computes shading hints: the GPU when there is one (a prefilter per frame costs
+    ~0.1 s on 2 CPU cores, beside the path tracer's ~0.1 s per frame on a GPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def clip_name(seed: int) -> str:
     return f"scene_{seed:08d}"
-
-
-def display_rgb(linear: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve); arrays come
-    back float32, tensors in their dtype (the trainer's exposure augmentation re-encodes frames with it)."""
-    if isinstance(linear, torch.Tensor):
-        return linear_to_srgb(linear.clamp(0.0, 1.0))
-    return linear_to_srgb(np.clip(linear, 0.0, 1.0)).astype(np.float32)
 
 
 def shard_path(root: Path, split: str, clip: str) -> Path:
@@ -105,8 +107,10 @@ def encode_clip(
 ) -> dict[str, torch.Tensor]:
     """One clip -> shard tensors. ``rgb_linear`` (T, H, W, 3) the rendered linear radiance (the models see its
     ``display_rgb``); ``gbuffers`` the passes and ``mask`` as the data engine stores them (T, H, W, C);
-    ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment."""
+    ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions and the shading
+    hint are stored too)."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
+    from diffusion_renderer.render.hint import shading_hint
 
     rgb_linear = np.asarray(rgb_linear, dtype=np.float32)
     tensors = {"rgb": quantize("rgb", display_rgb(rgb_linear)), "rgb_linear": store_hdr(rgb_linear)}
@@ -118,6 +122,11 @@ def encode_clip(
         tensors["env_ldr"] = quantize("env_ldr", env.env_ldr.numpy())
         tensors["env_log"] = quantize("env_log", env.env_log.numpy())
         tensors["env_hdr"] = store_hdr(env_hdr)
+        device = hint_device()
+        frames = {key: torch.as_tensor(np.asarray(gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
+        hint = shading_hint(frames, env_hdr.to(device)).cpu()  # (T, H, W, 3) linear
+        tensors["shading"] = quantize("shading", display_rgb(hint))
+        tensors["shading_linear"] = store_hdr(hint)
     for key, value in tensors.items():
         expected = CHANNELS.get(key, 1 if key == "mask" else 3)
         if value.shape[1] != expected:

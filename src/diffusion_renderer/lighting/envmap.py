@@ -338,19 +338,21 @@ class EnvironmentConditions:
     """The three lighting conditions of the forward renderer, each (T, H, W, 3) float32.
 
     ``env_ldr``, ``env_log`` in [0, 1]; ``env_nrm`` raw unit directions in [-1, 1], the same for every frame
-    (a broadcast view; official: not rotated with the light).
+    (a broadcast view; official: not rotated with the light). ``env_hdr``: the camera-frame HDR environment they
+    encode, when known (``from_hdr``); a forward model with the shading hint needs it.
     """
 
     env_ldr: torch.Tensor
     env_log: torch.Tensor
     env_nrm: torch.Tensor
+    env_hdr: torch.Tensor | None = None
 
     @classmethod
     def from_hdr(cls, env: torch.Tensor) -> EnvironmentConditions:
         """From (T, H, W, 3) camera-frame HDR environments (``project_envmap``, ``environment_hdr``)."""
         frames, height, width, _ = env.shape
         nrm = envmap_directions(height, width, device=env.device)
-        return cls(env_ldr(env), env_log(env), nrm.expand(frames, -1, -1, -1))
+        return cls(env_ldr(env), env_log(env), nrm.expand(frames, -1, -1, -1), env)
 
 
 def process_environment_map(

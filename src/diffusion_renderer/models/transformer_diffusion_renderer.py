@@ -111,6 +111,7 @@ class RotaryPosEmbed3D(nn.Module):
         patch_size: tuple[int, int, int],
         rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
         base_fps: int = 24,
+        shading_hint: bool = False,
     ) -> None:
         super().__init__()
         self.max_size = [size // patch for size, patch in zip(max_size, patch_size, strict=True)]
@@ -212,7 +213,9 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     Config differences from the parent: ``in_channels`` counts the denoised latent plus the latent condition
     (32 inverse, 152 forward); ``out_channels`` is the denoised latent (16). ``extra_pos_embed_type="sincos"``
     builds the official sin-cos per-block embedding; ``num_context_embeddings > 0`` builds the inverse model's
-    context embedding; ``qk_norm_eps`` is the official 1e-6.
+    context embedding; ``qk_norm_eps`` is the official 1e-6. ``shading_hint`` (this project's forward models, not
+    official) says that the condition's last key is the split-sum shading hint (``conventions.forward_condition_keys``,
+    ``render/hint.py``); the network is the same, only the pipelines read it.
     """
 
     # Class attributes that diffusers reads: block-wise torch.compile and device-map splitting use them.
@@ -248,6 +251,7 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         num_context_embeddings: int = 16,
         qk_norm_eps: float = 1e-6,
         base_fps: int = 24,
+        shading_hint: bool = False,
     ) -> None:
         if extra_pos_embed_type not in SUPPORTED_EXTRA_POS_EMBED:
             raise ValueError(f"extra_pos_embed_type must be one of {SUPPORTED_EXTRA_POS_EMBED}")
@@ -530,4 +534,5 @@ def official_net_to_config(net: dict[str, Any]) -> dict[str, Any]:
         # The official DiT hard-codes Embedding(16, crossattn_emb_channels).
         "num_context_embeddings": 16 if net.get("use_context_embedding", False) else 0,
         "qk_norm_eps": 1e-6,
+        "shading_hint": bool(net.get("shading_hint", False)),  # never in official configs
     }

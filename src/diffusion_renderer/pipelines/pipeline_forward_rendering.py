@@ -1,8 +1,9 @@
 """Forward rendering: G-buffers + HDR environment map(s) -> relit image or video.
 
 Stages: check inputs -> prepare G-buffers (any aspect ratio, any length) -> encode them per window (once,
-shared by every lighting) -> per lighting: project and encode env_ldr / env_log / env_nrm, denoise, decode
-and join the windows -> postprocess to [0, 1] at the input size.
+shared by every lighting) -> per lighting: project and encode env_ldr / env_log / env_nrm (and, for a model
+with the shading hint, shade and encode the split-sum hint), denoise, decode and join the windows ->
+postprocess to [0, 1] at the input size.
 
 G-buffer inputs: float arrays/tensors are in the conventions' ranges (normal and depth [-1, 1], the others
 [0, 1]); integer arrays, PIL images and paths are image files, i.e. the [0, 1] encodings of those ranges.
@@ -20,10 +21,12 @@ from diffusers import DiffusionPipeline
 
 from diffusion_renderer.conventions import (
     DEFAULT_FPS,
-    FORWARD_CONDITION_KEYS,
     GBUFFER_KEYS,
     GUIDANCE_SCALE,
+    SHADING_HINT_KEY,
     WINDOW_OVERLAP_LATENTS,
+    display_rgb,
+    forward_condition_keys,
     from_model,
     to_model,
 )
@@ -42,6 +45,11 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     """DiffusionRenderer's forward renderer as a diffusers pipeline (components as the inverse pipeline)."""
 
     role = "forward"
+
+    @property
+    def shading_hint(self) -> bool:
+        """Whether the DiT takes the split-sum shading hint (this project's models; never official ones)."""
+        return bool(getattr(self.transformer.config, "shading_hint", False))
 
     # ------------------------------------------------------------------------------------------- stages
 
@@ -83,10 +91,11 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         rotate_light: bool,
         light_angle: float,
         envmap_method: str,
-    ) -> dict[str, torch.Tensor]:
-        """One lighting -> {env_ldr, env_log, env_nrm: (1, 3, N, H, W) model-range video}; {} for none."""
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """One lighting -> ({env_ldr, env_log, env_nrm: (1, 3, N, H, W) model-range video}, its (T, H, W, 3)
+        camera-frame HDR environment, T = 1 or N, when the model takes the shading hint); ({}, None) for none."""
         if envmap is None:
-            return {}
+            return {}, None
         height, width = fit.processing_size
         frames = plan.output_frames
         if isinstance(envmap, EnvironmentConditions):
@@ -110,7 +119,23 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 raise ValueError(f"{key} is {tuple(value.shape)}, expected ({frames}, {height}, {width}, 3)")
             value = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, T, H, W), T = 1 or N
             videos[key] = value.expand(-1, -1, frames, -1, -1)  # a fixed light stays one frame in memory
-        return videos
+        if not self.shading_hint:
+            return videos, None
+        if env.env_hdr is None:
+            raise ValueError(
+                "this model takes the shading hint, which needs the HDR map (EnvironmentConditions.from_hdr)"
+            )
+        return videos, env.env_hdr
+
+    def prepare_shading_hint(self, gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor) -> torch.Tensor:
+        """Model-range G-buffer videos {key: (1, 3, N, H, W)} and (T, H, W, 3) HDR -> the hint video (1, 3, N, H, W)."""
+        from diffusion_renderer.render.hint import shading_hint
+
+        frames = {
+            key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in gbuffers.items()
+        }  # (N, H, W, C)
+        linear = shading_hint(frames, env_hdr.to(self._execution_device))  # (N, H, W, 3)
+        return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
 
     def encode_conditions(
         self, videos: Mapping[str, torch.Tensor], plan: TemporalPlan
@@ -123,12 +148,13 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     def assemble(
         self, latents: Mapping[str, list[torch.Tensor]], plan: TemporalPlan, padding_mask, fps: float
     ) -> list[ConditionInputs]:
-        """Per window, the 8 x (16 + 1) condition channels in the official order."""
+        """Per window, the 8 x (16 + 1) condition channels in the official order (9 with the shading hint)."""
         shape = next(iter(latents.values()))[0].shape
+        keys = forward_condition_keys(self.shading_hint)
         conditions = []
         for w in range(plan.num_windows):
             present = {key: windows[w] for key, windows in latents.items()}
-            latent = assemble_latent_condition(present, FORWARD_CONDITION_KEYS, shape)
+            latent = assemble_latent_condition(present, keys, shape)
             conditions.append(ConditionInputs(latent, fps=fps, padding_mask=padding_mask))
         return conditions
 
@@ -183,14 +209,17 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
         )
         gbuffer_latents = self.encode_conditions(videos, plan)  # shared by every lighting
+        hint_gbuffers = videos if self.shading_hint else None  # the hint shades them under each lighting
+        del videos
         padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
         images, all_latents = [], []
         for lighting in lightings:
             # the lighting videos are dropped once encoded: they would sit beside the DiT's activations
-            env = self.encode_conditions(
-                self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method), plan
-            )
-            latents = {**gbuffer_latents, **env}
+            env_videos, env_hdr = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
+            if env_hdr is not None:
+                env_videos[SHADING_HINT_KEY] = self.prepare_shading_hint(hint_gbuffers, env_hdr)
+            latents = {**gbuffer_latents, **self.encode_conditions(env_videos, plan)}
+            del env_videos
             conditions = self.assemble(latents, plan, padding_mask, fps)
             samples = sample_edm_euler_windows(
                 self.transformer,

@@ -6,7 +6,8 @@
 * forward: target = the RGB latent; condition = 8 keys x (latent + presence mask) in the official order. Each
   key is dropped independently with p = 0.05 (latent and mask zeroed: a missing key at inference), and the
   whole condition with p = 0.05 (official rates). ``drop_lighting`` removes the three lighting keys of every
-  example: the paper's real-footage domain, where no lighting is known.
+  example: the paper's real-footage domain, where no lighting is known. A model with the shading hint takes a
+  ninth key (``conventions.forward_condition_keys``), dropped like the others and with the lighting.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusion_renderer.conventions import (
     FORWARD_CONDITION_KEYS,
     INVERSE_PASSES,
     LIGHTING_KEYS,
+    SHADING_HINT_KEY,
 )
 from diffusion_renderer.models.tokenizer import LatentTokenizer
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
@@ -77,21 +79,26 @@ def forward_example(
     key_drop: float = FORWARD_KEY_DROP,
     condition_drop: float = FORWARD_CONDITION_DROP,
     drop_lighting: bool = False,
+    condition_keys: Sequence[str] = FORWARD_CONDITION_KEYS,
 ) -> TrainingExample:
-    """``batch``: {rgb, G-buffers, env_ldr, env_log, env_nrm: (B, 3, T, H, W)} in [-1, 1]."""
+    """``batch``: {rgb, G-buffers, env_ldr, env_log, env_nrm[, shading]: (B, 3, T, H, W)} in [-1, 1];
+    ``condition_keys``: the model's (``forward_condition_keys``)."""
     rgb = batch["rgb"]
     size, device = rgb.shape[0], rgb.device
+    if SHADING_HINT_KEY in condition_keys and SHADING_HINT_KEY not in batch and not drop_lighting:
+        raise ValueError("this model takes the shading hint; the training shards have none (make them anew)")
+    lit = (*LIGHTING_KEYS, SHADING_HINT_KEY)
     x0 = tokenizer.encode(rgb)
-    keys = [k for k in FORWARD_CONDITION_KEYS if not (drop_lighting and k in LIGHTING_KEYS) and k in batch]
+    keys = [k for k in condition_keys if not (drop_lighting and k in lit) and k in batch]
     latents = {}
     if keys:  # one tokenizer call for all keys
         encoded = tokenizer.encode(torch.cat([batch[k] for k in keys]))
         latents = dict(zip(keys, encoded.chunk(len(keys)), strict=True))
     parts = []
-    for key in FORWARD_CONDITION_KEYS:
+    for key in condition_keys:
         one = assemble_latent_condition({key: latents.get(key)}, (key,), x0.shape, device=device, dtype=x0.dtype)
         parts.append(one * _keep(bernoulli(size, key_drop, generator, device), one))
-    condition = torch.cat(parts, dim=1)  # (B, 8 (C + 1), T, h, w)
+    condition = torch.cat(parts, dim=1)  # (B, K (C + 1), T, h, w), K = 8 or 9
     condition = condition * _keep(bernoulli(size, condition_drop, generator, device), condition)
     return TrainingExample(x0, ConditionInputs(condition, fps=DEFAULT_FPS))
 

@@ -11,8 +11,9 @@ Augmentations, both exact:
   same scene in a mirrored world; env_nrm needs no change (its x already flips with the columns);
 * exposure (``exposure_stops`` > 0): light transport is linear, so the frame's linear radiance and the HDR
   environment scaled by one factor k (log-uniform in ±stops, per example) are the same scene under a light k
-  times as strong. ``rgb``, ``env_ldr`` and ``env_log`` are then re-encoded from the shards' float16
-  ``rgb_linear`` / ``env_hdr`` (clip + sRGB; Reinhard and log encodings), so the models cannot learn a light's
+  times as strong. ``rgb``, ``env_ldr``, ``env_log`` (and the shading hint, linear in the light too) are then
+  re-encoded from the shards' float16 ``rgb_linear`` / ``env_hdr`` / ``shading_linear`` (clip + sRGB; Reinhard and
+  log encodings), so the models cannot learn a light's
   power from which map it is and must read it from the conditions. The data engine's light ``intensity``
   (x0.5-2 per clip) does the same at render time, once per clip; this draws a new k at every visit.
 """
@@ -27,18 +28,20 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import to_model
-from diffusion_renderer.data.shards import SHARD_KEYS, dequantize, display_rgb, list_shards, read_shard
+from diffusion_renderer.conventions import display_rgb
+from diffusion_renderer.data.shards import HINT_KEYS, SHARD_KEYS, dequantize, list_shards, read_shard
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions
 
-MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm")
-EXPOSED_FROM = {"rgb": "rgb_linear", "env_ldr": "env_hdr", "env_log": "env_hdr"}  # key -> its HDR source
+MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm", *HINT_KEYS)
+# key -> its HDR source
+EXPOSED_FROM = {"rgb": "rgb_linear", "env_ldr": "env_hdr", "env_log": "env_hdr", "shading": "shading_linear"}
 
 
 def exposed(key: str, radiance: torch.Tensor) -> torch.Tensor:
-    """Re-encode ``key`` (rgb, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
-    if key == "rgb":
-        return display_rgb(radiance)  # as the shards store it
+    """Re-encode ``key`` (rgb, shading, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
+    if key in ("rgb", "shading"):
+        return display_rgb(radiance)  # as the shards store them
     return env_ldr(radiance) if key == "env_ldr" else env_log(radiance)
 
 

@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from diffusion_renderer.checkpoints.renderer_file import save_renderer_file
-from diffusion_renderer.conventions import INVERSE_PASSES, from_model
+from diffusion_renderer.conventions import INVERSE_PASSES, forward_condition_keys, from_model
 from diffusion_renderer.distributed import Ranks, all_sum_float, broadcast_float
 from diffusion_renderer.eval.metrics import mse_to_psnr
 from diffusion_renderer.models.configs import dit_config
@@ -122,6 +122,35 @@ def new_transformer(config: TrainConfig) -> DiffusionRendererTransformer3DModel:
         model = DiffusionRendererTransformer3DModel(**dit_config(f"{config.role}-{config.model_config}"))
     torch.nn.init.zeros_(model.proj_out.weight)
     return model
+
+
+def widen_condition(
+    model: DiffusionRendererTransformer3DModel, config: TrainConfig
+) -> DiffusionRendererTransformer3DModel:
+    """``model`` as a DiT of ``{role}-{model_config}`` that takes more condition keys (e.g. a forward-medium
+    fine-tuned into forward-medium-hint): the same weights, with zero input weights for the new keys' channels,
+    so it computes exactly what it did until training gives them weight. ``model`` itself otherwise: with
+    ``--init`` the starting model's size wins, as it always has; the configuration only adds condition keys.
+
+    New keys come last in the condition (``forward_condition_keys``), and the patch embedding reads
+    [x, condition, padding mask] per patch position, so the new input columns go just before the padding mask's.
+    """
+    target = dit_config(f"{config.role}-{config.model_config}")
+    current = dict(model.config)
+    same_size = all(current.get(k) == v for k, v in target.items() if k not in ("in_channels", "shading_hint"))
+    if not same_size or target["in_channels"] <= current["in_channels"]:
+        return model
+    wide = new_transformer(config)
+    state = model.state_dict()
+    weight = state["patch_embed.proj.weight"]  # (D, P * (in + mask)), P = patch positions
+    positions = math.prod(model.config.patch_size)
+    old_in = weight.shape[1] // positions
+    cols = weight.view(weight.shape[0], old_in, positions)  # channel-major, as the patch embedding flattens
+    pad = cols.new_zeros(weight.shape[0], target["in_channels"] - current["in_channels"], positions)
+    cut = current["in_channels"]  # the padding mask's column (concat_padding_mask) comes after all the channels
+    state["patch_embed.proj.weight"] = torch.cat([cols[:, :cut], pad, cols[:, cut:]], dim=1).flatten(1)
+    wide.load_state_dict(state)
+    return wide
 
 
 def denoiser_loss(
@@ -241,8 +270,13 @@ class Trainer:
         size = max(1, cfg.batch_size // frames)
         return self.bank.sample(size, frames, self.generator, exposure_stops=cfg.exposure_stops)
 
+    def forward_kwargs(self) -> dict[str, Any]:
+        """The forward examples' options: the real-footage domain's lighting drop and the model's condition keys."""
+        hint = bool(getattr(self.model.config, "shading_hint", False))
+        return {"drop_lighting": self.config.drop_lighting, "condition_keys": forward_condition_keys(hint)}
+
     def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
-        kwargs = {"drop_lighting": True} if self.config.role == "forward" and self.config.drop_lighting else {}
+        kwargs = self.forward_kwargs() if self.config.role == "forward" else {}
         with torch.no_grad():
             return make_example(self.config.role, batch, self.tokenizer, self.generator, **kwargs)
 
@@ -444,7 +478,7 @@ class Trainer:
         out = {}
         for i, key in enumerate(keys):
             generator = torch.Generator(device=self.device).manual_seed(i)
-            kwargs = {"passes": (key,)} if inverse else {"key_drop": 0.0, "drop_lighting": self.config.drop_lighting}
+            kwargs = {"passes": (key,)} if inverse else {"key_drop": 0.0, **self.forward_kwargs()}
             example = make_example(self.config.role, batch, self.tokenizer, generator, condition_drop=0.0, **kwargs)
             with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
                 latent = sample_edm_euler(

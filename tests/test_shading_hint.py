@@ -1,0 +1,133 @@
+"""The split-sum shading hint (render/hint.py): its light is the condition's light, it is the split-sum baseline's
+shading, it reaches the DiT as a ninth condition key, and a forward-medium widened to take it is unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_renderer.conventions import FORWARD_CONDITION_KEYS, SHADING_HINT_KEY, forward_condition_keys
+from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map, project_envmap
+from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
+from diffusion_renderer.render.hint import equirect_from_condition, shading_hint
+from diffusion_renderer.render.splitsum import SplitSumRenderer, env_radiance, equirect_directions
+
+SIZE = 48
+
+
+def smooth_panorama(seed: int = 0) -> torch.Tensor:
+    """(64, 128, 3) positive HDR panorama with one bright region (a test light, not a real map)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 12, generator=g) * 2
+    coarse[..., 1, 3] = 20.0  # a sun-like patch
+    pano = torch.nn.functional.interpolate(coarse, size=(64, 128), mode="bicubic", align_corners=False)
+    return pano[0].permute(1, 2, 0).clamp_min(0.0)
+
+
+def random_gbuffers(seed: int, frames: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    normal = torch.randn(frames, SIZE, SIZE, 3, generator=g) + torch.tensor([0.0, 0.0, 1.5])
+    depth = torch.rand(frames, SIZE, SIZE, 1, generator=g) * 2 - 1
+    depth[:, :8] = 1.0  # the top rows are background
+    return {
+        "basecolor": torch.rand(frames, SIZE, SIZE, 3, generator=g),
+        "normal": torch.nn.functional.normalize(normal, dim=-1),
+        "roughness": torch.rand(frames, SIZE, SIZE, 1, generator=g),
+        "metallic": torch.rand(frames, SIZE, SIZE, 1, generator=g),
+        "depth": depth,
+    }
+
+
+@pytest.mark.parametrize("angle", [0.0, 1.3])
+def test_condition_map_is_the_split_sum_equirect_of_the_same_light(angle: float) -> None:
+    raw = smooth_panorama()
+    condition = project_envmap(raw, 64, 64, torch.tensor([angle]), method="direct")[0]  # camera frame
+    ours = equirect_from_condition(condition)
+    truth = env_radiance(raw, equirect_directions(64, 64), angle)  # what split-sum reads at angle
+    assert (ours - truth).abs().mean() < 0.01 * truth.mean()
+    with pytest.raises(ValueError, match="even"):
+        equirect_from_condition(condition[:, :63])
+
+
+def test_hint_is_the_split_sum_baselines_shading() -> None:
+    raw, angle = smooth_panorama(1), 0.8
+    gbuffers = random_gbuffers(2)
+    condition = project_envmap(raw, SIZE, SIZE, torch.tensor([angle]), method="direct")
+    hint = shading_hint(gbuffers, condition)  # (1, H, W, 3) linear
+    baseline = SplitSumRenderer()
+    frames = baseline.prepare_gbuffers({k: v.numpy() for k, v in gbuffers.items()}, None)
+    foreground = gbuffers["depth"] < 0.999
+    truth = baseline.render_hdr(
+        frames, baseline.prepare_lighting(raw.numpy()), torch.tensor([angle]), foreground=foreground
+    )
+    error = (hint - truth).square().mean()
+    assert 10 * torch.log10(truth.max() ** 2 / error) > 35  # the same shading, prefiltered more coarsely
+    assert torch.allclose(hint[~foreground[..., 0]], truth[~foreground[..., 0]], rtol=0.05, atol=0.02)  # background
+    # frames that share a light are shaded with it; a light per frame is taken frame by frame
+    two = {k: torch.cat([v, v]) for k, v in gbuffers.items()}
+    assert torch.allclose(shading_hint(two, condition), torch.cat([hint, hint]))
+    with pytest.raises(ValueError, match="3 environment frames for 2"):
+        shading_hint(two, condition.expand(3, -1, -1, -1))
+
+
+def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+    pipe = ForwardRenderingPipeline.from_model(load_model("random:forward-medium-hint", "forward"))
+    assert pipe.shading_hint and pipe.transformer.condition_channels == 9 * 193
+    gbuffers = {k: v.numpy() for k, v in random_gbuffers(3).items()}
+    raw = smooth_panorama(2).numpy()
+    kwargs = {"num_inference_steps": 1, "generator": None, "progress": False, "processing_resolution": SIZE}
+    first = pipe(gbuffers, raw, **kwargs).images[0]
+    assert first.shape == (1, SIZE, SIZE, 3) and 0 <= first.min() and first.max() <= 1
+    # the hint reaches the DiT: a different hint, a different frame
+    import diffusion_renderer.render.hint as hint_module
+
+    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e: torch.zeros(1, SIZE, SIZE, 3))
+    assert not np.allclose(pipe(gbuffers, raw, **kwargs).images[0], first)
+    # precomputed conditions carry their HDR map; bare encodings cannot make a hint
+    env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
+    assert env.env_hdr is not None
+    bare = EnvironmentConditions(env.env_ldr, env.env_log, env.env_nrm)
+    with pytest.raises(ValueError, match="needs the HDR map"):
+        pipe(gbuffers, bare, **kwargs)
+
+
+def test_examples_put_the_hint_last_and_drop_it_with_the_lighting() -> None:
+    from diffusion_renderer.training.examples import forward_example
+
+    g = torch.Generator().manual_seed(0)
+    batch = {k: torch.rand(2, 3, 1, 16, 16, generator=g) * 2 - 1 for k in (*FORWARD_CONDITION_KEYS, "rgb")}
+    batch[SHADING_HINT_KEY] = torch.rand(2, 3, 1, 16, 16, generator=g) * 2 - 1
+    tok, keys = SpaceToDepthTokenizer(), forward_condition_keys(True)
+    assert keys[-1] == SHADING_HINT_KEY and keys[:-1] == FORWARD_CONDITION_KEYS
+    example = forward_example(batch, tok, g, key_drop=0.0, condition_drop=0.0, condition_keys=keys)
+    per_key = example.condition.latent_condition.unflatten(1, (9, 193))
+    assert torch.equal(per_key[:, -1, :192], tok.encode(batch[SHADING_HINT_KEY])) and per_key[:, -1, 192].eq(1).all()
+    real = forward_example(batch, tok, g, key_drop=0.0, condition_drop=0.0, condition_keys=keys, drop_lighting=True)
+    assert real.condition.latent_condition.unflatten(1, (9, 193))[:, 5:].abs().sum() == 0
+    del batch[SHADING_HINT_KEY]
+    with pytest.raises(ValueError, match="shading hint"):
+        forward_example(batch, tok, g, condition_keys=keys)
+
+
+def test_widened_model_computes_what_it_did() -> None:
+    from diffusion_renderer.models.specs import random_transformer
+    from diffusion_renderer.training.trainer import TrainConfig, widen_condition
+
+    model = random_transformer("forward-medium", seed=4)
+    wide = widen_condition(model, TrainConfig(role="forward", model_config="medium-hint"))
+    assert wide.config.shading_hint and wide.condition_channels == 9 * 193
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 192, 1, 4, 4, generator=g)
+    condition = torch.randn(1, 8 * 193, 1, 4, 4, generator=g)
+    hint = torch.randn(1, 193, 1, 4, 4, generator=g)
+    t = torch.tensor([0.3])
+    with torch.no_grad():
+        before = model(x, t, latent_condition=condition).sample
+        after = wide.eval()(x, t, latent_condition=torch.cat([condition, hint], 1)).sample
+    assert torch.allclose(before, after, atol=1e-5)
+    same = widen_condition(model, TrainConfig(role="forward", model_config="small"))  # another size: --init wins
+    assert same is model
