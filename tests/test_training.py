@@ -383,7 +383,7 @@ def test_train_command_widens_a_forward_model_to_the_shading_hint(tmp_path, caps
     write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
     args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1"]
-    args += ["--model-config", "medium-hint", "--init", "random:forward-medium"]
+    args += ["--model-config", "medium-hint", "--init", "tiny"]  # the shipped forward-medium file
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     model = load_model(str(tmp_path / "run"), "forward").transformer
     assert model.config.shading_hint and model.condition_channels == 9 * 193

@@ -16,6 +16,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from diffusion_renderer.conventions import SHADING_HINT_KEY
     from diffusion_renderer.io.errors import InputError
+    from diffusion_renderer.models.configs import dit_config
     from diffusion_renderer.models.specs import load_model
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer, widen_condition
@@ -79,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = None
     if args.init:
         model = widen_condition(load_model(args.init, args.role).transformer.float(), config)
+        if dit_config(f"{args.role}-{args.model_config}").get("shading_hint") and not model.config.shading_hint:
+            raise ValueError(f"--init {args.init} is not a {args.role}-{args.model_config} without the hint")
     if args.lora:
         from diffusion_renderer.models.lora import add_lora
 
@@ -90,11 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             torch.manual_seed(config.seed)
             add_lora(model, rank=args.lora)
     trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
-    if args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]:
-        if SHADING_HINT_KEY not in bank.tensors and args.real is None:
-            raise InputError(
-                Path(args.data), "this model takes the shading hint; these shards have none (make them anew)"
-            )
+    takes_hint = args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]
+    if takes_hint and SHADING_HINT_KEY not in bank.tensors and args.real is None:
+        raise InputError(Path(args.data), "this model takes the shading hint; these shards have none (make them anew)")
     if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
 

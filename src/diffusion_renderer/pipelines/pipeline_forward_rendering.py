@@ -128,7 +128,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         return videos, env.env_hdr
 
     def prepare_shading_hint(self, gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor) -> torch.Tensor:
-        """Model-range G-buffer videos {key: (1, 3, N, H, W)} and (T, H, W, 3) HDR -> the hint video (1, 3, N, H, W)."""
+        """Model-range G-buffer videos {key: (1, 3, N, H, W)}, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
         from diffusion_renderer.render.hint import shading_hint
 
         frames = {

@@ -27,8 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import to_model
-from diffusion_renderer.conventions import display_rgb
+from diffusion_renderer.conventions import display_rgb, to_model
 from diffusion_renderer.data.shards import HINT_KEYS, SHARD_KEYS, dequantize, list_shards, read_shard
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions

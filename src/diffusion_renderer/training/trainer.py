@@ -124,6 +124,10 @@ def new_transformer(config: TrainConfig) -> DiffusionRendererTransformer3DModel:
     return model
 
 
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in config.items()}
+
+
 def widen_condition(
     model: DiffusionRendererTransformer3DModel, config: TrainConfig
 ) -> DiffusionRendererTransformer3DModel:
@@ -135,8 +139,8 @@ def widen_condition(
     New keys come last in the condition (``forward_condition_keys``), and the patch embedding reads
     [x, condition, padding mask] per patch position, so the new input columns go just before the padding mask's.
     """
-    target = dit_config(f"{config.role}-{config.model_config}")
-    current = dict(model.config)
+    target = _comparable(dit_config(f"{config.role}-{config.model_config}"))
+    current = _comparable(dict(model.config))  # a renderer file's config holds lists where dit_config has tuples
     same_size = all(current.get(k) == v for k, v in target.items() if k not in ("in_channels", "shading_hint"))
     if not same_size or target["in_channels"] <= current["in_channels"]:
         return model
