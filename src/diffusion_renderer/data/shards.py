@@ -5,7 +5,7 @@
     DATA/{split}/shards/scene_{seed:08d}.safetensors
 
 Tensors, each (T, C, H, W) and quantised like the package's image files (so a clip costs ~1.5 MB a frame at
-256², plus 0.8 MB of float16 HDR, and reading it is a memcpy):
+256², plus 1.2 MB of float16 HDR with the hint, and reading it is a memcpy):
 
 * ``rgb`` uint8: the sRGB display frame the models see; ``basecolor``, ``roughness``, ``metallic`` uint8 [0, 1];
 * ``normal``, ``depth`` uint16: ``to_unit`` of [-1, 1] (16 bits as their PNGs);

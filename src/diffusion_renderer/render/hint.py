@@ -24,7 +24,6 @@ from collections.abc import Mapping
 
 import torch
 
-from diffusion_renderer.conventions import srgb_to_linear
 from diffusion_renderer.render.splitsum import (
     DEFAULT_FOV_DEG,
     DEFAULT_ROUGHNESS_LEVELS,
@@ -36,7 +35,7 @@ from diffusion_renderer.render.splitsum import (
     camera_rays,
     prepare_environment,
     sample_equirect,
-    shade_splitsum,
+    shade_gbuffer_frame,
 )
 
 BACKGROUND_DEPTH = 0.999  # relative depth at or beyond this is background (the baseline's mask="depth" rule)
@@ -104,15 +103,7 @@ def shading_hint(gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor) ->
         k = t if env_hdr.shape[0] == count else 0
         if env is None or (k > 0 and not torch.equal(env_hdr[k], env_hdr[k - 1])):
             equirect, env = _environment(env_hdr[k])
-        color = shade_splitsum(
-            srgb_to_linear(frames["basecolor"][t]),
-            frames["normal"][t],
-            frames["roughness"][t],
-            frames["metallic"][t],
-            -rays,
-            env,
-            lut=lut,
-        )
+        color = shade_gbuffer_frame(frames, t, rays, env, lut=lut)
         if background is not None:
             color = torch.where(background[t], sample_equirect(equirect, rays), color)
         out.append(color)

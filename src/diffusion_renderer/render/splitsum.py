@@ -603,6 +603,31 @@ def shade_splitsum(
     return out
 
 
+def shade_gbuffer_frame(
+    frames: Mapping[str, torch.Tensor],
+    t: int,
+    rays: torch.Tensor,
+    env: PrefilteredEnvironment,
+    *,
+    lut: torch.Tensor,
+    angle: float = 0.0,
+    specular: bool = True,
+) -> torch.Tensor:
+    """Frame ``t`` of prepared G-buffers {key: (T, h, w, C)} (basecolor sRGB) seen along the camera's (h, w, 3)
+    ``rays`` -> (h, w, 3) linear radiance."""
+    return shade_splitsum(
+        srgb_to_linear(frames["basecolor"][t]),
+        frames["normal"][t],
+        frames["roughness"][t],
+        frames["metallic"][t],
+        -rays,
+        env,
+        angle=angle,
+        lut=lut,
+        specular=specular,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Renderer with the forward pipeline's call
 
@@ -736,17 +761,7 @@ class SplitSumRenderer:
         out = []
         for t in range(count):
             angle = float(angles[t])
-            color = shade_splitsum(
-                srgb_to_linear(frames["basecolor"][t]),
-                frames["normal"][t],
-                frames["roughness"][t],
-                frames["metallic"][t],
-                -rays,
-                env,
-                angle=angle,
-                lut=lut,
-                specular=specular,
-            )
+            color = shade_gbuffer_frame(frames, t, rays, env, lut=lut, angle=angle, specular=specular)
             if foreground is not None:
                 behind = env.background(rays, angle) if background == "env" else torch.zeros_like(color)
                 color = torch.where(foreground[t], color, behind)

@@ -1,8 +1,8 @@
 """Training data in memory: every clip of a data folder as quantised tensors, sampled into model-range batches.
 
 A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) (on the GPU when there is
-room: a 256² frame is ~2.3 MB with its float16 HDR, so 10,000 frames fit in 23 GB), and draws batches of
-images (T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as
+room: a 256² frame is ~2.9 MB with its float16 HDR and shading hint, so 10,000 frames fit in 29 GB), and draws
+batches of images (T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as
 the model sees its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
 
 Augmentations, both exact:
