@@ -82,6 +82,10 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     kwargs = {"num_inference_steps": 1, "generator": None, "progress": False, "processing_resolution": SIZE}
     first = pipe(gbuffers, raw, **kwargs).images[0]
     assert first.shape == (1, SIZE, SIZE, 3) and first.min() >= 0 and first.max() <= 1
+    # a rotating light over a clip cut to its first window: one hint per output frame, the rest padded
+    clip = {k: np.concatenate([v] * 3) for k, v in gbuffers.items()}
+    cut = pipe(clip, raw, rotate_light=True, chunk_mode="first", num_frames=2, **kwargs).images[0]
+    assert cut.shape == (2, SIZE, SIZE, 3)
     # the hint reaches the DiT: a different hint, a different frame
     import diffusion_renderer.render.hint as hint_module
 

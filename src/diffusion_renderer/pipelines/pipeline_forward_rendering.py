@@ -134,6 +134,9 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         frames = {
             key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in gbuffers.items()
         }  # (N, H, W, C)
+        count = next(iter(frames.values())).shape[0]
+        if 1 < env_hdr.shape[0] < count:  # chunk_mode "first": frames past the output are encoded, never shown
+            env_hdr = torch.cat([env_hdr, env_hdr[-1:].expand(count - env_hdr.shape[0], -1, -1, -1)])
         linear = shading_hint(frames, env_hdr.to(self._execution_device))  # (N, H, W, 3)
         return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
 
