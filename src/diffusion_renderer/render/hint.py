@@ -38,6 +38,8 @@ from diffusion_renderer.render.splitsum import (
     shade_gbuffer_frame,
 )
 
+# Every setting here is part of the input of the models trained with the hint: a change needs a new config flag
+# (e.g. a hint version in the DiT config), or the shipped model sees hints unlike the ones it was trained on.
 BACKGROUND_DEPTH = 0.999  # relative depth at or beyond this is background (the baseline's mask="depth" rule)
 PREFILTER_SAMPLES = 64  # GGX samples per texel of a prefiltered level (its most; narrow lobes take fewer)
 PREFILTER_HEIGHTS = (16, 64)  # rows of a prefiltered level: the 256-row condition map needs no more
