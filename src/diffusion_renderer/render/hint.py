@@ -27,12 +27,11 @@ import torch
 from diffusion_renderer.render.splitsum import (
     DEFAULT_FOV_DEG,
     DEFAULT_ROUGHNESS_LEVELS,
-    GBUFFER_DEFAULTS,
     PrefilteredEnvironment,
-    _unit_normals,
     auto_level_heights,
     brdf_lut,
     camera_rays,
+    complete_gbuffers,
     prepare_environment,
     sample_equirect,
     shade_gbuffer_frame,
@@ -90,14 +89,9 @@ def shading_hint(gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor) ->
     device = env_hdr.device
     if env_hdr.shape[0] not in (1, count):
         raise ValueError(f"{env_hdr.shape[0]} environment frames for {count} G-buffer frames")
-    frames = {}
-    for key, default in GBUFFER_DEFAULTS.items():
-        value = gbuffers.get(key)
-        value = torch.tensor(default, device=device) if value is None else value.to(device, torch.float32)
-        frames[key] = value.expand(count, height, width, len(default))
-    frames["normal"] = _unit_normals(frames["normal"])
-    depth = gbuffers.get("depth")
-    background = None if depth is None else depth.to(device)[..., :1] >= BACKGROUND_DEPTH  # (T, H, W, 1)
+    frames = complete_gbuffers({k: v for k, v in gbuffers.items() if v is not None}, (count, height, width), device)
+    depth = frames.get("depth")
+    background = None if depth is None else depth[..., :1] >= BACKGROUND_DEPTH  # (T, H, W, 1)
     rays = camera_rays(height, width, DEFAULT_FOV_DEG, device=device)  # (H, W, 3)
     lut = brdf_lut(device=device)
     out, env, equirect = [], None, None

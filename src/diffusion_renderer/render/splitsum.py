@@ -603,6 +603,19 @@ def shade_splitsum(
     return out
 
 
+def complete_gbuffers(
+    frames: Mapping[str, torch.Tensor], shape: tuple[int, int, int], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """G-buffers {key: (T, h, w, C)} -> float32 on ``device``, the missing shading inputs set to
+    ``GBUFFER_DEFAULTS`` (broadcast to ``shape`` = (T, h, w)) and the normals made unit."""
+    out = {k: f.to(device, torch.float32) for k, f in frames.items()}
+    for key, default in GBUFFER_DEFAULTS.items():
+        if key not in out:
+            out[key] = torch.tensor(default, device=device).expand(*shape, len(default))
+    out["normal"] = _unit_normals(out["normal"])
+    return out
+
+
 def shade_gbuffer_frame(
     frames: Mapping[str, torch.Tensor],
     t: int,
@@ -691,12 +704,7 @@ class SplitSumRenderer:
             raise ValueError(f"unknown G-buffer keys {unknown} (known: {', '.join(GBUFFER_KEYS)}, {MASK_KEY})")
         channels_first, (count, height, width) = collect_gbuffers(gbuffers, fixed_frame)
         frames = {k: f.permute(0, 2, 3, 1) for k, f in channels_first.items()}  # (T, h, w, C)
-        out = {k: f.to(self.device, torch.float32) for k, f in frames.items()}
-        for key, default in GBUFFER_DEFAULTS.items():
-            if key not in out:
-                out[key] = torch.tensor(default, device=self.device).expand(count, height, width, len(default))
-        out["normal"] = _unit_normals(out["normal"])
-        return out
+        return complete_gbuffers(frames, (count, height, width), self.device)
 
     def foreground_mask(
         self, mask: object, frames: Mapping[str, torch.Tensor], depth_threshold: float

@@ -272,7 +272,10 @@ class Trainer:
         clips = float(torch.rand(1, generator=self.generator, device=self.device)) < cfg.clip_fraction
         frames = min(cfg.clip_frames, self.bank.clip_frames) if clips else 1
         size = max(1, cfg.batch_size // frames)
-        return self.bank.sample(size, frames, self.generator, exposure_stops=cfg.exposure_stops)
+        # the inverse examples read only the frame and its passes: gathering (and re-exposing) the lighting and the
+        # shading hint for them would be wasted work on every step (the draws do not depend on the keys)
+        keys = ("rgb", *INVERSE_PASSES) if cfg.role == "inverse" else None
+        return self.bank.sample(size, frames, self.generator, keys=keys, exposure_stops=cfg.exposure_stops)
 
     def forward_kwargs(self) -> dict[str, Any]:
         """The forward examples' options: the real-footage domain's lighting drop and the model's condition keys."""
