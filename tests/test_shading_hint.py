@@ -1,5 +1,6 @@
 """The split-sum shading hint (render/hint.py): its light is the condition's light, it is the split-sum baseline's
-shading, it reaches the DiT as a ninth condition key, and a forward-medium widened to take it is unchanged."""
+shading, its versions' background rules, it reaches the DiT as a ninth condition key, a forward-medium widened to
+take it is unchanged, and a residual model denoises the difference from it (starting at the hint)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_renderer.conventions import FORWARD_CONDITION_KEYS, SHADING_HINT_KEY, forward_condition_keys
+from diffusion_renderer.conventions import (
+    FORWARD_CONDITION_KEYS,
+    SHADING_HINT_KEY,
+    display_rgb,
+    forward_condition_keys,
+)
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map, project_envmap
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
-from diffusion_renderer.render.hint import equirect_from_condition, shading_hint
+from diffusion_renderer.render.hint import background_mask, equirect_from_condition, shading_hint
 from diffusion_renderer.render.splitsum import SplitSumRenderer, env_radiance, equirect_directions
 
 SIZE = 48
@@ -29,10 +35,12 @@ def random_gbuffers(seed: int, frames: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     normal = torch.randn(frames, SIZE, SIZE, 3, generator=g) + torch.tensor([0.0, 0.0, 1.5])
     depth = torch.rand(frames, SIZE, SIZE, 1, generator=g) * 2 - 1
-    depth[:, :8] = 1.0  # the top rows are background
+    depth[:, :8] = 1.0  # the top rows are background: far, and no normal (as the data engine writes it)
+    normal = torch.nn.functional.normalize(normal, dim=-1)
+    normal[:, :8] = 0.0
     return {
         "basecolor": torch.rand(frames, SIZE, SIZE, 3, generator=g),
-        "normal": torch.nn.functional.normalize(normal, dim=-1),
+        "normal": normal,
         "roughness": torch.rand(frames, SIZE, SIZE, 1, generator=g),
         "metallic": torch.rand(frames, SIZE, SIZE, 1, generator=g),
         "depth": depth,
@@ -89,7 +97,7 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     # the hint reaches the DiT: a different hint, a different frame
     import diffusion_renderer.render.hint as hint_module
 
-    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e: torch.zeros(1, SIZE, SIZE, 3))
+    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e, version: torch.zeros(1, SIZE, SIZE, 3))
     assert not np.allclose(pipe(gbuffers, raw, **kwargs).images[0], first)
     # precomputed conditions carry their HDR map; bare encodings cannot make a hint
     env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
@@ -119,10 +127,10 @@ def test_examples_put_the_hint_last_and_drop_it_with_the_lighting() -> None:
 
 def test_widened_model_computes_what_it_did() -> None:
     from diffusion_renderer.models.specs import random_transformer
-    from diffusion_renderer.training.trainer import TrainConfig, widen_condition
+    from diffusion_renderer.training.trainer import TrainConfig, adapt_to_config
 
     model = random_transformer("forward-medium", seed=4)
-    wide = widen_condition(model, TrainConfig(role="forward", model_config="medium-hint"))
+    wide = adapt_to_config(model, TrainConfig(role="forward", model_config="medium-hint"))
     assert wide.config.shading_hint and wide.condition_channels == 9 * 193
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 192, 1, 4, 4, generator=g)
@@ -133,5 +141,80 @@ def test_widened_model_computes_what_it_did() -> None:
         before = model(x, t, latent_condition=condition).sample
         after = wide.eval()(x, t, latent_condition=torch.cat([condition, hint], 1)).sample
     assert torch.allclose(before, after, atol=1e-5)
-    same = widen_condition(model, TrainConfig(role="forward", model_config="small"))  # another size: --init wins
-    assert same is model
+    same = adapt_to_config(model, TrainConfig(role="forward", model_config="small"))  # another size: --init wins
+    assert same is model and adapt_to_config(wide, TrainConfig(role="forward", model_config="medium")) is wide
+
+
+def test_version_2_background_keeps_clipped_surfaces() -> None:
+    gbuffers = random_gbuffers(5)
+    gbuffers["depth"][:, 8:12] = 1.0  # far surfaces, clipped to +1 like the background, with unit normals
+    gbuffers["depth"][:, 12:].clamp_(max=0.99)  # nearer surfaces
+    v1, v2 = background_mask(gbuffers, 1), background_mask(gbuffers, 2)
+    assert v1[:, :12].all() and not v1[:, 12:].any()
+    assert v2[:, :8].all() and not v2[:, 8:].any()
+    condition = project_envmap(smooth_panorama(3), SIZE, SIZE, torch.tensor([0.4]), method="direct")
+    one, two = shading_hint(gbuffers, condition, version=1), shading_hint(gbuffers, condition, version=2)
+    assert torch.equal(one[:, :8], two[:, :8]) and torch.equal(one[:, 12:], two[:, 12:])
+    assert not torch.allclose(one[:, 8:12], two[:, 8:12])  # version 2 shades the clipped surfaces
+    with pytest.raises(ValueError, match="unknown shading hint version 3"):
+        shading_hint(gbuffers, condition, version=3)
+
+
+def test_residual_model_denoises_the_difference_from_the_hint() -> None:
+    from diffusion_renderer.models.edm import c_in, c_noise, c_out, c_skip
+    from diffusion_renderer.models.specs import random_transformer
+    from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+
+    residual = random_transformer("forward-medium-residual", seed=6).eval()
+    assert residual.config.hint_residual and residual.hint_version == 2
+    plain = DiffusionRendererTransformer3DModel(**{**residual.config, "hint_residual": False}).eval()
+    plain.load_state_dict(residual.state_dict())
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 192, 1, 4, 4, generator=g)
+    condition = torch.randn(2, 9 * 193, 1, 4, 4, generator=g)
+    base = condition[:, -193:-1]  # the hint's latent, before its mask channel
+    sigma = torch.tensor([0.7, 30.0]).view(-1, 1, 1, 1, 1)
+    t = c_noise(sigma.flatten())
+    with torch.no_grad():
+        ours = residual(c_in(sigma) * x, t, latent_condition=condition).sample
+        net = plain(c_in(sigma) * (x - base), t, latent_condition=condition).sample  # the network on x - base
+    denoised = c_skip(sigma) * x + c_out(sigma) * ours
+    expected = base + c_skip(sigma) * (x - base) + c_out(sigma) * net
+    assert torch.allclose(denoised, expected, atol=1e-4)
+    with torch.no_grad():  # guidance's unconditional branch (a zero condition) is the plain network
+        assert torch.allclose(
+            residual(x, t, latent_condition=condition * 0).sample,
+            plain(x, t, latent_condition=condition * 0).sample,
+            atol=1e-5,
+        )
+    with pytest.raises(ValueError, match="hint_residual needs a shading hint"):
+        DiffusionRendererTransformer3DModel(**{**residual.config, "shading_hint": 0})
+
+
+def test_adapted_residual_model_renders_the_hint() -> None:
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.training.trainer import TrainConfig, adapt_to_config
+
+    model = load_model("random:forward-medium-hint", "forward")
+    hint_model = model.transformer
+    residual = adapt_to_config(hint_model, TrainConfig(role="forward", model_config="medium-residual"))
+    assert residual.config.hint_residual and residual.hint_version == 2
+    assert residual.proj_out.weight.abs().sum() == 0
+    trunk = {k: v for k, v in hint_model.state_dict().items() if not k.startswith("proj_out.")}
+    assert all(torch.equal(residual.state_dict()[k], v) for k, v in trunk.items())
+    pipe = ForwardRenderingPipeline.from_model(model)
+    pipe.transformer = residual.eval()
+    gbuffers = random_gbuffers(7)
+    raw = smooth_panorama(4)
+    # one step from sigma_max: D = hint + c_skip(80) (x_T - hint), c_skip(80) = 4e-5. (More steps would sample
+    # hint + N(0, sigma_data^2): a zero network is the prior that the residual is that Gaussian.)
+    image = pipe(
+        {k: v.numpy() for k, v in gbuffers.items()},
+        raw.numpy(),
+        num_inference_steps=1,
+        processing_resolution=SIZE,
+        progress=False,
+    ).images[0]
+    hint = display_rgb(shading_hint(gbuffers, process_environment_map(raw, SIZE, SIZE).env_hdr, version=2))
+    assert np.abs(image - hint.numpy()).max() < 0.02

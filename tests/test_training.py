@@ -27,6 +27,7 @@ from diffusion_renderer.conventions import (
 from diffusion_renderer.data.shards import (
     HDR_KEYS,
     HINT_KEYS,
+    HINT_VERSION_META,
     SHARD_KEYS,
     dequantize,
     encode_clip,
@@ -65,13 +66,13 @@ def synthetic_clip(rng: np.random.Generator) -> dict[str, torch.Tensor]:
 
 def write_synthetic_data(root, seed: int, train: int = 3, val: int = 1) -> None:
     """A make-data folder in the shards layout with ``train`` and ``val`` synthetic clips."""
-    from diffusion_renderer.data.shards import shard_path
+    from diffusion_renderer.data.shards import shard_meta, shard_path
 
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", val)):
         for i in range(count):
             clip = f"scene_{i:08d}"
-            write_shard(shard_path(root, split, clip), synthetic_clip(rng), {"clip": clip})
+            write_shard(shard_path(root, split, clip), synthetic_clip(rng), shard_meta({}, clip, split))
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +151,17 @@ def test_shards_round_trip(tmp_path):
     assert meta["seed"] == 1 and all(torch.equal(tensors[k], clip[k]) for k in clip)
     normal = dequantize("normal", tensors["normal"])
     assert normal.min() >= -1 and normal.max() <= 1
-    stacked, names = stack_shards([path, path], first_frames=1)
-    assert stacked["rgb"].shape == (2, 1, 3, SIZE, SIZE) and names == ["scene_00000001"] * 2
+    stacked, names, version = stack_shards([path, path], first_frames=1)
+    assert stacked["rgb"].shape == (2, 1, 3, SIZE, SIZE) and names == ["scene_00000001"] * 2 and version == 1
+    # hints of two versions (render/hint.py) are not stacked together; a bank refuses clips of another version
+    newer = write_shard(tmp_path / "scene_00000003.safetensors", clip, {"clip": "newer", HINT_VERSION_META: 2})
+    two, _, version = stack_shards([path, newer])
+    assert version is None and not set(two) & {*HINT_KEYS, "shading_linear"} and "rgb_linear" in two
+    with pytest.raises(ValueError, match="newer: shading hints of version 2, not 1"):
+        FrameBank(*stack_shards([path])).add(*stack_shards([newer]))
     # A shard from before the HDR tensors: a mixed folder stacks without them, every key covering every clip.
     old = write_shard(tmp_path / "scene_00000002.safetensors", {k: clip[k] for k in SHARD_KEYS}, {"clip": "old"})
-    mixed, names = stack_shards([path, old])
+    mixed, names, _ = stack_shards([path, old])
     assert set(mixed) == set(SHARD_KEYS) and all(v.shape[0] == 2 for v in mixed.values())
     bank = FrameBank(mixed, names)
     bank.add(*stack_shards([path]))  # new clips' extra keys are left out
@@ -377,20 +384,23 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear, shading_linear in the shards" in err[0]
 
 
-def test_train_command_widens_a_forward_model_to_the_shading_hint(tmp_path, capsys):
+def test_train_command_adapts_a_forward_model_to_the_hint_residual(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
 
-    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)
+    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 2 hints (render/hint.py)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
-    args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1"]
-    args += ["--model-config", "medium-hint", "--init", "tiny"]  # the shipped forward-medium file
-    assert main([*args, "--out", str(tmp_path / "run")]) == 0
-    model = load_model(str(tmp_path / "run"), "forward").transformer
-    assert model.config.shading_hint and model.condition_channels == 9 * 193
+    args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1", "--init", "tiny"]
+    assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "run")]) == 0
+    model = load_model(str(tmp_path / "run"), "forward").transformer  # the shipped forward-medium-hint, adapted
+    assert model.config.hint_residual and model.hint_version == 2 and model.condition_channels == 9 * 193
     capsys.readouterr()
+    # a model of hint version 1 is not trained on version 2 hints
+    assert main([*args, "--model-config", "medium-hint", "--out", str(tmp_path / "v1")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: these shards hold version 2 shading hints; this model takes version 1" in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)
-    assert main([*args, "--out", str(tmp_path / "old")]) == 2
+    assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data: this model takes the shading hint; these shards have none" in err[0]

@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from diffusion_renderer.models.configs import dit_config
     from diffusion_renderer.models.specs import load_model
     from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
-    from diffusion_renderer.training.trainer import TrainConfig, Trainer, widen_condition
+    from diffusion_renderer.training.trainer import TrainConfig, Trainer, adapt_to_config
 
     if args.real is None and not args.data:
         raise ValueError("train: give --data DIR (make-data output), or --real VIDEOS for a LoRA")
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
     model = None
     if args.init:
-        model = widen_condition(load_model(args.init, args.role).transformer.float(), config)
+        model = adapt_to_config(load_model(args.init, args.role).transformer.float(), config)
         if dit_config(f"{args.role}-{args.model_config}").get("shading_hint") and not model.config.shading_hint:
             raise ValueError(f"--init {args.init} is not a {args.role}-{args.model_config} without the hint")
     if args.lora:
@@ -94,8 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             add_lora(model, rank=args.lora)
     trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
     takes_hint = args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]
-    if takes_hint and SHADING_HINT_KEY not in bank.tensors and args.real is None:
-        raise InputError(Path(args.data), "this model takes the shading hint; these shards have none (make them anew)")
+    if takes_hint and args.real is None:
+        check_hint_version(Path(args.data), bank, int(trainer.model.config.shading_hint))
     if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
 
@@ -113,6 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def check_hint_version(data: Path, bank, version: int) -> None:
+    """A hint model trains only on shards whose hints were made with its version of ``render/hint.py``."""
+    from diffusion_renderer.conventions import SHADING_HINT_KEY
+    from diffusion_renderer.io.errors import InputError
+
+    if SHADING_HINT_KEY not in bank.tensors:
+        raise InputError(data, "this model takes the shading hint; these shards have none (make them anew)")
+    if bank.hint_version != version:
+        raise InputError(
+            data, f"these shards hold version {bank.hint_version} shading hints; this model takes version {version}"
+        )
 
 
 def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:

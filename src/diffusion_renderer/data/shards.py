@@ -20,6 +20,7 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
 * ``shading`` uint8 and ``shading_linear`` float16: the split-sum shading hint of the frame (``render/hint.py``,
   from the stored G-buffers and ``env_hdr``, exactly as a pipeline computes it at inference) for forward models
   that take it; display-encoded like ``rgb``, and linear for the exposure augmentation. Older shards lack them.
+  The metadata's ``hint_version`` says which version of the hint they hold (absent: version 1).
 
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
@@ -45,6 +46,7 @@ SHARD_DIR: Final[str] = "shards"
 ENV_KEYS: Final[tuple[str, ...]] = ("env_ldr", "env_log")
 SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
 HINT_KEYS: Final[tuple[str, ...]] = ("shading",)  # optional (render/hint.py)
+HINT_VERSION_META: Final[str] = "hint_version"  # metadata field: render/hint.py's version of the stored hint
 HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr", "shading_linear")  # float16 (exposure augmentation)
 WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
 FLOAT16_MAX: Final[float] = float(torch.finfo(torch.float16).max)
@@ -110,7 +112,7 @@ def encode_clip(
     ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions and the shading
     hint are stored too)."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
-    from diffusion_renderer.render.hint import shading_hint
+    from diffusion_renderer.render.hint import HINT_VERSION, shading_hint
 
     rgb_linear = np.asarray(rgb_linear, dtype=np.float32)
     tensors = {"rgb": quantize("rgb", display_rgb(rgb_linear)), "rgb_linear": store_hdr(rgb_linear)}
@@ -124,7 +126,7 @@ def encode_clip(
         tensors["env_hdr"] = store_hdr(env_hdr)
         device = hint_device()
         frames = {key: torch.as_tensor(np.asarray(gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
-        hint = shading_hint(frames, env_hdr.to(device)).cpu()  # (T, H, W, 3) linear
+        hint = shading_hint(frames, env_hdr.to(device), HINT_VERSION).cpu()  # (T, H, W, 3) linear
         tensors["shading"] = quantize("shading", display_rgb(hint))
         tensors["shading_linear"] = store_hdr(hint)
     for key, value in tensors.items():
@@ -144,8 +146,16 @@ def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def shard_meta(meta: Mapping[str, Any], clip: str, split: str) -> dict[str, Any]:
-    """A clip's meta record for its shard (the full scene spec kept: it regenerates the clip)."""
-    return {**meta, "clip": clip, "split": split}
+    """A clip's meta record for its shard (the full scene spec kept: it regenerates the clip) and the version of
+    the shading hint :func:`encode_clip` writes."""
+    from diffusion_renderer.render.hint import HINT_VERSION
+
+    return {**meta, "clip": clip, "split": split, HINT_VERSION_META: HINT_VERSION}
+
+
+def hint_version_of(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> int | None:
+    """The shading hint version of a shard's tensors; None without a hint (shards from before the field: 1)."""
+    return int(meta.get(HINT_VERSION_META, 1)) if "shading" in tensors else None
 
 
 def pack_folder(root: Path, split: str, progress: bool = False) -> int:
@@ -165,5 +175,6 @@ def pack_folder(root: Path, split: str, progress: bool = False) -> int:
         height, width = stored.rgb.shape[1:3]
         env = environment_hdr(SceneSpec.from_dict(stored.meta["scene"]), height, width)
         linear = read_linear_rgb(root, split, clip)
-        write_shard(shard_path(root, split, clip), encode_clip(linear, stored.gbuffers, env), stored.meta)
+        tensors = encode_clip(linear, stored.gbuffers, env)
+        write_shard(shard_path(root, split, clip), tensors, shard_meta(stored.meta, clip, split))
     return len(todo)

@@ -38,6 +38,7 @@ from diffusers.models.transformers.transformer_cosmos import (
 from torch.distributed import ProcessGroup
 
 from diffusion_renderer.models.context_parallel import UlyssesAttnProcessor, gather_tokens, local_tokens, token_counts
+from diffusion_renderer.models.edm import c_in, c_out, c_skip
 from diffusion_renderer.models.performance import attention_backend, resolve_attention
 
 SUPPORTED_EXTRA_POS_EMBED = ("sincos", None)
@@ -111,7 +112,6 @@ class RotaryPosEmbed3D(nn.Module):
         patch_size: tuple[int, int, int],
         rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
         base_fps: int = 24,
-        shading_hint: bool = False,
     ) -> None:
         super().__init__()
         self.max_size = [size // patch for size, patch in zip(max_size, patch_size, strict=True)]
@@ -213,9 +213,12 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     Config differences from the parent: ``in_channels`` counts the denoised latent plus the latent condition
     (32 inverse, 152 forward); ``out_channels`` is the denoised latent (16). ``extra_pos_embed_type="sincos"``
     builds the official sin-cos per-block embedding; ``num_context_embeddings > 0`` builds the inverse model's
-    context embedding; ``qk_norm_eps`` is the official 1e-6. ``shading_hint`` (this project's forward models, not
-    official) says that the condition's last key is the split-sum shading hint (``conventions.forward_condition_keys``,
-    ``render/hint.py``); the network is the same, only the pipelines read it.
+    context embedding; ``qk_norm_eps`` is the official 1e-6.
+
+    This project's forward models (never official ones): ``shading_hint`` > 0 says that the condition's last key is
+    the split-sum shading hint (``conventions.forward_condition_keys``) computed with that version of
+    ``render/hint.py`` (files written when it was a bool hold ``true``: version 1); only the pipelines read it.
+    ``hint_residual`` makes the network denoise the frame's difference from the hint: see :meth:`forward`.
     """
 
     # Class attributes that diffusers reads: block-wise torch.compile and device-map splitting use them.
@@ -251,8 +254,11 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         num_context_embeddings: int = 16,
         qk_norm_eps: float = 1e-6,
         base_fps: int = 24,
-        shading_hint: bool = False,
+        shading_hint: int = 0,
+        hint_residual: bool = False,
     ) -> None:
+        if hint_residual and not shading_hint:
+            raise ValueError("hint_residual needs a shading hint (shading_hint > 0)")
         if extra_pos_embed_type not in SUPPORTED_EXTRA_POS_EMBED:
             raise ValueError(f"extra_pos_embed_type must be one of {SUPPORTED_EXTRA_POS_EMBED}")
         if in_channels < out_channels:
@@ -331,6 +337,19 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
             ).to(device=device, dtype=dtype)
 
     @property
+    def hint_version(self) -> int:
+        """The ``render/hint.py`` version of the model's shading hint; 0 for none (``true`` in older files: 1)."""
+        return int(self.config.shading_hint)
+
+    def residual_base(self, latent_condition: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, C, T, H, W) hint latent of a ``hint_residual`` model: the condition's last key (zeros when it was
+        dropped, or in guidance's unconditional branch); None for other models."""
+        if not self.config.hint_residual or latent_condition is None:
+            return None
+        channels = self.config.out_channels
+        return latent_condition[:, -(channels + 1) : -1]  # the last key's latent, before its mask channel
+
+    @property
     def condition_channels(self) -> int:
         """Channels of the latent condition concatenated after the denoised latent."""
         return self.config.in_channels - self.config.out_channels
@@ -400,6 +419,12 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     ) -> tuple[torch.Tensor] | Transformer2DModelOutput:
         """Raw network output F (B, out_channels, T, H, W) for input x = c_in * x_sigma and timestep c_noise.
 
+        With ``hint_residual`` the denoiser D = c_skip x + c_out F becomes base + c_skip (x - base) + c_out F_net,
+        base being the hint's latent (:meth:`residual_base`): the network sees the noisy difference from the hint,
+        and the hint is added back to its output with the weight that makes D come out so. Samplers, guidance and
+        the EDM loss are unchanged, and a zero output projection renders exactly the hint. Why: the small forward
+        model did not learn to pass the hint's full-resolution detail through (8 x 8 tiles after 768 steps).
+
         Args:
             hidden_states: (B, out_channels, T, H, W) preconditioned noisy latent.
             timestep: c_noise, a 0-d, (1,) or (B,) tensor (flattened as in the official net).
@@ -421,6 +446,10 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         grid = (num_frames // p_t, height // p_h, width // p_w)
 
         # 1. Inputs and positional embeddings
+        base = self.residual_base(latent_condition)
+        if base is not None:
+            sigma = torch.exp(4.0 * timestep.float().flatten()).view(-1, 1, 1, 1, 1)  # timestep = c_noise(sigma)
+            hidden_states = (hidden_states.float() - c_in(sigma) * base.float()).to(hidden_states.dtype)
         x = self.concat_inputs(hidden_states, latent_condition, padding_mask)
         # Position tables in the weights' dtype: what the official inference gets by casting the whole model
         # (buffers included) to bf16, whatever path loaded this one.
@@ -465,6 +494,8 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         x = x.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, grid)  # (B, T, H, W, p_h, p_w, p_t, C)
         x = x.permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, T, p_t, H, p_h, W, p_w)
         x = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if base is not None:
+            x = (x.float() + (1 - c_skip(sigma)) / c_out(sigma) * base.float()).to(x.dtype)
         if not return_dict:
             return (x,)
         return Transformer2DModelOutput(sample=x)
@@ -534,5 +565,6 @@ def official_net_to_config(net: dict[str, Any]) -> dict[str, Any]:
         # The official DiT hard-codes Embedding(16, crossattn_emb_channels).
         "num_context_embeddings": 16 if net.get("use_context_embedding", False) else 0,
         "qk_norm_eps": 1e-6,
-        "shading_hint": bool(net.get("shading_hint", False)),  # never in official configs
+        "shading_hint": int(net.get("shading_hint", 0)),  # never in official configs
+        "hint_residual": bool(net.get("hint_residual", False)),
     }

@@ -47,9 +47,9 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     role = "forward"
 
     @property
-    def shading_hint(self) -> bool:
-        """Whether the DiT takes the split-sum shading hint (this project's models; never official ones)."""
-        return bool(getattr(self.transformer.config, "shading_hint", False))
+    def shading_hint(self) -> int:
+        """The version of the split-sum shading hint the DiT takes (this project's models); 0 for none."""
+        return int(getattr(self.transformer.config, "shading_hint", 0))
 
     # ------------------------------------------------------------------------------------------- stages
 
@@ -137,7 +137,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         count = next(iter(frames.values())).shape[0]
         if 1 < env_hdr.shape[0] < count:  # chunk_mode "first": frames past the output are encoded, never shown
             env_hdr = torch.cat([env_hdr, env_hdr[-1:].expand(count - env_hdr.shape[0], -1, -1, -1)])
-        linear = shading_hint(frames, env_hdr.to(self._execution_device))  # (N, H, W, 3)
+        linear = shading_hint(frames, env_hdr.to(self._execution_device), self.shading_hint)  # (N, H, W, 3)
         return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
 
     def encode_conditions(

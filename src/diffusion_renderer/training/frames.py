@@ -28,7 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import display_rgb, to_model
-from diffusion_renderer.data.shards import HINT_KEYS, SHARD_KEYS, dequantize, list_shards, read_shard
+from diffusion_renderer.data.shards import (
+    HINT_KEYS,
+    SHARD_KEYS,
+    dequantize,
+    hint_version_of,
+    list_shards,
+    read_shard,
+)
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions
 
@@ -57,10 +64,12 @@ def indexable(value: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class FrameBank:
-    """Quantised clips (N, T, C, H, W) per key, all the same size; ``names`` of the clips."""
+    """Quantised clips (N, T, C, H, W) per key, all the same size; ``names`` of the clips; ``hint_version``: the
+    ``render/hint.py`` version of their shading hints (None without)."""
 
     tensors: dict[str, torch.Tensor]
     names: list[str] = field(default_factory=list)
+    hint_version: int | None = None
 
     def __post_init__(self) -> None:
         self.tensors = {key: indexable(value) for key, value in self.tensors.items()}
@@ -86,11 +95,14 @@ class FrameBank:
         stored)."""
         return sorted({src for key, src in EXPOSED_FROM.items() if key in self.tensors and src not in self.tensors})
 
-    def add(self, clips: dict[str, torch.Tensor], names: list[str]) -> None:
+    def add(self, clips: dict[str, torch.Tensor], names: list[str], hint_version: int | None = None) -> None:
         """Append clips (n, T, C, H, W) per key (a growing folder adds shards as they land). Keys the bank lacks
-        are left out (every key must cover every clip); new clips lacking one of the bank's keys are refused."""
+        are left out (every key must cover every clip); new clips lacking one of the bank's keys, or with hints of
+        another version, are refused."""
         if missing := sorted(set(self.tensors) - set(clips)):
             raise ValueError(f"{', '.join(names)}: no {', '.join(missing)}, which the clips already loaded have")
+        if self.hint_version is not None and hint_version != self.hint_version:
+            raise ValueError(f"{', '.join(names)}: shading hints of version {hint_version}, not {self.hint_version}")
         for key in list(self.tensors):
             self.tensors[key] = torch.cat([self.tensors[key], indexable(clips[key]).to(self.device)])
         self.names.extend(names)
@@ -152,15 +164,15 @@ class FrameBank:
 
 def stack_shards(
     paths: list[Path], progress: bool = False, first_frames: int | None = None
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Read shards and stack them: {key: (n, T, C, H, W)}; shards of another size are refused by name. Only the
-    keys every shard has are kept (a folder mixing shards made before and after ``env_hdr`` / ``rgb_linear``
-    existed stacks without them).
+) -> tuple[dict[str, torch.Tensor], list[str], int | None]:
+    """Read shards and stack them: ({key: (n, T, C, H, W)}, clip names, shading hint version); shards of another
+    size are refused by name. Only the keys every shard has are kept (a folder mixing shards made before and after
+    ``env_hdr`` / ``rgb_linear`` existed stacks without them), and the hint only when every shard's has one version.
 
     ``first_frames``: keep only the first frames of every clip (validation uses frame 0 of mixed-length clips).
     """
     parts: dict[str, list[torch.Tensor]] = {}
-    names, shape = [], None
+    names, shape, versions = [], None, set()
     for path in tqdm(paths, desc="shards", disable=not progress):
         tensors, meta = read_shard(path)
         if first_frames is not None:
@@ -173,7 +185,12 @@ def stack_shards(
         for key, value in tensors.items():
             parts.setdefault(key, []).append(value)
         names.append(meta.get("clip", path.stem))
-    return {key: torch.stack(values) for key, values in parts.items() if len(values) == len(names)}, names
+        versions.add(hint_version_of(tensors, meta))
+    stacked = {key: torch.stack(values) for key, values in parts.items() if len(values) == len(names)}
+    version = versions.pop() if len(versions) == 1 else None
+    if version is None:
+        stacked = {k: v for k, v in stacked.items() if k not in (*HINT_KEYS, EXPOSED_FROM[HINT_KEYS[0]])}
+    return stacked, names, version
 
 
 def load_frame_bank(
@@ -193,8 +210,8 @@ def load_frame_bank(
     paths = list_shards(root, split)
     if not paths:
         raise InputError(root, f"no {split} clips (expected make-data output: {split}/meta or {split}/shards)")
-    tensors, names = stack_shards(paths, progress, first_frames)
-    return FrameBank({k: v.to(device) for k, v in tensors.items()}, names)
+    tensors, names, hint_version = stack_shards(paths, progress, first_frames)
+    return FrameBank({k: v.to(device) for k, v in tensors.items()}, names, hint_version)
 
 
 def refresh_frame_bank(bank: FrameBank, root: Path, split: str = "train") -> int:
@@ -202,6 +219,5 @@ def refresh_frame_bank(bank: FrameBank, root: Path, split: str = "train") -> int
     known = set(bank.names)
     new = [p for p in list_shards(root, split) if p.stem not in known]
     if new:
-        tensors, names = stack_shards(new)
-        bank.add(tensors, names)
+        bank.add(*stack_shards(new))
     return len(new)

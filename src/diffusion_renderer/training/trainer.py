@@ -128,33 +128,46 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in config.items()}
 
 
-def widen_condition(
+HINT_SETTINGS = ("in_channels", "shading_hint", "hint_residual")  # what adapt_to_config may change
+
+
+def adapt_to_config(
     model: DiffusionRendererTransformer3DModel, config: TrainConfig
 ) -> DiffusionRendererTransformer3DModel:
-    """``model`` as a DiT of ``{role}-{model_config}`` that takes more condition keys (e.g. a forward-medium
-    fine-tuned into forward-medium-hint): the same weights, with zero input weights for the new keys' channels,
-    so it computes exactly what it did until training gives them weight. ``model`` itself otherwise: with
-    ``--init`` the starting model's size wins, as it always has; the configuration only adds condition keys.
+    """``model`` as a DiT of ``{role}-{model_config}`` when the two differ only in the shading hint's settings (a
+    forward-medium fine-tuned into forward-medium-hint, that into forward-medium-residual); ``model`` itself
+    otherwise: with ``--init`` the starting model's size wins, as it always has.
 
-    New keys come last in the condition (``forward_condition_keys``), and the patch embedding reads
-    [x, condition, padding mask] per patch position, so the new input columns go just before the padding mask's.
+    * More condition keys: zero input weights for the new keys' channels, so it computes exactly what it did until
+      training gives them weight. New keys come last in the condition (``forward_condition_keys``), and the patch
+      embedding reads [x, condition, padding mask] per patch position, so the new input columns go just before
+      the padding mask's.
+    * To ``hint_residual``: the output projection is zeroed, so it starts by rendering the hint exactly (the DiT's
+      ``forward``); the trunk keeps what it learned.
+    * Another hint version: the weights as they are (the inputs change a little; training adapts to them).
     """
     target = _comparable(dit_config(f"{config.role}-{config.model_config}"))
     current = _comparable(dict(model.config))  # a renderer file's config holds lists where dit_config has tuples
-    same_size = all(current.get(k) == v for k, v in target.items() if k not in ("in_channels", "shading_hint"))
-    if not same_size or target["in_channels"] <= current["in_channels"]:
+    current["hint_residual"] = bool(current.get("hint_residual", False))  # files from before it existed
+    same_size = all(current.get(k) == v for k, v in target.items() if k not in HINT_SETTINGS)
+    if not same_size or target["in_channels"] < current["in_channels"]:
         return model
-    wide = new_transformer(config)
+    if all(current.get(k) == target[k] for k in HINT_SETTINGS):
+        return model
     state = model.state_dict()
-    weight = state["patch_embed.proj.weight"]  # (D, P * (in + mask)), P = patch positions
-    positions = math.prod(model.config.patch_size)
-    old_in = weight.shape[1] // positions
-    cols = weight.view(weight.shape[0], old_in, positions)  # channel-major, as the patch embedding flattens
-    pad = cols.new_zeros(weight.shape[0], target["in_channels"] - current["in_channels"], positions)
-    cut = current["in_channels"]  # the padding mask's column (concat_padding_mask) comes after all the channels
-    state["patch_embed.proj.weight"] = torch.cat([cols[:, :cut], pad, cols[:, cut:]], dim=1).flatten(1)
-    wide.load_state_dict(state)
-    return wide
+    if target["in_channels"] > current["in_channels"]:
+        weight = state["patch_embed.proj.weight"]  # (D, P * (in + mask)), P = patch positions
+        positions = math.prod(model.config.patch_size)
+        old_in = weight.shape[1] // positions
+        cols = weight.view(weight.shape[0], old_in, positions)  # channel-major, as the patch embedding flattens
+        pad = cols.new_zeros(weight.shape[0], target["in_channels"] - current["in_channels"], positions)
+        cut = current["in_channels"]  # the padding mask's column (concat_padding_mask) comes after all the channels
+        state["patch_embed.proj.weight"] = torch.cat([cols[:, :cut], pad, cols[:, cut:]], dim=1).flatten(1)
+    if target["hint_residual"] and not current["hint_residual"]:
+        state = {k: torch.zeros_like(v) if k.startswith("proj_out.") else v for k, v in state.items()}
+    adapted = new_transformer(config)
+    adapted.load_state_dict(state)
+    return adapted
 
 
 def denoiser_loss(
@@ -279,7 +292,7 @@ class Trainer:
 
     def forward_kwargs(self) -> dict[str, Any]:
         """The forward examples' options: the real-footage domain's lighting drop and the model's condition keys."""
-        hint = bool(getattr(self.model.config, "shading_hint", False))
+        hint = bool(getattr(self.model.config, "shading_hint", 0))
         return {"drop_lighting": self.config.drop_lighting, "condition_keys": forward_condition_keys(hint)}
 
     def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
