@@ -149,12 +149,13 @@ def test_version_2_background_keeps_clipped_surfaces() -> None:
     gbuffers = random_gbuffers(5)
     gbuffers["depth"][:, 8:12] = 1.0  # far surfaces, clipped to +1 like the background, with unit normals
     gbuffers["depth"][:, 12:].clamp_(max=0.99)  # nearer surfaces
+    gbuffers["depth"][:, :4] = 0.95  # background as an inverse model predicts it: no normal, depth short of +1
     v1, v2 = background_mask(gbuffers, 1), background_mask(gbuffers, 2)
-    assert v1[:, :12].all() and not v1[:, 12:].any()
+    assert v1[:, 4:12].all() and not v1[:, :4].any() and not v1[:, 12:].any()
     assert v2[:, :8].all() and not v2[:, 8:].any()
     condition = project_envmap(smooth_panorama(3), SIZE, SIZE, torch.tensor([0.4]), method="direct")
     one, two = shading_hint(gbuffers, condition, version=1), shading_hint(gbuffers, condition, version=2)
-    assert torch.equal(one[:, :8], two[:, :8]) and torch.equal(one[:, 12:], two[:, 12:])
+    assert torch.equal(one[:, 4:8], two[:, 4:8]) and torch.equal(one[:, 12:], two[:, 12:])
     assert not torch.allclose(one[:, 8:12], two[:, 8:12])  # version 2 shades the clipped surfaces
     with pytest.raises(ValueError, match="unknown shading hint version 3"):
         shading_hint(gbuffers, condition, version=3)
