@@ -96,18 +96,18 @@ OFFICIAL_NETS["forward-small"] = {
     "additional_concat_ch": 8 * (SMALL_LATENT_CHANNELS + 1),  # 8 keys x (latent + mask), the official layout
     "use_context_embedding": False,
 }
-# Medium: the shipped `tiny` forward model. The small layout widened to 256 (4 heads of 64) and deepened to
-# 10 blocks, about 11M parameters (forward: 11.4 MB as int8, which with the 4 MB small inverse fits the 16 MiB
-# weight budget). Why: the 6 x 192 forward model plateaued at 15.5-15.8 dB on held-out maps over 17k steps,
-# below split-sum's 23 dB, even on new scenes under its own training maps (19 dB): it underfits the
-# environment integral. The medium one reached 16.0 dB in 3.9k steps of 128 frames (model card).
+# Medium: the shipped `tiny` forward model's size (as forward-medium-residual, below). The small layout widened to
+# 256 (4 heads of 64) and deepened to 10 blocks, about 11M parameters (forward: 11.4 MB as int8, which with the 4 MB
+# small inverse fits the 16 MiB weight budget). Why: the 6 x 192 forward model plateaued at 15.5-15.8 dB on held-out
+# maps over 17k steps, below split-sum's 23 dB, even on new scenes under its own training maps (19 dB): it underfits
+# the environment integral. The medium one reached 16.0 dB in 3.9k steps of 128 frames (model card).
 _MEDIUM: dict[str, Any] = {**_SMALL, "model_channels": 256, "num_blocks": 10, "num_heads": 4}
 OFFICIAL_NETS["inverse-medium"] = {**OFFICIAL_NETS["inverse-small"], **_MEDIUM}
 OFFICIAL_NETS["forward-medium"] = {**OFFICIAL_NETS["forward-small"], **_MEDIUM}
 # Medium with the split-sum shading hint (render/hint.py; not official): a ninth condition key. Why: the forward
 # models above learned the environment integral poorly (18.0 dB against split-sum's 23.1 dB on held-out maps, most
 # of it one brightness factor per image); the hint gives them that integral, and they learn its correction. Built
-# from a forward-medium by adding zero input weights for the new key (training.trainer.widen_condition).
+# from a forward-medium by adding zero input weights for the new key (training.trainer.adapt_to_config).
 OFFICIAL_NETS["forward-medium-hint"] = {
     **OFFICIAL_NETS["forward-medium"],
     "additional_concat_ch": 9 * (SMALL_LATENT_CHANNELS + 1),

@@ -46,8 +46,8 @@ from diffusion_renderer.render.splitsum import (
     shade_gbuffer_frame,
 )
 
-# Every setting here is part of the input of the models trained with the hint: a change needs a new config flag
-# (e.g. a hint version in the DiT config), or the shipped model sees hints unlike the ones it was trained on.
+# Every setting here is part of the input of the models trained with the hint: a change needs a new entry in
+# HINT_VERSIONS (the DiT config's ``shading_hint`` names it), or a shipped model sees hints unlike its training's.
 BACKGROUND_DEPTH = 0.999  # relative depth at or beyond this is background (the baseline's mask="depth" rule)
 BACKGROUND_NORMAL = 0.5  # version 2: a normal shorter than this (zero on the background, unit on surfaces) ...
 BACKGROUND_DEPTH_V2 = 0.9  # ... and relative depth at or beyond this
