@@ -157,8 +157,8 @@ def test_version_2_background_keeps_clipped_surfaces() -> None:
     one, two = shading_hint(gbuffers, condition, version=1), shading_hint(gbuffers, condition, version=2)
     assert torch.equal(one[:, 4:8], two[:, 4:8]) and torch.equal(one[:, 12:], two[:, 12:])
     assert not torch.allclose(one[:, 8:12], two[:, 8:12])  # version 2 shades the clipped surfaces
-    with pytest.raises(ValueError, match="unknown shading hint version 3"):
-        shading_hint(gbuffers, condition, version=3)
+    with pytest.raises(ValueError, match="unknown shading hint version 4"):
+        shading_hint(gbuffers, condition, version=4)
 
 
 def test_residual_model_denoises_the_difference_from_the_hint() -> None:
@@ -167,7 +167,7 @@ def test_residual_model_denoises_the_difference_from_the_hint() -> None:
     from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
 
     residual = random_transformer("forward-medium-residual", seed=6).eval()
-    assert residual.config.hint_residual and residual.hint_version == 2
+    assert residual.config.hint_residual and residual.hint_version == 3
     plain = DiffusionRendererTransformer3DModel(**{**residual.config, "hint_residual": False}).eval()
     plain.load_state_dict(residual.state_dict())
     g = torch.Generator().manual_seed(2)
@@ -200,7 +200,7 @@ def test_adapted_residual_model_renders_the_hint() -> None:
     model = load_model("random:forward-medium-hint", "forward")
     hint_model = model.transformer
     residual = adapt_to_config(hint_model, TrainConfig(role="forward", model_config="medium-residual"))
-    assert residual.config.hint_residual and residual.hint_version == 2
+    assert residual.config.hint_residual and residual.hint_version == 3
     assert residual.proj_out.weight.abs().sum() == 0
     trunk = {k: v for k, v in hint_model.state_dict().items() if not k.startswith("proj_out.")}
     assert all(torch.equal(residual.state_dict()[k], v) for k, v in trunk.items())
@@ -217,5 +217,42 @@ def test_adapted_residual_model_renders_the_hint() -> None:
         processing_resolution=SIZE,
         progress=False,
     ).images[0]
-    hint = display_rgb(shading_hint(gbuffers, process_environment_map(raw, SIZE, SIZE).env_hdr, version=2))
+    hint = display_rgb(
+        shading_hint(gbuffers, process_environment_map(raw, SIZE, SIZE).env_hdr, version=residual.hint_version)
+    )
     assert np.abs(image - hint.numpy()).max() < 0.02
+
+
+def plane_gbuffers(fov_deg: float, size: int = 64, bumps: float = 0.0) -> dict[str, torch.Tensor]:
+    """A tilted ground plane seen by a camera of ``fov_deg`` (sky above the horizon): (1, H, W, C) normals and
+    normalised depth, the normals perturbed by up to ``bumps`` (a normal map's detail, which the fit averages)."""
+    from diffusion_renderer.conventions import normalize_depth
+    from diffusion_renderer.render.splitsum import camera_rays
+
+    rays = camera_rays(size, size, fov_deg).double()
+    rays = rays / -rays[..., 2:]  # (x t, y t, -1): planar depth z gives the point z * ray
+    normal = torch.nn.functional.normalize(torch.tensor([0.1, 1.0, 0.35], dtype=torch.float64), dim=0)
+    offset = float(normal @ torch.tensor([0.0, -1.0, -3.0], dtype=torch.float64))  # the plane through (0, -1, -3)
+    z = offset / (rays @ normal)  # (H, W)
+    ground = (z > 0) & (z < 60)
+    g = torch.Generator().manual_seed(0)
+    normals = normal.expand(size, size, 3) + bumps * torch.randn(size, size, 3, generator=g, dtype=torch.float64)
+    normals = torch.nn.functional.normalize(normals, dim=-1) * ground[..., None]
+    depth = normalize_depth(torch.where(ground, z, torch.ones_like(z)), ground)
+    return {"normal": normals[None].float(), "depth": depth[None, ..., None].float()}
+
+
+@pytest.mark.parametrize("fov", [32.0, 55.0])
+def test_field_of_view_is_read_off_the_dominant_plane(fov: float) -> None:
+    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_fov
+
+    flat = plane_gbuffers(fov)
+    assert abs(estimate_fov(flat["normal"][0], flat["depth"][0]) - fov) < 0.5
+    bumpy = plane_gbuffers(fov, bumps=0.1)  # a normal map: the per-pixel normals are off by ~10 degrees
+    assert abs(hint_fov(bumpy, 3) - fov) < 1.5
+    assert hint_fov(bumpy, 2) == DEFAULT_FOV_DEG  # versions 1-2 keep the fixed camera
+    g = torch.Generator().manual_seed(1)
+    noisy = flat["depth"] + 0.02 * torch.randn(flat["depth"].shape, generator=g)  # a predicted depth's noise
+    assert estimate_fov(flat["normal"][0], noisy[0]) is None  # a poor fit keeps the fixed camera
+    sky = {k: v * 0 for k, v in flat.items()}  # no surface: no estimate, the fixed camera
+    assert estimate_fov(sky["normal"][0], sky["depth"][0]) is None and hint_fov(sky, 3) == DEFAULT_FOV_DEG

@@ -384,20 +384,20 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear, shading_linear in the shards" in err[0]
 
 
-def test_train_command_adapts_a_forward_model_to_the_hint_residual(tmp_path, capsys):
+def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
 
-    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 2 hints (render/hint.py)
+    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 3 hints (render/hint.py)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
     args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1", "--init", "tiny"]
     assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "run")]) == 0
-    model = load_model(str(tmp_path / "run"), "forward").transformer  # the shipped forward-medium-hint, adapted
-    assert model.config.hint_residual and model.hint_version == 2 and model.condition_channels == 9 * 193
+    model = load_model(str(tmp_path / "run"), "forward").transformer  # from the shipped forward-medium-residual
+    assert model.config.hint_residual and model.hint_version == 3 and model.condition_channels == 9 * 193
     capsys.readouterr()
-    # a model of hint version 1 is not trained on version 2 hints
+    # a model of hint version 1 is not trained on version 3 hints
     assert main([*args, "--model-config", "medium-hint", "--out", str(tmp_path / "v1")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data: these shards hold version 2 shading hints; this model takes version 1" in err[0]
+    assert len(err) == 1 and "data: these shards hold version 3 shading hints; this model takes version 1" in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)

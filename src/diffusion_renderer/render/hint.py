@@ -25,10 +25,14 @@ the path tracer's frames do. Which pixels are background is the hint's version (
    normals on every surface, clipped or not (on its G-buffers this is the true mask). The inverse model predicts
    near-zero normals on 94-100 % of the background but depth >= 0.999 on only half of it: on the held-out set's
    predictions, rule 1 misses 41 % of the background, this one 6 % (and calls 2 % of the surfaces background).
+3. version 2's background, seen through the field of view that :func:`estimate_fov` reads from the G-buffers
+   (``DEFAULT_FOV_DEG`` when it cannot) instead of a fixed 40 degrees (the data engine's cameras have 30-60). The
+   hint alone on the held-out set: 21.3 dB (version 2) -> 22.3.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -51,10 +55,14 @@ from diffusion_renderer.render.splitsum import (
 BACKGROUND_DEPTH = 0.999  # relative depth at or beyond this is background (the baseline's mask="depth" rule)
 BACKGROUND_NORMAL = 0.5  # version 2: a normal shorter than this (zero on the background, unit on surfaces) ...
 BACKGROUND_DEPTH_V2 = 0.9  # ... and relative depth at or beyond this
-HINT_VERSIONS = (1, 2)
+HINT_VERSIONS = (1, 2, 3)
 HINT_VERSION = HINT_VERSIONS[-1]  # what the data engine writes into new shards
 PREFILTER_SAMPLES = 64  # GGX samples per texel of a prefiltered level (its most; narrow lobes take fewer)
 PREFILTER_HEIGHTS = (16, 64)  # rows of a prefiltered level: the 256-row condition map needs no more
+PLANE_COSINE = math.cos(math.radians(15.0))  # estimate_fov: normals within 15 deg of the dominant one are its plane
+PLANE_MIN_PIXELS = 500  # estimate_fov: fewer plane pixels than this give no estimate
+FOV_RANGE_DEG = (15.0, 100.0)  # estimate_fov: estimates outside this are refused
+FIT_TOLERANCE = 0.01  # estimate_fov: a median residual above this share of the median right-hand side is refused
 
 
 def equirect_from_condition(env: torch.Tensor) -> torch.Tensor:
@@ -101,7 +109,74 @@ def background_mask(gbuffers: Mapping[str, torch.Tensor | None], version: int) -
     if version == 1 or normal is None:
         return depth[..., :1] >= BACKGROUND_DEPTH
     empty = torch.linalg.vector_norm(normal.float(), dim=-1, keepdim=True) < BACKGROUND_NORMAL
-    return empty & (depth[..., :1] >= BACKGROUND_DEPTH_V2)
+    return empty & (depth[..., :1] >= BACKGROUND_DEPTH_V2)  # versions 2 and 3
+
+
+def dominant_plane(normal: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """(H, W) bool: the pixels whose normal lies within 15 degrees of the most common one (the ground, a wall);
+    None when there are too few. The mode is voted among a fixed subsample of the valid pixels, then refined."""
+    unit = torch.nn.functional.normalize(normal[valid], dim=-1)  # (P, 3)
+    if unit.shape[0] < PLANE_MIN_PIXELS:
+        return None
+    candidates = unit[torch.linspace(0, unit.shape[0] - 1, 1000, device=unit.device).long()]
+    votes = (candidates @ unit.T > PLANE_COSINE).sum(1)
+    centre = candidates[votes.argmax()]
+    for _ in range(2):  # re-centre the cone on its members' mean: the winning candidate is itself a noisy normal
+        inside = unit @ centre > PLANE_COSINE
+        centre = torch.nn.functional.normalize(unit[inside].mean(0), dim=0)
+    member = torch.zeros_like(valid)
+    member[valid] = unit @ centre > PLANE_COSINE
+    return member if int(member.sum()) >= PLANE_MIN_PIXELS else None
+
+
+def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5) -> float | None:
+    """Vertical field of view (degrees) of one frame's (H, W, 3) camera-space normals and (H, W, 1) normalised depth,
+    read off its dominant plane; None when there is none or the fit is implausible.
+
+    Why it can be read: a plane's points z r (r = (x t, y t, -1) the camera ray through the pixel at (x, y), t = tan
+    of half the field of view) satisfy n . (z r) = c, and the normalised depth is d = a z + b with unknown a, b, so
+    (d - b)(t (x n_x + y n_y) - n_z) = a c on every pixel of the plane: linear in (t, b t, b, a c), solved by least
+    squares with Cauchy reweighting. The plane's normal is its pixels' mean, which averages out normal maps (which
+    broke a per-pixel version of this fit). A fit whose median residual exceeds ``FIT_TOLERANCE`` of the right-hand
+    side's is refused. Measured on the 30 held-out clips: on the ground-truth G-buffers the relative residual is
+    below 0.006 wherever the estimate is right (within 1 degree, median error 0.05) and above 0.1 on the two where it
+    is not; on the inverse model's predicted G-buffers it is 0.013-0.05 and the estimates are no better than a fixed
+    40 degrees (mean error 8.7 against 9.3), so those keep the fixed camera.
+    """
+    n, d = normal.double(), depth[..., 0].double()
+    height, width = d.shape
+    valid = (torch.linalg.vector_norm(n, dim=-1) > BACKGROUND_NORMAL) & (d.abs() < 0.995)  # unclipped surfaces
+    member = dominant_plane(n, valid)
+    if member is None:
+        return None
+    plane = torch.nn.functional.normalize(n[member].mean(0), dim=0)
+    xs = (2 * torch.arange(width, dtype=torch.float64, device=d.device) + 1 - width) / height  # camera_rays' grid
+    ys = 1 - (2 * torch.arange(height, dtype=torch.float64, device=d.device) + 1) / height
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    p, dm = x[member] * plane[0] + y[member] * plane[1], d[member]
+    rows = torch.stack([dm * p, -p, plane[2].expand_as(p), -torch.ones_like(p)], dim=1)  # unknowns t, bt, b, ac
+    rhs = dm * plane[2]
+    weight = torch.ones_like(rhs)
+    for _ in range(iterations):
+        solution = torch.linalg.lstsq(rows * weight[:, None], (rhs * weight)[:, None]).solution[:, 0]
+        residual = rows @ solution - rhs
+        scale = 1.4826 * residual.abs().median() + 1e-12
+        weight = 1 / (1 + (residual / (2 * scale)) ** 2)
+    if float(residual.abs().median()) > FIT_TOLERANCE * float(rhs.abs().median()):
+        return None  # not a clean plane: predicted G-buffers, or curved surfaces voted dominant
+    fov = math.degrees(2 * math.atan(float(solution[0]))) if float(solution[0]) > 0 else 0.0
+    return fov if FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1] else None
+
+
+def hint_fov(gbuffers: Mapping[str, torch.Tensor | None], version: int) -> float:
+    """The field of view a hint of ``version`` is shaded with: the median estimate over up to 4 frames (one camera
+    per clip) for version 3, else ``DEFAULT_FOV_DEG``."""
+    normal, depth = gbuffers.get("normal"), gbuffers.get("depth")
+    if version < 3 or normal is None or depth is None:
+        return DEFAULT_FOV_DEG
+    picks = torch.linspace(0, normal.shape[0] - 1, min(4, normal.shape[0])).round().long().unique()
+    found = [f for t in picks.tolist() if (f := estimate_fov(normal[t], depth[t])) is not None]
+    return float(torch.tensor(found).median()) if found else DEFAULT_FOV_DEG
 
 
 def shading_hint(
@@ -122,7 +197,7 @@ def shading_hint(
     background = background_mask(gbuffers, version)  # (T, H, W, 1), before the normals are made unit
     background = None if background is None else background.to(device)
     frames = complete_gbuffers({k: v for k, v in gbuffers.items() if v is not None}, (count, height, width), device)
-    rays = camera_rays(height, width, DEFAULT_FOV_DEG, device=device)  # (H, W, 3)
+    rays = camera_rays(height, width, hint_fov(gbuffers, version), device=device)  # (H, W, 3)
     lut = brdf_lut(device=device)
     out, env, equirect = [], None, None
     for t in range(count):
