@@ -114,12 +114,16 @@ def background_mask(gbuffers: Mapping[str, torch.Tensor | None], version: int) -
 
 def dominant_plane(normal: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
     """(H, W) bool: the pixels whose normal lies within 15 degrees of the most common one (the ground, a wall);
-    None when there are too few. The mode is voted among a fixed subsample of the valid pixels, then refined."""
+    None when there are too few. The mode is voted on fixed subsamples of the valid pixels, then refined."""
     unit = torch.nn.functional.normalize(normal[valid], dim=-1)  # (P, 3)
     if unit.shape[0] < PLANE_MIN_PIXELS:
         return None
-    candidates = unit[torch.linspace(0, unit.shape[0] - 1, 1000, device=unit.device).long()]
-    votes = (candidates @ unit.T > PLANE_COSINE).sum(1)
+
+    def strided(count: int) -> torch.Tensor:  # a fixed subsample: the vote stays small at any resolution
+        return unit[torch.linspace(0, unit.shape[0] - 1, min(count, unit.shape[0]), device=unit.device).long()]
+
+    candidates = strided(256)
+    votes = (candidates.float() @ strided(16384).float().T > PLANE_COSINE).sum(1)
     centre = candidates[votes.argmax()]
     for _ in range(2):  # re-centre the cone on its members' mean: the winning candidate is itself a noisy normal
         inside = unit @ centre > PLANE_COSINE
