@@ -97,8 +97,12 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     # the hint reaches the DiT: a different hint, a different frame
     import diffusion_renderer.render.hint as hint_module
 
-    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e, version: torch.zeros(1, SIZE, SIZE, 3))
+    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e, version, fov_deg: torch.zeros(1, SIZE, SIZE, 3))
     assert not np.allclose(pipe(gbuffers, raw, **kwargs).images[0], first)
+    # the hint's camera is read once per set of G-buffers, not once per lighting
+    cameras = []
+    monkeypatch.setattr(hint_module, "hint_fov", lambda g, version: cameras.append(version) or 40.0)
+    assert len(pipe(gbuffers, [raw, raw[:, ::-1].copy()], **kwargs).images) == 2 and cameras == [1]
     # precomputed conditions carry their HDR map; bare encodings cannot make a hint
     env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
     assert env.env_hdr is not None

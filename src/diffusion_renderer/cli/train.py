@@ -6,9 +6,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffusion_renderer.cli.render import check_output_dir, default_device
 from diffusion_renderer.distributed import setup
+
+if TYPE_CHECKING:  # the CLI imports torch-side modules lazily
+    from diffusion_renderer.training.frames import FrameBank
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -115,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_hint_version(data: Path, bank, version: int) -> None:
+def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:
     """A hint model trains only on shards whose hints were made with its version of ``render/hint.py``."""
     from diffusion_renderer.conventions import SHADING_HINT_KEY
     from diffusion_renderer.io.errors import InputError

@@ -127,17 +127,30 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             )
         return videos, env.env_hdr
 
-    def prepare_shading_hint(self, gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor) -> torch.Tensor:
-        """Model-range G-buffer videos {key: (1, 3, N, H, W)}, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
+    def prepare_hint_gbuffers(
+        self, videos: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], float] | None:
+        """Model-range G-buffer videos {key: (1, 3, N, H, W)} -> ({key: (N, H, W, C)} in the conventions' ranges,
+        the hint's field of view), once per call (shared by every lighting); None for a model without the hint."""
+        from diffusion_renderer.render.hint import hint_fov
+
+        if not self.shading_hint:
+            return None
+        frames = {key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in videos.items()}
+        return frames, hint_fov(frames, self.shading_hint)
+
+    def prepare_shading_hint(
+        self, hint_gbuffers: tuple[dict[str, torch.Tensor], float], env_hdr: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`prepare_hint_gbuffers`' output, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
         from diffusion_renderer.render.hint import shading_hint
 
-        frames = {
-            key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in gbuffers.items()
-        }  # (N, H, W, C)
+        frames, fov = hint_gbuffers
         count = next(iter(frames.values())).shape[0]
         if 1 < env_hdr.shape[0] < count:  # chunk_mode "first": frames past the output are encoded, never shown
             env_hdr = torch.cat([env_hdr, env_hdr[-1:].expand(count - env_hdr.shape[0], -1, -1, -1)])
-        linear = shading_hint(frames, env_hdr.to(self._execution_device), self.shading_hint)  # (N, H, W, 3)
+        env_hdr = env_hdr.to(self._execution_device)
+        linear = shading_hint(frames, env_hdr, self.shading_hint, fov_deg=fov)  # (N, H, W, 3)
         return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
 
     def encode_conditions(
@@ -212,7 +225,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
         )
         gbuffer_latents = self.encode_conditions(videos, plan)  # shared by every lighting
-        hint_gbuffers = videos if self.shading_hint else None  # the hint shades them under each lighting
+        hint_gbuffers = self.prepare_hint_gbuffers(videos)  # the hint shades them under each lighting
         del videos
         padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
         images, all_latents = [], []

@@ -184,11 +184,15 @@ def hint_fov(gbuffers: Mapping[str, torch.Tensor | None], version: int) -> float
 
 
 def shading_hint(
-    gbuffers: Mapping[str, torch.Tensor], env_hdr: torch.Tensor, version: int = HINT_VERSION
+    gbuffers: Mapping[str, torch.Tensor],
+    env_hdr: torch.Tensor,
+    version: int = HINT_VERSION,
+    fov_deg: float | None = None,
 ) -> torch.Tensor:
     """G-buffers {key: (T, H, W, C)} (conventions' ranges; missing ones take split-sum's defaults) and the
     camera-frame HDR environment (T or 1, He, We, 3) -> (T, H, W, 3) linear split-sum radiance, its background
-    chosen by the rule of ``version`` (module doc).
+    chosen by the rule of ``version`` (module doc). ``fov_deg``: the camera, default :func:`hint_fov` of the
+    G-buffers (a caller shading one set of G-buffers under several lights computes it once).
 
     Frames that share an environment (a fixed light: one map) are shaded with one prefiltered map.
     """
@@ -201,7 +205,8 @@ def shading_hint(
     background = background_mask(gbuffers, version)  # (T, H, W, 1), before the normals are made unit
     background = None if background is None else background.to(device)
     frames = complete_gbuffers({k: v for k, v in gbuffers.items() if v is not None}, (count, height, width), device)
-    rays = camera_rays(height, width, hint_fov(gbuffers, version), device=device)  # (H, W, 3)
+    fov_deg = hint_fov(gbuffers, version) if fov_deg is None else fov_deg
+    rays = camera_rays(height, width, fov_deg, device=device)  # (H, W, 3)
     lut = brdf_lut(device=device)
     out, env, equirect = [], None, None
     for t in range(count):
