@@ -37,7 +37,7 @@ from diffusion_renderer.data.shards import (
 from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, loss_weight
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
-from diffusion_renderer.training.examples import forward_example, inverse_example
+from diffusion_renderer.training.examples import choose_passes, forward_example, inverse_example
 from diffusion_renderer.training.frames import FrameBank, stack_shards
 from diffusion_renderer.training.losses import (
     add_noise,
@@ -247,6 +247,22 @@ def test_examples_follow_the_inference_layout(bank):
     assert per_key[:, len(GBUFFER_KEYS) :].abs().sum() == 0 and per_key[:, : len(GBUFFER_KEYS)].abs().sum() > 0
 
 
+def test_pass_weights_set_how_often_each_pass_is_the_target(bank):
+    tok = SpaceToDepthTokenizer()
+    batch = bank.sample(8, 1, torch.Generator().manual_seed(0))
+    only = [1.0 if p == "normal" else 0.0 for p in INVERSE_PASSES]
+    inv = inverse_example(batch, tok, torch.Generator().manual_seed(1), condition_drop=0.0, pass_weights=only)
+    assert inv.condition.context_index.flatten().tolist() == [CONTEXT_INDEX["normal"]] * 8
+    weights = [3.0, 1.0, 0.0, 0.0, 0.0]
+    chosen = choose_passes(5, 40_000, torch.Generator().manual_seed(2), torch.device("cpu"), weights)
+    share = torch.bincount(chosen, minlength=5).float() / len(chosen)
+    assert torch.allclose(share, torch.tensor(weights) / 4, atol=0.01)
+    uniform = choose_passes(5, 64, torch.Generator().manual_seed(3), torch.device("cpu"))  # the official draw
+    assert torch.equal(uniform, torch.randint(5, (64,), generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="5 non-negative numbers"):
+        choose_passes(5, 4, torch.Generator(), torch.device("cpu"), [1.0, -1.0, 1.0, 1.0, 1.0])
+
+
 def test_edm_loss_is_the_weighted_denoising_error():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(5, 4, 1, 2, 2, generator=g)
@@ -376,6 +392,15 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert "give --data" in capsys.readouterr().err
     assert main([*args, "--exposure-stops", "-1"]) == 2
     assert "--exposure-stops must be >= 0" in capsys.readouterr().err
+    inverse = [*args[:1], "inverse", *args[2:], "--steps", "1", "--pass-weights", "basecolor=2", "depth=0"]
+    assert main([*inverse, "--out", str(tmp_path / "weighted")]) == 0
+    record = load_model(str(tmp_path / "weighted"), "inverse").record
+    assert record["train_config"]["pass_weights"] == {"basecolor": 2.0, "depth": 0.0}
+    capsys.readouterr()
+    for bad, message in (("albedo=2", "unknown pass 'albedo'"), ("normal=x", "'normal=x' is not PASS=NUMBER")):
+        assert main([*inverse, bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the HDR tensors were stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)

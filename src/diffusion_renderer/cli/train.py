@@ -15,6 +15,30 @@ if TYPE_CHECKING:  # the CLI imports torch-side modules lazily
     from diffusion_renderer.training.frames import FrameBank
 
 
+def parse_pass_weights(items: list[str] | None, role: str) -> dict[str, float] | None:
+    """``["basecolor=2", ...]`` -> {pass: weight}; a one-line ValueError for a bad item."""
+    from diffusion_renderer.conventions import INVERSE_PASSES
+
+    if items is None:
+        return None
+    if role != "inverse":
+        raise ValueError("train: --pass-weights weighs the inverse model's target passes; not for forward")
+    weights: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in INVERSE_PASSES:
+            raise ValueError(f"train: --pass-weights: unknown pass {name!r} (passes: {', '.join(INVERSE_PASSES)})")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValueError(f"train: --pass-weights: {item!r} is not PASS=NUMBER") from None
+        if not weights[name] >= 0:
+            raise ValueError(f"train: --pass-weights: {item!r}: weights must be >= 0")
+    if sum(weights.get(p, 1.0) for p in INVERSE_PASSES) <= 0:
+        raise ValueError("train: --pass-weights: every pass has weight 0")
+    return weights
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -33,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: --exposure-stops needs linear HDR frames; real footage has none")
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
+    pass_weights = parse_pass_weights(args.pass_weights, args.role)
     ranks = setup(args.device)  # torchrun: data parallel (training/trainer.py)
     if args.watch and ranks.world > 1:
         raise ValueError("train: --watch re-scans --data at different moments on each rank; use one process")
@@ -62,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         p_std=args.p_std,
         pure_noise_fraction=args.pure_noise_fraction,
         exposure_stops=args.exposure_stops,
+        pass_weights=pass_weights,
         fsdp=args.fsdp,
     )
     bank_device = args.bank_device or device
@@ -163,6 +189,14 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         type=float,
         default=0.0,
         help="exact exposure augmentation: light and frame scaled by 2^U(-N, N) per example (needs HDR shards)",
+    )
+    p.add_argument(
+        "--pass-weights",
+        nargs="+",
+        default=None,
+        metavar="PASS=W",
+        help="inverse: how often each pass is the target, relative (unnamed passes 1; default uniform, official), "
+        "e.g. basecolor=2 normal=1.5",
     )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")

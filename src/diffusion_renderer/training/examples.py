@@ -1,8 +1,8 @@
 """Training examples in the inference condition layout (so a trained model runs in the pipelines unchanged).
 
-* inverse: target = one G-buffer pass per example, chosen uniformly, named to the DiT by the context index;
-  condition = the RGB latent. Whole-condition dropout 0.1 (official conditioner rate) zeroes it, which is the
-  sampler's unconditional branch, so guidance works.
+* inverse: target = one G-buffer pass per example, chosen uniformly (official; ``pass_weights`` for another
+  mix), named to the DiT by the context index; condition = the RGB latent. Whole-condition dropout 0.1
+  (official conditioner rate) zeroes it, which is the sampler's unconditional branch, so guidance works.
 * forward: target = the RGB latent; condition = 8 keys x (latent + presence mask) in the official order. Each
   key is dropped independently with p = 0.05 (latent and mask zeroed: a missing key at inference), and the
   whole condition with p = 0.05 (official rates). ``drop_lighting`` removes the three lighting keys of every
@@ -52,17 +52,31 @@ def _keep(drop: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return (~drop).to(like.dtype).view(-1, 1, 1, 1, 1)
 
 
+def choose_passes(
+    count: int, size: int, generator: torch.Generator, device: torch.device, weights: Sequence[float] | None = None
+) -> torch.Tensor:
+    """(B,) indices into ``count`` passes: uniform, or in proportion to ``weights`` (one per pass)."""
+    if weights is None:  # no other draw than before: earlier runs replay exactly
+        return torch.randint(count, (size,), generator=generator, device=device)
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"pass weights must be {count} non-negative numbers, not all 0; got {list(weights)}")
+    probs = torch.tensor([float(w) for w in weights], device=device)
+    return torch.multinomial(probs, size, replacement=True, generator=generator)
+
+
 def inverse_example(
     batch: Mapping[str, torch.Tensor],
     tokenizer: LatentTokenizer,
     generator: torch.Generator,
     passes: Sequence[str] = INVERSE_PASSES,
     condition_drop: float = INVERSE_CONDITION_DROP,
+    pass_weights: Sequence[float] | None = None,
 ) -> TrainingExample:
-    """``batch``: {rgb, passes...: (B, 3, T, H, W)} in [-1, 1] -> one random pass per example."""
+    """``batch``: {rgb, passes...: (B, 3, T, H, W)} in [-1, 1] -> one random pass per example (``pass_weights``:
+    their relative frequencies, one per pass; None: uniform)."""
     rgb = batch["rgb"]
     size, device = rgb.shape[0], rgb.device
-    choice = torch.randint(len(passes), (size,), generator=generator, device=device)
+    choice = choose_passes(len(passes), size, generator, device, pass_weights)
     stacked = torch.stack([batch[p] for p in passes])  # (P, B, 3, T, H, W)
     target = stacked[choice, torch.arange(size, device=device)]  # (B, 3, T, H, W)
     index = torch.tensor([CONTEXT_INDEX[p] for p in passes], device=device)[choice].view(-1, 1)  # (B, 1)

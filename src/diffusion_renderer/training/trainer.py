@@ -98,6 +98,8 @@ class TrainConfig:
     p_std: float = P_STD
     pure_noise_fraction: float = 0.0  # share of samples at sigma_max from pure noise (losses.py; not official)
     exposure_stops: float = 0.0  # exact exposure augmentation, log-uniform in ±stops (frames.py; not official)
+    # inverse: relative frequency of each pass as the target ({pass: weight}, others 1; None: uniform, official)
+    pass_weights: dict[str, float] | None = None
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,8 +297,13 @@ class Trainer:
         hint = bool(getattr(self.model.config, "shading_hint", 0))
         return {"drop_lighting": self.config.drop_lighting, "condition_keys": forward_condition_keys(hint)}
 
+    def inverse_kwargs(self) -> dict[str, Any]:
+        """The inverse examples' options: the passes' sampling weights, in ``INVERSE_PASSES`` order."""
+        weights = self.config.pass_weights
+        return {} if weights is None else {"pass_weights": [weights.get(p, 1.0) for p in INVERSE_PASSES]}
+
     def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
-        kwargs = self.forward_kwargs() if self.config.role == "forward" else {}
+        kwargs = self.forward_kwargs() if self.config.role == "forward" else self.inverse_kwargs()
         with torch.no_grad():
             return make_example(self.config.role, batch, self.tokenizer, self.generator, **kwargs)
 
