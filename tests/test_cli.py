@@ -53,6 +53,14 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     assert code == 0 and (out / "coffee" / "0000.0000.pink_sunrise.png").is_file()  # only the new light
     code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite")
     assert code == 0 and lines[-1].startswith("1 done")
+    # a known camera reaches the shipped model's shading hint (its guess on predicted G-buffers is 40 degrees)
+    default = read_image(out / "coffee" / "0000.0000.sunny_vondelpark.png")
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite", "--fov", 65)
+    assert code == 0 and not np.array_equal(read_image(out / "coffee" / "0000.0000.sunny_vondelpark.png"), default)
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--fov", 180)
+    assert code != 0 and cli_errors(lines) == [
+        "diffusion-renderer: error: --fov must be in (0, 180) degrees, got 180.0"
+    ]
 
 
 @needs_examples

@@ -101,7 +101,7 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     assert not np.allclose(pipe(gbuffers, raw, **kwargs).images[0], first)
     # the hint's camera is read once per set of G-buffers, not once per lighting
     cameras = []
-    monkeypatch.setattr(hint_module, "hint_fov", lambda g, version: cameras.append(version) or 40.0)
+    monkeypatch.setattr(hint_module, "hint_fov", lambda g, version, known=None: cameras.append(version) or 40.0)
     assert len(pipe(gbuffers, [raw, raw[:, ::-1].copy()], **kwargs).images) == 2 and cameras == [1]
     # precomputed conditions carry their HDR map; bare encodings cannot make a hint
     env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
@@ -260,3 +260,44 @@ def test_field_of_view_is_read_off_the_dominant_plane(fov: float) -> None:
     assert estimate_fov(flat["normal"][0], noisy[0]) is None  # a poor fit keeps the fixed camera
     sky = {k: v * 0 for k, v in flat.items()}  # no surface: no estimate, the fixed camera
     assert estimate_fov(sky["normal"][0], sky["depth"][0]) is None and hint_fov(sky, 3) == DEFAULT_FOV_DEG
+
+
+@pytest.mark.parametrize("fov", [32.0, 55.0])
+def test_a_known_camera_is_seen_through_the_padding(fov: float) -> None:
+    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_fov, padded_fov
+
+    frame = plane_gbuffers(fov, size=96)
+    content = {k: v[:, 24:72] for k, v in frame.items()}  # the centre half: what a 96-row frame pads back to 96
+    inner = estimate_fov(content["normal"][0], content["depth"][0])
+    assert inner is not None and inner < fov - 10  # the content alone is seen through a narrower angle
+    assert abs(padded_fov(inner, 48, 96) - fov) < 0.05 and padded_fov(fov, 96, 96) == pytest.approx(fov)
+    assert hint_fov(content, 3, known_fov=inner) == inner  # a known camera wins over the estimate
+    assert hint_fov(content, 2, known_fov=inner) == DEFAULT_FOV_DEG  # models trained on the fixed camera keep it
+
+
+def test_pipeline_shades_the_hint_with_a_known_camera(monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    import diffusion_renderer.render.hint as hint_module
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+    pipe = ForwardRenderingPipeline.from_model(load_model("random:forward-medium-residual", "forward"))
+    wide = {k: torch.cat([v, v], dim=2).numpy() for k, v in random_gbuffers(4).items()}  # (1, 48, 96, C)
+    raw = smooth_panorama(3).numpy()
+    cameras: list[float] = []
+    real = hint_module.shading_hint
+
+    def recorded(gbuffers, env_hdr, version, fov_deg):
+        cameras.append(fov_deg)
+        return real(gbuffers, env_hdr, version, fov_deg)
+
+    monkeypatch.setattr(hint_module, "shading_hint", recorded)
+    kwargs = {"num_inference_steps": 1, "generator": None, "progress": False, "processing_resolution": (96, 96)}
+    known = pipe(wide, raw, fov_deg=30.0, **kwargs).images[0]
+    assert known.shape == (1, 48, 96, 3)
+    # the 48-row content is padded to 96 rows: the frame's vertical angle is wider than the camera's
+    assert cameras[-1] == pytest.approx(math.degrees(2 * math.atan(math.tan(math.radians(15.0)) * 2)))
+    assert not np.allclose(pipe(wide, raw, fov_deg=70.0, **kwargs).images[0], known)  # the camera changes the hint
+    with pytest.raises(ValueError, match=r"field of view must be in \(0, 180\)"):
+        pipe(wide, raw, fov_deg=180.0, **kwargs)

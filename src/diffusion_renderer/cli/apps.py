@@ -240,6 +240,7 @@ EDIT_SETTINGS = ("select_at", "select_color", "tolerance", "depth_range", "feath
 
 
 def cmd_insert(args: argparse.Namespace) -> int:
+    from diffusion_renderer.apps.object_insertion import DEFAULT_FOV_DEG as INSERT_FOV_DEG
     from diffusion_renderer.apps.object_insertion import Placement, insert_object, parse_material
     from diffusion_renderer.render.mesh_gbuffers import load_mesh, override_material
 
@@ -249,7 +250,7 @@ def cmd_insert(args: argparse.Namespace) -> int:
             scale=args.scale,
             rotate_deg=args.rotate,
             up=args.up,
-            fov_deg=args.fov,
+            fov_deg=INSERT_FOV_DEG if args.fov is None else args.fov,  # the forward model gets it only if given
             depth_ratio=args.depth_ratio,
             frame=args.frame,
         )
@@ -330,8 +331,7 @@ def add_app_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         help="preset (clay, plastic, rubber, gold, silver, copper, chrome) and/or key=value overrides "
         "(basecolor=#rrggbb roughness=V metallic=V); default: the file's materials",
     )
-    g = p.add_argument_group("camera (one image carries no metric camera)")
-    g.add_argument("--fov", type=float, default=50.0, help="vertical field of view in degrees (default 50)")
+    g = p.add_argument_group("camera (one image carries no metric camera; --fov below, default 50 here)")
     g.add_argument("--depth-ratio", type=float, default=4.0, help="assumed far / near of the scene (default 4)")
     g.add_argument("--frame", type=int, default=0, help="video frame whose surface places the object")
     add_render_options(p, cmd_insert, set_defaults)

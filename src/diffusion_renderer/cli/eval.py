@@ -51,6 +51,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         spp=args.spp,
         envmap_method=args.envmap_method,
         grid_frames=args.grid_frames,
+        known_fov=args.known_fov,
         progress=not args.quiet,
     )
     list_eval_clips(config.data, config.split, config.max_clips)  # bad data: one line, before any model loads
@@ -106,6 +107,11 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         "--spp", type=int, default=None, help="relight: reference samples per pixel (default: the scene spec's)"
     )
     p.add_argument("--grid-frames", type=int, default=3, help="frames per sample grid (default 3)")
+    p.add_argument(
+        "--known-fov",
+        action="store_true",
+        help="forward, relight: give the model each clip's true camera (what `--fov` gives a user who knows it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
     set_defaults(p, cmd_eval)

@@ -445,9 +445,12 @@ def cmd_inverse(args: argparse.Namespace) -> int:
 def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[str, object]]:
     """[(name, HDR array or None)]: the env maps, or one random-lighting run per requested index.
 
-    A bad env map is reported and left out; the others still render.
+    A bad env map is reported and left out; the others still render. A bad ``--fov`` stops the command.
     """
     from diffusion_renderer.lighting.presets import load_envmap
+
+    if args.fov is not None and not 0.0 < args.fov < 180.0:
+        raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
@@ -511,6 +514,7 @@ def render_lightings(
         light_angle=args.light_angle,
         fixed_frame=args.fixed_frame,
         envmap_method=args.envmap_method,
+        **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
         **pipeline_options(args),
     )
     relit = {}
@@ -765,6 +769,14 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rotate-light", action="store_true", help="one full turn of the light over the clip")
     g.add_argument("--light-angle", type=float, default=0.0, help="fixed light rotation in degrees")
     g.add_argument("--fixed-frame", type=int, default=None, help="use this G-buffer frame for every frame")
+    g.add_argument(
+        "--fov",
+        type=float,
+        default=None,
+        metavar="DEG",
+        help="the camera's vertical field of view, when known: `tiny` shades its hint with it, split-sum renders "
+        "with it (default: tiny reads it off the G-buffers where it can, else 40; split-sum 40)",
+    )
 
 
 def add_render_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:

@@ -92,6 +92,7 @@ class EvalConfig:
     spp: int | None = None  # relight reference samples per pixel (default: the scene spec's)
     envmap_method: str = "cubemap"
     grid_frames: int = 3  # frames per sample grid (first, middle, last)
+    known_fov: bool = False  # neural forward: the clip's true field of view (else the model's own choice)
     progress: bool = True
 
 
@@ -245,6 +246,7 @@ def render_forward(
         num_inference_steps=config.steps,
         generator=torch.Generator().manual_seed(config.seed),
         processing_resolution=config.resolution,
+        fov_deg=spec.camera.fov_deg if config.known_fov else None,
         progress=False,
     )
     return result.images[0]
@@ -585,6 +587,8 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "envmap_method": config.envmap_method,
         "fp8": config.fp8,
     }
+    if config.mode in ("forward", "relight"):
+        settings["known_fov"] = config.known_fov
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
         settings["ensemble"] = config.ensemble

@@ -54,7 +54,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     # ------------------------------------------------------------------------------------------- stages
 
     @staticmethod
-    def check_inputs(gbuffers: Mapping[str, object], num_inference_steps: int) -> None:
+    def check_inputs(gbuffers: Mapping[str, object], num_inference_steps: int, fov_deg: float | None = None) -> None:
         unknown = sorted(set(gbuffers) - set(GBUFFER_KEYS))
         if unknown:
             raise ValueError(f"unknown G-buffer keys {unknown} (known: {', '.join(GBUFFER_KEYS)})")
@@ -62,6 +62,8 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             raise ValueError("no G-buffers given")
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be >= 1")
+        if fov_deg is not None and not 0.0 < fov_deg < 180.0:
+            raise ValueError(f"the field of view must be in (0, 180) degrees, got {fov_deg}")
 
     def prepare_gbuffers(
         self,
@@ -128,16 +130,18 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         return videos, env.env_hdr
 
     def prepare_hint_gbuffers(
-        self, videos: Mapping[str, torch.Tensor]
+        self, videos: Mapping[str, torch.Tensor], fit: FitPlan, fov_deg: float | None = None
     ) -> tuple[dict[str, torch.Tensor], float] | None:
         """Model-range G-buffer videos {key: (1, 3, N, H, W)} -> ({key: (N, H, W, C)} in the conventions' ranges,
-        the hint's field of view), once per call (shared by every lighting); None for a model without the hint."""
-        from diffusion_renderer.render.hint import hint_fov
+        the hint's field of view), once per call (shared by every lighting); None for a model without the hint.
+        ``fov_deg``: the input camera's, when known (seen through the padding ``fit`` adds)."""
+        from diffusion_renderer.render.hint import hint_fov, padded_fov
 
         if not self.shading_hint:
             return None
         frames = {key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in videos.items()}
-        return frames, hint_fov(frames, self.shading_hint)
+        known = None if fov_deg is None else padded_fov(fov_deg, fit.resized_size[0], fit.processing_size[0])
+        return frames, hint_fov(frames, self.shading_hint, known)
 
     def prepare_shading_hint(
         self, hint_gbuffers: tuple[dict[str, torch.Tensor], float], env_hdr: torch.Tensor
@@ -199,6 +203,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         light_angle: float = 0.0,
         fixed_frame: int | None = None,
         envmap_method: str = "cubemap",
+        fov_deg: float | None = None,
         output_type: str = "np",
         output_latent: bool = False,
         progress: bool = True,
@@ -214,18 +219,21 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 ``--rotate_light``); ``light_angle``: a fixed rotation in degrees.
             fixed_frame: use this G-buffer frame for every frame (official ``--use_fixed_frame_ind``).
             envmap_method: ``cubemap`` (official resampling) or ``direct`` (one equirect lookup).
+            fov_deg: the G-buffers' vertical field of view in degrees, when the camera is known. Only models with
+                a version-3 shading hint use it (else the hint reads it off the G-buffers, or takes 40 degrees);
+                official checkpoints have no camera input.
             Others: as :class:`InverseRenderingPipeline`.
         """
         steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-        self.check_inputs(gbuffers, steps)
+        self.check_inputs(gbuffers, steps, fov_deg)
         lightings = list(envmap) if isinstance(envmap, (list, tuple)) else [envmap]
 
         videos, fit, plan = self.prepare_gbuffers(
             gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
         )
         gbuffer_latents = self.encode_conditions(videos, plan)  # shared by every lighting
-        hint_gbuffers = self.prepare_hint_gbuffers(videos)  # the hint shades them under each lighting
+        hint_gbuffers = self.prepare_hint_gbuffers(videos, fit, fov_deg)  # shaded under each lighting
         del videos
         padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
         images, all_latents = [], []

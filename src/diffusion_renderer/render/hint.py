@@ -137,15 +137,15 @@ def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5)
     """Vertical field of view (degrees) of one frame's (H, W, 3) camera-space normals and (H, W, 1) normalised depth,
     read off its dominant plane; None when there is none or the fit is implausible.
 
-    Why it can be read: a plane's points z r (r = (x t, y t, -1) the camera ray through the pixel at (x, y), t = tan
-    of half the field of view) satisfy n . (z r) = c, and the normalised depth is d = a z + b with unknown a, b, so
-    (d - b)(t (x n_x + y n_y) - n_z) = a c on every pixel of the plane: linear in (t, b t, b, a c), solved by least
-    squares with Cauchy reweighting. The plane's normal is its pixels' mean, which averages out normal maps (which
-    broke a per-pixel version of this fit). A fit whose median residual exceeds ``FIT_TOLERANCE`` of the right-hand
-    side's is refused. Measured on the 30 held-out clips: on the ground-truth G-buffers the relative residual is
-    below 0.006 wherever the estimate is right (within 1 degree, median error 0.05) and above 0.1 on the two where it
-    is not; on the inverse model's predicted G-buffers it is 0.013-0.05 and the estimates are no better than a fixed
-    40 degrees (mean error 8.7 against 9.3), so those keep the fixed camera.
+    Why it can be read: a plane's points z r (r = (x t, y t, -1) the camera ray through the pixel at (x, y), t = tan of
+    half the field of view) satisfy n . (z r) = c, and the normalised depth is d = a z + b with unknown a, b, so
+    (d - b)(t (x n_x + y n_y) - n_z) = a c on every pixel of the plane: linear in (t, b t, b n_z - a c), solved by
+    least squares with Cauchy reweighting. The plane's normal is its pixels' mean, which averages out normal maps
+    (which broke a per-pixel version of this fit). A fit whose median residual exceeds ``FIT_TOLERANCE`` of the
+    right-hand side's is refused. Measured on the 30 held-out clips: on the ground-truth G-buffers the relative
+    residual is below 0.006 wherever the estimate is right (within 1 degree, median error 0.05) and above 0.1 on the
+    two where it is not; on the inverse model's predicted G-buffers it is 0.013-0.05 and the estimates are no better
+    than a fixed 40 degrees (mean error 8.7 against 9.3), so those keep the fixed camera.
     """
     n, d = normal.double(), depth[..., 0].double()
     height, width = d.shape
@@ -158,7 +158,9 @@ def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5)
     ys = 1 - (2 * torch.arange(height, dtype=torch.float64, device=d.device) + 1) / height
     y, x = torch.meshgrid(ys, xs, indexing="ij")
     p, dm = x[member] * plane[0] + y[member] * plane[1], d[member]
-    rows = torch.stack([dm * p, -p, plane[2].expand_as(p), -torch.ones_like(p)], dim=1)  # unknowns t, bt, b, ac
+    # unknowns t, bt and b n_z - ac: with one plane normal, b and ac only appear in that combination, and a column
+    # for each made the system rank-deficient (its solution then hung on rounding, so on the thread count)
+    rows = torch.stack([dm * p, -p, torch.ones_like(p)], dim=1)
     rhs = dm * plane[2]
     weight = torch.ones_like(rhs)
     for _ in range(iterations):
@@ -172,11 +174,23 @@ def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5)
     return fov if FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1] else None
 
 
-def hint_fov(gbuffers: Mapping[str, torch.Tensor | None], version: int) -> float:
-    """The field of view a hint of ``version`` is shaded with: the median estimate over up to 4 frames (one camera
-    per clip) for version 3, else ``DEFAULT_FOV_DEG``."""
+def padded_fov(fov_deg: float, content_height: int, frame_height: int) -> float:
+    """Vertical field of view of a frame ``frame_height`` pixels tall whose centred content, ``content_height``
+    pixels tall, was seen through ``fov_deg`` in (0, 180) (the pipelines pad a clip to the model's size; pixels
+    stay square)."""
+    return math.degrees(2 * math.atan(math.tan(math.radians(fov_deg) / 2) * frame_height / content_height))
+
+
+def hint_fov(gbuffers: Mapping[str, torch.Tensor | None], version: int, known_fov: float | None = None) -> float:
+    """The field of view a hint of ``version`` is shaded with. Version 3: ``known_fov`` (the frames' own, when the
+    caller knows the camera), else the median estimate over up to 4 frames (one camera per clip), else
+    ``DEFAULT_FOV_DEG``. Versions 1-2 always take ``DEFAULT_FOV_DEG``: their models were trained on it."""
     normal, depth = gbuffers.get("normal"), gbuffers.get("depth")
-    if version < 3 or normal is None or depth is None:
+    if version < 3:
+        return DEFAULT_FOV_DEG
+    if known_fov is not None:
+        return known_fov
+    if normal is None or depth is None:
         return DEFAULT_FOV_DEG
     picks = torch.linspace(0, normal.shape[0] - 1, min(4, normal.shape[0])).round().long().unique()
     found = [f for t in picks.tolist() if (f := estimate_fov(normal[t], depth[t])) is not None]

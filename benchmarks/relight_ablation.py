@@ -1,0 +1,119 @@
+"""Which predicted pass limits relighting: the eval suite's relight task (frame 0 of each held-out clip, a donor
+clip's light, the path-traced reference) rendered by the forward model from mixes of predicted and ground-truth
+G-buffers. Rows: all ground truth, all predicted, one predicted pass among ground truth ("cost" of that pass), one
+ground-truth pass among predicted ("gain" of fixing it), and the predicted basecolor rescaled per channel by the
+least-squares scale to the truth (the oracle of the eval's scale-invariant basecolor PSNR), among ground truth.
+
+Usage: python benchmarks/relight_ablation.py DATA --references DIR --out results/relight_ablation_cpu.json
+[--model tiny] [--max-clips N]. DATA: a ``make-data`` folder with a val split; ``--references``: the
+``references`` folder of an ``eval relight`` run on it with the same ``--max-frames 1`` (rendered there when
+missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the exposure gain / SSIM over the clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.data.storage import MASK_KEY, read_clip
+from diffusion_renderer.eval.evaluate import (
+    REFERENCE_DIR,
+    EvalConfig,
+    cut_clip,
+    image_metrics,
+    list_eval_clips,
+    mean_metrics,
+    reference_frames,
+    reference_path,
+    relight_plan,
+    render_forward,
+    run_inverse,
+)
+from diffusion_renderer.eval.metrics import least_squares_scale
+from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.errors import InputError
+
+REPORTED = ("psnr", "psnr_exposure", "ssim")
+
+
+def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:
+    """{row name: G-buffers} of one clip (module doc)."""
+    rows = {"all_ground_truth": dict(gt), "all_predicted": dict(pred)}
+    for key in GBUFFER_KEYS:
+        rows[f"predicted_{key}_only"] = {**gt, key: pred[key]}
+        rows[f"ground_truth_{key}_only"] = {**pred, key: gt[key]}
+    scale = least_squares_scale(pred["basecolor"], gt["basecolor"], mask)  # (3,) per channel
+    rows["predicted_basecolor_rescaled_only"] = {**gt, "basecolor": np.clip(pred["basecolor"] * scale, 0.0, 1.0)}
+    return rows
+
+
+def clip_rows(inverse, forward, config: EvalConfig, name: str, target) -> tuple[dict[str, dict], np.ndarray]:
+    """({row: metrics}, basecolor scale) of one clip."""
+    clip = cut_clip(read_clip(config.data, config.split, name), 1)
+    reference = reference_frames(target, reference_path(config, name), config.variant, config.spp)
+    gt = {key: clip.gbuffers[key] for key in GBUFFER_KEYS}
+    pred = run_inverse(inverse, clip.rgb, dataclasses.replace(config, passes=GBUFFER_KEYS))
+    mask = clip.gbuffers[MASK_KEY]
+    rows = {}
+    for row, gbuffers in mixes(pred, gt, mask).items():
+        image = render_forward(forward, gbuffers, target, config)
+        rows[row] = image_metrics(image, reference, mask)[0]
+    return rows, least_squares_scale(pred["basecolor"], gt["basecolor"], mask)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--references", type=Path, required=True, help="an `eval relight` run's references folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--max-clips", type=int, default=None)
+    args = parser.parse_args()
+    if args.references.name != REFERENCE_DIR:
+        raise SystemExit(f"relight_ablation: error: {args.references}: expected a folder named {REFERENCE_DIR}")
+    # the eval's own configuration (default steps, seed, data resolution), its references read from their folder
+    config = EvalConfig(args.data, args.references.parent, "relight", args.model, max_frames=1, progress=False)
+    try:
+        clips = list_eval_clips(config.data, config.split, args.max_clips)
+    except InputError as error:  # one line, no traceback, no results file
+        raise SystemExit(f"relight_ablation: error: {error}") from None
+
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
+
+    inverse = InverseRenderingPipeline.from_model(load_model(args.model, "inverse"))
+    forward = ForwardRenderingPipeline.from_model(load_model(args.model, "forward"))
+    plan = relight_plan(config, clips)
+    per_row: dict[str, list] = {}
+    scales = []
+    for name in tqdm(clips, desc="clips"):
+        rows, scale = clip_rows(inverse, forward, config, name, plan[name][0])
+        scales.append(scale)
+        for row, metrics in rows.items():
+            per_row.setdefault(row, []).append(metrics)
+    means = {row: {k: round(v, 3) for k, v in mean_metrics(m).items() if k in REPORTED} for row, m in per_row.items()}
+    record = {
+        "benchmark": "relight_ablation",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": str(args.data),
+        "model": args.model,
+        "clips": len(clips),
+        "rows": means,
+        "basecolor_scale_median_abs_log2": round(float(np.median(np.abs(np.log2(np.stack(scales))))), 3),
+    }
+    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(means, indent=1))
+
+
+if __name__ == "__main__":
+    main()
