@@ -44,13 +44,13 @@ from diffusion_renderer.io.errors import InputError
 REPORTED = ("psnr", "psnr_exposure", "ssim")
 
 
-def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, dict]:
-    """{row name: G-buffers} of one clip (module doc)."""
+def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], scale: np.ndarray) -> dict[str, dict]:
+    """{row name: G-buffers} of one clip (module doc); ``scale``: the predicted basecolor's (3,) least-squares
+    scale to the truth."""
     rows = {"all_ground_truth": dict(gt), "all_predicted": dict(pred)}
     for key in GBUFFER_KEYS:
         rows[f"predicted_{key}_only"] = {**gt, key: pred[key]}
         rows[f"ground_truth_{key}_only"] = {**pred, key: gt[key]}
-    scale = least_squares_scale(pred["basecolor"], gt["basecolor"], mask)  # (3,) per channel
     rows["predicted_basecolor_rescaled_only"] = {**gt, "basecolor": np.clip(pred["basecolor"] * scale, 0.0, 1.0)}
     return rows
 
@@ -62,11 +62,12 @@ def clip_rows(inverse, forward, config: EvalConfig, name: str, target) -> tuple[
     gt = {key: clip.gbuffers[key] for key in GBUFFER_KEYS}
     pred = run_inverse(inverse, clip.rgb, dataclasses.replace(config, passes=GBUFFER_KEYS))
     mask = clip.gbuffers[MASK_KEY]
+    scale = least_squares_scale(pred["basecolor"], gt["basecolor"], mask)  # (3,) per channel
     rows = {}
-    for row, gbuffers in mixes(pred, gt, mask).items():
+    for row, gbuffers in mixes(pred, gt, scale).items():
         image = render_forward(forward, gbuffers, target, config)
         rows[row] = image_metrics(image, reference, mask)[0]
-    return rows, least_squares_scale(pred["basecolor"], gt["basecolor"], mask)
+    return rows, scale
 
 
 def main() -> None:
