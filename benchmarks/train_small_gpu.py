@@ -103,6 +103,8 @@ def main() -> None:
     gen_cmd += ["--spp", str(args.spp), "--seed", str(args.seed)]
     if args.train_hdri_dir:
         gen_cmd += ["--train-hdri-dir", str(args.train_hdri_dir)]
+    # clips already in a kept --data folder (an earlier call's) are not this call's rendering
+    clips_before = count_clips(args.data, "train") + count_clips(args.data, "val")
     generators = []
     for worker in range(args.generators):
         gen_log = (args.out / f"generate{worker}.log").open("w")
@@ -151,7 +153,8 @@ def main() -> None:
         "exit_codes": codes,
         "seconds": time.perf_counter() - start,
         "render_s": gen_s,
-        "rendered_frames_per_s": (train_clips + val_clips) * args.frames / gen_s,
+        "rendered_clips": train_clips + val_clips - clips_before,
+        "rendered_frames_per_s": (train_clips + val_clips - clips_before) * args.frames / gen_s,
         "train_clips": train_clips,
         "val_clips": val_clips,
         "frames_per_clip": args.frames,

@@ -275,6 +275,27 @@ def test_a_known_camera_is_seen_through_the_padding(fov: float) -> None:
     assert hint_fov(content, 2, known_fov=inner) == DEFAULT_FOV_DEG  # models trained on the fixed camera keep it
 
 
+def test_shards_store_the_hint_through_the_fixed_camera_too() -> None:
+    """The data engine stores each clip's hint twice: through the camera read off its G-buffers, and through the
+    fixed camera that inference falls back to (what the forward trainer mixes in)."""
+    from diffusion_renderer.data.shards import FIXED_CAMERA_HINT, encode_clip
+    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, hint_fov
+
+    frames = plane_gbuffers(55.0)  # (1, 64, 64, C)
+    ground = frames["normal"].norm(dim=-1, keepdim=True) > 0.5
+    frames |= {"basecolor": torch.full((1, 64, 64, 3), 0.6), "roughness": torch.full((1, 64, 64, 1), 0.4)}
+    frames["metallic"] = torch.zeros(1, 64, 64, 1)
+    env_hdr = process_environment_map(smooth_panorama(1), 64, 64).env_hdr  # (1, 64, 64, 3)
+    fov = hint_fov(frames, 3)
+    assert abs(fov - 55.0) < 1.5
+    stored = encode_clip(np.ones((1, 64, 64, 3)), {**frames, "mask": ground.float()}, env_hdr)
+    for key, camera in (("shading", fov), (FIXED_CAMERA_HINT, DEFAULT_FOV_DEG)):
+        hint = shading_hint(frames, env_hdr, 3, fov_deg=camera)[0].permute(2, 0, 1)  # (3, H, W)
+        assert torch.allclose(stored[f"{key}_linear"][0].float(), hint, rtol=2e-3, atol=1e-4), key
+    own, fixed = stored["shading_linear"].float(), stored[f"{FIXED_CAMERA_HINT}_linear"].float()
+    assert (own - fixed).abs().mean() > 0.01 * own.mean()  # the cameras differ, so do the hints
+
+
 def test_pipeline_shades_the_hint_with_a_known_camera(monkeypatch: pytest.MonkeyPatch) -> None:
     import math
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from diffusion_renderer.conventions import (
     srgb_to_linear,
 )
 from diffusion_renderer.data.shards import (
+    FIXED_CAMERA_HINT,
     HDR_KEYS,
     HINT_KEYS,
     HINT_VERSION_META,
@@ -134,10 +136,49 @@ def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
         load_model(str(tmp_path / "int8.safetensors"), "forward")
 
 
+def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
+    """tools/average_weights.py: the weighted mean of two fine-tunes, the first file's config, each source's
+    record; files of another role or other tensors are refused in one line naming the file."""
+    import importlib.util
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    spec = importlib.util.spec_from_file_location("average_weights", tools / "average_weights.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    g = torch.Generator().manual_seed(0)
+    config = {"in_channels": 4}
+    states = [{"w": torch.randn(8, 8, generator=g), "b": torch.randn(8, generator=g)} for _ in range(2)]
+    for i, state in enumerate(states):
+        save_renderer_file(tmp_path / f"{i}.safetensors", state, role="inverse", dit_config=config,
+                           tokenizer_config={}, record={"run": i})  # fmt: skip
+    out = tmp_path / "soup.safetensors"
+    assert tool.main([str(tmp_path / "0.safetensors"), str(tmp_path / "1.safetensors"), "--weights", "1", "3",
+                      "--out", str(out), "--storage", "float32"]) == 0  # fmt: skip
+    soup, meta = read_renderer_file(out)
+    for key in ("w", "b"):
+        torch.testing.assert_close(soup[key], 0.25 * states[0][key] + 0.75 * states[1][key])
+    assert meta["role"] == "inverse" and meta["record"]["run"] == 0
+    assert [(s["weight"], s["record"]["run"]) for s in meta["record"]["averaged_from"]] == [(1.0, 0), (3.0, 1)]
+    save_renderer_file(tmp_path / "fwd.safetensors", states[0], role="forward", dit_config=config, tokenizer_config={})
+    save_renderer_file(tmp_path / "other.safetensors", {"w": states[0]["w"]}, role="inverse", dit_config=config,
+                       tokenizer_config={})  # fmt: skip
+    capsys.readouterr()
+    for other, message in (
+        ("fwd", "fwd.safetensors: another role than"),
+        ("other", "other.safetensors: other tensors"),
+    ):
+        assert (
+            tool.main([str(tmp_path / "0.safetensors"), str(tmp_path / f"{other}.safetensors"), "--out", str(out)])
+            == 1
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+
+
 def test_shards_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     clip = synthetic_clip(rng)
-    assert set(clip) == set(SHARD_KEYS) | set(HDR_KEYS) | set(HINT_KEYS)
+    assert set(clip) == set(SHARD_KEYS) | set(HDR_KEYS) | set(HINT_KEYS) | {FIXED_CAMERA_HINT}
     assert clip["normal"].dtype == torch.uint16 and clip["rgb"].dtype == torch.uint8
     # the stored hint is its linear radiance display-encoded like rgb (8 bits)
     hint = torch.from_numpy(display_rgb(clip["shading_linear"].float().numpy()))
@@ -218,9 +259,32 @@ def test_exposure_scales_frame_and_light_by_one_gain(bank):
     for key in ("rgb", "env_ldr", "env_log", "shading"):
         assert (plain[key] - near[key]).abs().max() <= 2 / 255 + 1e-3, key
     old = FrameBank({k: v for k, v in bank.tensors.items() if k not in HDR_KEYS}, bank.names)
-    assert old.missing_hdr() == ["env_hdr", "rgb_linear", "shading_linear"]
+    assert old.missing_hdr() == ["env_hdr", "rgb_linear", "shading_fixed_linear", "shading_linear"]
     with pytest.raises(ValueError, match="env_hdr, rgb_linear"):
         old.sample(2, 1, torch.Generator(), exposure_stops=1.0)
+
+
+@pytest.mark.parametrize("stops", [0.0, 1.0])
+def test_a_share_of_hints_comes_through_the_fixed_camera(bank, stops):
+    """With a fixed-camera share, each example's hint is either its own or the fixed-camera one (re-exposed like
+    it), both occur, and every other draw (clip, frames, mirror, exposure) is the one a run without it makes."""
+    tensors = dict(bank.tensors)
+    tensors[FIXED_CAMERA_HINT] = torch.zeros_like(tensors["shading"])  # tell the two hints apart: black
+    tensors[f"{FIXED_CAMERA_HINT}_linear"] = torch.zeros_like(tensors["shading_linear"])
+    marked = FrameBank(tensors, bank.names)
+    plain = marked.sample(32, 2, torch.Generator().manual_seed(5), exposure_stops=stops)
+    mixed = marked.sample(32, 2, torch.Generator().manual_seed(5), exposure_stops=stops, fixed_camera_share=0.5)
+    for key in ("rgb", "basecolor", "normal", "env_ldr"):
+        assert torch.equal(plain[key], mixed[key]), key
+    own = (mixed["shading"] == plain["shading"]).flatten(1).all(1)
+    black = (mixed["shading"] == -1).flatten(1).all(1)  # zero radiance in the model's [-1, 1]
+    assert bool((own | black).all()) and 8 < int(black.sum()) < 24 and not bool((plain["shading"] == -1).all())
+    never = marked.sample(32, 2, torch.Generator().manual_seed(5), exposure_stops=stops, fixed_camera_share=0.0)
+    assert torch.equal(never["shading"], plain["shading"])
+    with pytest.raises(ValueError, match="shading_fixed in the shards"):
+        FrameBank({k: v for k, v in bank.tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}).sample(
+            2, 1, torch.Generator(), fixed_camera_share=0.5
+        )
 
 
 def test_examples_follow_the_inference_layout(bank):
@@ -406,7 +470,9 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)
     assert main([*args, "--steps", "1", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data: --exposure-stops needs env_hdr, rgb_linear, shading_linear in the shards" in err[0]
+    assert (
+        len(err) == 1 and "--exposure-stops needs env_hdr, rgb_linear, shading_fixed_linear, shading_linear" in err[0]
+    )
 
 
 def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):
@@ -418,11 +484,27 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
     assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "run")]) == 0
     model = load_model(str(tmp_path / "run"), "forward").transformer  # from the shipped forward-medium-residual
     assert model.config.hint_residual and model.hint_version == 3 and model.condition_channels == 9 * 193
+    mixed = [*args, "--model-config", "medium-residual", "--hint-fixed-camera", "0.5"]
+    assert main([*mixed, "--out", str(tmp_path / "mixed")]) == 0
+    assert load_model(str(tmp_path / "mixed"), "forward").record["train_config"]["hint_fixed_camera"] == 0.5
     capsys.readouterr()
+    for bad, message in (
+        ([*mixed[:-1], "1.5"], "--hint-fixed-camera is a share in [0, 1], got 1.5"),
+        ([*args[:-2], "--model-config", "small", *mixed[-2:]], "forward-small takes no shading hint"),
+    ):
+        assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
     # a model of hint version 1 is not trained on version 3 hints
     assert main([*args, "--model-config", "medium-hint", "--out", str(tmp_path / "v1")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data: these shards hold version 3 shading hints; this model takes version 1" in err[0]
+    for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the fixed-camera hint
+        tensors, meta = read_shard(shard)
+        write_shard(shard, {k: v for k, v in tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}, meta)
+    assert main([*mixed, "--out", str(tmp_path / "older")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: --hint-fixed-camera needs shards with the fixed-camera hint" in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)

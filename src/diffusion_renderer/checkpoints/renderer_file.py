@@ -96,3 +96,33 @@ def read_renderer_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     """(float32 state dict, metadata) of a renderer file; :class:`CheckpointError` naming the file otherwise."""
     tensors, meta = read_tagged(path, FORMAT, "renderer file", CheckpointError)
     return decode_state_dict(tensors), meta
+
+
+def average_renderer_files(
+    paths: list[str | Path], weights: list[float] | None = None
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """The weighted mean of renderers' weights (a "model soup", Wortsman et al. 2022) and each file's metadata.
+
+    Why: fine-tunes of one model on different data sit in one basin of the loss, and their mean is often better
+    than each (the shipped ``tiny`` inverse model is one). The files must be one role, DiT config and tokenizer;
+    ``weights`` (default equal) are normalised to sum 1. :class:`CheckpointError` names the file that differs.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two renderer files, got {len(paths)}")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"{len(weights)} weights for {len(paths)} files (need one >= 0 each, not all 0)")
+    first, meta = read_renderer_file(paths[0])
+    total = {key: value * (weights[0] / sum(weights)) for key, value in first.items()}
+    metas = [meta]
+    for path, weight in zip(paths[1:], weights[1:], strict=True):
+        state, other = read_renderer_file(path)
+        metas.append(other)
+        for field in ("role", "dit_config", "tokenizer"):
+            if other[field] != meta[field]:
+                raise CheckpointError(f"{path}: another {field} than {paths[0]}; only one model's fine-tunes average")
+        if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
+            raise CheckpointError(f"{path}: other tensors than {paths[0]}")
+        for key, value in state.items():
+            total[key] += value * (weight / sum(weights))
+    return total, metas

@@ -43,6 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from diffusion_renderer.conventions import SHADING_HINT_KEY
+    from diffusion_renderer.data.shards import FIXED_CAMERA_HINT
     from diffusion_renderer.io.errors import InputError
     from diffusion_renderer.models.configs import dit_config
     from diffusion_renderer.models.specs import load_model
@@ -58,6 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     pass_weights = parse_pass_weights(args.pass_weights, args.role)
+    if not 0 <= args.hint_fixed_camera <= 1:
+        raise ValueError(f"train: --hint-fixed-camera is a share in [0, 1], got {args.hint_fixed_camera}")
+    if args.hint_fixed_camera and (args.role != "forward" or args.real is not None):
+        raise ValueError("train: --hint-fixed-camera is for forward models with the shading hint, on rendered data")
     ranks = setup(args.device)  # torchrun: data parallel (training/trainer.py)
     if args.watch and ranks.world > 1:
         raise ValueError("train: --watch re-scans --data at different moments on each rank; use one process")
@@ -88,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pure_noise_fraction=args.pure_noise_fraction,
         exposure_stops=args.exposure_stops,
         pass_weights=pass_weights,
+        hint_fixed_camera=args.hint_fixed_camera,
         fsdp=args.fsdp,
     )
     bank_device = args.bank_device or device
@@ -107,6 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_bank = None
     if args.exposure_stops > 0 and (missing := bank.missing_hdr()):
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
+    if args.hint_fixed_camera > 0 and FIXED_CAMERA_HINT not in bank.tensors:
+        raise InputError(Path(args.data), "--hint-fixed-camera needs shards with the fixed-camera hint (re-make them)")
     model = None
     if args.init:
         model = adapt_to_config(load_model(args.init, args.role).transformer.float(), config)
@@ -126,6 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     takes_hint = args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]
     if takes_hint and args.real is None:
         check_hint_version(Path(args.data), bank, int(trainer.model.config.shading_hint))
+    if args.hint_fixed_camera and not takes_hint:
+        raise ValueError(f"train: --hint-fixed-camera: {args.role}-{args.model_config} takes no shading hint")
     if args.resume and trainer.resume() and ranks.is_main:
         print(f"resumed {args.role} at step {trainer.step}", file=sys.stderr)
 
@@ -197,6 +207,14 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         metavar="PASS=W",
         help="inverse: how often each pass is the target, relative (unnamed passes 1; default uniform, official), "
         "e.g. basecolor=2 normal=1.5",
+    )
+    p.add_argument(
+        "--hint-fixed-camera",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="forward with the shading hint: share of examples whose hint is shaded through the fixed 40-degree "
+        "camera, what inference falls back to when the field of view cannot be read off the G-buffers",
     )
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")

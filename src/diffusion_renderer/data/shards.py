@@ -5,7 +5,7 @@
     DATA/{split}/shards/scene_{seed:08d}.safetensors
 
 Tensors, each (T, C, H, W) and quantised like the package's image files (so a clip costs ~1.5 MB a frame at
-256², plus 1.2 MB of float16 HDR with the hint, and reading it is a memcpy):
+256², plus 1.2 MB of float16 HDR with the hint and 0.6 MB for the fixed-camera hint, and reading it is a memcpy):
 
 * ``rgb`` uint8: the sRGB display frame the models see; ``basecolor``, ``roughness``, ``metallic`` uint8 [0, 1];
 * ``normal``, ``depth`` uint16: ``to_unit`` of [-1, 1] (16 bits as their PNGs);
@@ -21,6 +21,10 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
   from the stored G-buffers and ``env_hdr``, exactly as a pipeline computes it at inference) for forward models
   that take it; display-encoded like ``rgb``, and linear for the exposure augmentation. Older shards lack them.
   The metadata's ``hint_version`` says which version of the hint they hold (absent: version 1).
+* ``shading_fixed`` uint8 and ``shading_fixed_linear`` float16: the same hint shaded through the fixed
+  ``DEFAULT_FOV_DEG`` camera instead of the clip's own field of view. It is what a version-3 hint falls back to
+  when the field of view cannot be read off the G-buffers, as on the inverse model's predictions: the forward
+  trainer mixes it in (``--hint-fixed-camera``) so the model learns to render from both. Older shards lack it.
 
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
@@ -46,8 +50,10 @@ SHARD_DIR: Final[str] = "shards"
 ENV_KEYS: Final[tuple[str, ...]] = ("env_ldr", "env_log")
 SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
 HINT_KEYS: Final[tuple[str, ...]] = ("shading",)  # optional (render/hint.py)
+FIXED_CAMERA_HINT: Final[str] = "shading_fixed"  # optional: the hint through the fixed default camera
 HINT_VERSION_META: Final[str] = "hint_version"  # metadata field: render/hint.py's version of the stored hint
-HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr", "shading_linear")  # float16 (exposure augmentation)
+# float16 (exposure augmentation)
+HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr", "shading_linear", f"{FIXED_CAMERA_HINT}_linear")
 WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
 FLOAT16_MAX: Final[float] = float(torch.finfo(torch.float16).max)
 _RANGES: Final[dict[str, tuple[float, float]]] = {**VALUE_RANGE, "mask": (0.0, 1.0)}
@@ -112,7 +118,8 @@ def encode_clip(
     ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions and the shading
     hint are stored too)."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
-    from diffusion_renderer.render.hint import HINT_VERSION, shading_hint
+    from diffusion_renderer.render.hint import HINT_VERSION, hint_fov, shading_hints
+    from diffusion_renderer.render.splitsum import DEFAULT_FOV_DEG
 
     rgb_linear = np.asarray(rgb_linear, dtype=np.float32)
     tensors = {"rgb": quantize("rgb", display_rgb(rgb_linear)), "rgb_linear": store_hdr(rgb_linear)}
@@ -126,9 +133,13 @@ def encode_clip(
         tensors["env_hdr"] = store_hdr(env_hdr)
         device = hint_device()
         frames = {key: torch.as_tensor(np.asarray(gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
-        hint = shading_hint(frames, env_hdr.to(device), HINT_VERSION).cpu()  # (T, H, W, 3) linear
-        tensors["shading"] = quantize("shading", display_rgb(hint))
-        tensors["shading_linear"] = store_hdr(hint)
+        fov = hint_fov(frames, HINT_VERSION)  # DEFAULT_FOV_DEG when the fit fails: then the two hints are one
+        cameras = [fov] if fov == DEFAULT_FOV_DEG else [fov, DEFAULT_FOV_DEG]
+        hints = shading_hints(frames, env_hdr.to(device), HINT_VERSION, cameras)  # (T, H, W, 3) linear each
+        for key, value in (("shading", hints[0]), (FIXED_CAMERA_HINT, hints[-1])):
+            value = value.cpu()
+            tensors[key] = quantize(key, display_rgb(value))
+            tensors[f"{key}_linear"] = store_hdr(value)
     for key, value in tensors.items():
         expected = CHANNELS.get(key, 1 if key == "mask" else 3)
         if value.shape[1] != expected:

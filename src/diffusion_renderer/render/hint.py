@@ -33,7 +33,7 @@ the path tracer's frames do. Which pixels are background is the hint's version (
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -206,7 +206,19 @@ def shading_hint(
     """G-buffers {key: (T, H, W, C)} (conventions' ranges; missing ones take split-sum's defaults) and the
     camera-frame HDR environment (T or 1, He, We, 3) -> (T, H, W, 3) linear split-sum radiance, its background
     chosen by the rule of ``version`` (module doc). ``fov_deg``: the camera, default :func:`hint_fov` of the
-    G-buffers (a caller shading one set of G-buffers under several lights computes it once).
+    G-buffers (a caller shading one set of G-buffers under several lights computes it once)."""
+    return shading_hints(gbuffers, env_hdr, version, [fov_deg])[0]
+
+
+def shading_hints(
+    gbuffers: Mapping[str, torch.Tensor],
+    env_hdr: torch.Tensor,
+    version: int,
+    cameras: Sequence[float | None],
+) -> list[torch.Tensor]:
+    """:func:`shading_hint` through each of several cameras (field of view, None: :func:`hint_fov`), one
+    (T, H, W, 3) tensor each. The prefiltered environments, most of the cost, are made once for all of them (the
+    data engine stores the hint through the clip's camera and through the fixed one).
 
     Frames that share an environment (a fixed light: one map) are shaded with one prefiltered map.
     """
@@ -219,16 +231,18 @@ def shading_hint(
     background = background_mask(gbuffers, version)  # (T, H, W, 1), before the normals are made unit
     background = None if background is None else background.to(device)
     frames = complete_gbuffers({k: v for k, v in gbuffers.items() if v is not None}, (count, height, width), device)
-    fov_deg = hint_fov(gbuffers, version) if fov_deg is None else fov_deg
-    rays = camera_rays(height, width, fov_deg, device=device)  # (H, W, 3)
+    fovs = [hint_fov(gbuffers, version) if fov is None else fov for fov in cameras]
+    rays = [camera_rays(height, width, fov, device=device) for fov in fovs]  # (H, W, 3) each
     lut = brdf_lut(device=device)
-    out, env, equirect = [], None, None
+    out: list[list[torch.Tensor]] = [[] for _ in fovs]
+    env, equirect = None, None
     for t in range(count):
         k = t if env_hdr.shape[0] == count else 0
         if env is None or (k > 0 and not torch.equal(env_hdr[k], env_hdr[k - 1])):
             equirect, env = _environment(env_hdr[k])
-        color = shade_gbuffer_frame(frames, t, rays, env, lut=lut)
-        if background is not None:
-            color = torch.where(background[t], sample_equirect(equirect, rays), color)
-        out.append(color)
-    return torch.stack(out)
+        for frames_out, ray in zip(out, rays, strict=True):
+            color = shade_gbuffer_frame(frames, t, ray, env, lut=lut)
+            if background is not None:
+                color = torch.where(background[t], sample_equirect(equirect, ray), color)
+            frames_out.append(color)
+    return [torch.stack(frames_out) for frames_out in out]

@@ -1,14 +1,18 @@
 """Training data in memory: every clip of a data folder as quantised tensors, sampled into model-range batches.
 
 A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) (on the GPU when there is
-room: a 256² frame is ~2.9 MB with its float16 HDR and shading hint, so 10,000 frames fit in 29 GB), and draws
+room: a 256² frame is ~3.5 MB with its float16 HDR and both shading hints, so 10,000 frames fit in 35 GB), and draws
 batches of images (T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as
 the model sees its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
 
-Augmentations, both exact:
+Augmentations (all exact but the hint's camera):
 
 * a horizontal mirror of everything (images, G-buffers, lighting conditions) with the normal's x negated is the
   same scene in a mirrored world; env_nrm needs no change (its x already flips with the columns);
+* the hint's camera (``fixed_camera_share`` > 0, not exact): that share of the examples gets the shading hint shaded
+  through the fixed default camera (the shards' ``shading_fixed``) instead of the clip's own. A version-3 hint
+  falls back to that camera when the field of view cannot be read off the G-buffers, as on the inverse model's
+  predictions, so a forward model trained on both renders well from either;
 * exposure (``exposure_stops`` > 0): light transport is linear, so the frame's linear radiance and the HDR
   environment scaled by one factor k (log-uniform in ±stops, per example) are the same scene under a light k
   times as strong. ``rgb``, ``env_ldr``, ``env_log`` (and the shading hint, linear in the light too) are then
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import display_rgb, to_model
 from diffusion_renderer.data.shards import (
+    FIXED_CAMERA_HINT,
     HINT_KEYS,
     SHARD_KEYS,
     dequantize,
@@ -41,12 +46,19 @@ from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directio
 
 MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm", *HINT_KEYS)
 # key -> its HDR source
-EXPOSED_FROM = {"rgb": "rgb_linear", "env_ldr": "env_hdr", "env_log": "env_hdr", "shading": "shading_linear"}
+EXPOSED_FROM = {
+    "rgb": "rgb_linear",
+    "env_ldr": "env_hdr",
+    "env_log": "env_hdr",
+    "shading": "shading_linear",
+    FIXED_CAMERA_HINT: f"{FIXED_CAMERA_HINT}_linear",
+}
+HINT_STORED = (*HINT_KEYS, FIXED_CAMERA_HINT)  # every hint a shard may hold (one version per shard)
 
 
 def exposed(key: str, radiance: torch.Tensor) -> torch.Tensor:
-    """Re-encode ``key`` (rgb, shading, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
-    if key in ("rgb", "shading"):
+    """Re-encode ``key`` (rgb, a hint, env_ldr or env_log) from scaled linear radiance (..., 3, H, W), in [0, 1]."""
+    if key in ("rgb", *HINT_STORED):
         return display_rgb(radiance)  # as the shards store them
     return env_ldr(radiance) if key == "env_ldr" else env_log(radiance)
 
@@ -116,14 +128,17 @@ class FrameBank:
         flip: bool = True,
         exposure_stops: float = 0.0,
         clips: torch.Tensor | None = None,
+        fixed_camera_share: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror, and with
-        ``exposure_stops`` > 0 a random exposure (module docstring).
+        """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror, with
+        ``exposure_stops`` > 0 a random exposure, and with ``fixed_camera_share`` > 0 that share of the hints
+        through the fixed default camera (module docstring).
 
         ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none).
         ``clips``: (B,) clip indices to take instead of random ones (``batch_size`` must match)."""
         if keys is None:
             keys = [k for k in MODEL_KEYS if k in self.tensors or (k == "env_nrm" and "env_ldr" in self.tensors)]
+        keys = list(keys)  # read twice below
         frames = min(frames, self.clip_frames)
         device = self.device
         if clips is None:
@@ -140,20 +155,31 @@ class FrameBank:
             if missing := self.missing_hdr():
                 raise ValueError(f"exposure augmentation needs {', '.join(missing)} in the shards")
             gain = exposure_gains(batch_size, exposure_stops, generator, device).view(-1, 1, 1, 1, 1)
+        fixed = None
+        if fixed_camera_share > 0 and HINT_KEYS[0] in keys:  # drawn only then: runs without it replay exactly
+            if FIXED_CAMERA_HINT not in self.tensors:
+                raise ValueError(f"a fixed-camera hint share needs {FIXED_CAMERA_HINT} in the shards")
+            fixed = torch.rand(batch_size, generator=generator, device=device) < fixed_camera_share
         height, width = self.size
-        batch, scaled = {}, {}  # scaled: HDR source -> (B, T, 3, H, W) radiance x gain, gathered once per batch
+        scaled = {}  # HDR source -> (B, T, 3, H, W) radiance x gain, gathered once per batch
+
+        def gather(key: str) -> torch.Tensor:  # (B, T, C, H, W) in the key's range
+            if gain is None or key not in EXPOSED_FROM:
+                return dequantize(key, self.tensors[key][clip[:, None], index])
+            source = EXPOSED_FROM[key]
+            if source not in scaled:
+                scaled[source] = self.tensors[source][clip[:, None], index].float() * gain
+            return exposed(key, scaled[source])
+
+        batch = {}
         for key in keys:
             if key == "env_nrm":
                 nrm = envmap_directions(height, width, device=device).permute(2, 0, 1)  # (3, H, W)
                 batch[key] = nrm[None, :, None].expand(batch_size, 3, frames, height, width)
                 continue
-            if gain is not None and key in EXPOSED_FROM:
-                source = EXPOSED_FROM[key]
-                if source not in scaled:
-                    scaled[source] = self.tensors[source][clip[:, None], index].float() * gain
-                value = exposed(key, scaled[source])
-            else:
-                value = dequantize(key, self.tensors[key][clip[:, None], index])  # (B, T, C, H, W)
+            value = gather(key)
+            if key == HINT_KEYS[0] and fixed is not None:
+                value = torch.where(fixed[:, None, None, None, None], gather(FIXED_CAMERA_HINT), value)
             value = torch.where(mirror[:, None, None, None, None], value.flip(-1), value)
             if key == "normal":
                 sign = torch.where(mirror, -1.0, 1.0).to(value)
@@ -189,7 +215,8 @@ def stack_shards(
     stacked = {key: torch.stack(values) for key, values in parts.items() if len(values) == len(names)}
     version = versions.pop() if len(versions) == 1 else None
     if version is None:
-        stacked = {k: v for k, v in stacked.items() if k not in (*HINT_KEYS, EXPOSED_FROM[HINT_KEYS[0]])}
+        hints = {*HINT_STORED, *(EXPOSED_FROM[k] for k in HINT_STORED)}
+        stacked = {k: v for k, v in stacked.items() if k not in hints}
     return stacked, names, version
 
 

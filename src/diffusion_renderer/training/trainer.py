@@ -100,6 +100,8 @@ class TrainConfig:
     exposure_stops: float = 0.0  # exact exposure augmentation, log-uniform in ±stops (frames.py; not official)
     # inverse: relative frequency of each pass as the target ({pass: weight}, others 1; None: uniform, official)
     pass_weights: dict[str, float] | None = None
+    # forward with the hint: share of examples given the fixed-camera hint (frames.py; not official)
+    hint_fixed_camera: float = 0.0
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
 
     def to_dict(self) -> dict[str, Any]:
@@ -290,7 +292,14 @@ class Trainer:
         # the inverse examples read only the frame and its passes: gathering (and re-exposing) the lighting and the
         # shading hint for them would be wasted work on every step (the draws do not depend on the keys)
         keys = ("rgb", *INVERSE_PASSES) if cfg.role == "inverse" else None
-        return self.bank.sample(size, frames, self.generator, keys=keys, exposure_stops=cfg.exposure_stops)
+        return self.bank.sample(
+            size,
+            frames,
+            self.generator,
+            keys=keys,
+            exposure_stops=cfg.exposure_stops,
+            fixed_camera_share=cfg.hint_fixed_camera,
+        )
 
     def forward_kwargs(self) -> dict[str, Any]:
         """The forward examples' options: the real-footage domain's lighting drop and the model's condition keys."""
