@@ -3,7 +3,7 @@
     python tools/average_weights.py A.safetensors B.safetensors [--weights 1 1] --out C.safetensors [--storage int8]
 
 The output keeps the first file's record, with ``averaged_from`` (the files' names, weights and records) added.
-How the shipped ``tiny`` inverse model was made from two fine-tunes: see MODEL_CARD.md.
+How each of the shipped ``tiny`` models was made from two fine-tunes: see its MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state, metas = average_renderer_files(args.files, args.weights)
     except (CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"average_weights: error: {error}", file=sys.stderr)
         return 1
     meta, weights = metas[0], args.weights or [1.0] * len(args.files)
     sources = [

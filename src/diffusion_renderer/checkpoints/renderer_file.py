@@ -104,8 +104,9 @@ def average_renderer_files(
     """The weighted mean of renderers' weights (a "model soup", Wortsman et al. 2022) and each file's metadata.
 
     Why: fine-tunes of one model on different data sit in one basin of the loss, and their mean is often better
-    than each (the shipped ``tiny`` inverse model is one). The files must be one role, DiT config and tokenizer;
-    ``weights`` (default equal) are normalised to sum 1. :class:`CheckpointError` names the file that differs.
+    than each (both of the shipped ``tiny`` models are such means). The files must be one role, DiT config and
+    tokenizer; ``weights`` (default equal) are normalised to sum 1. :class:`CheckpointError` names the file that
+    differs.
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two renderer files, got {len(paths)}")
