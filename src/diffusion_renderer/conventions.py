@@ -119,6 +119,11 @@ CHUNK_MODES: Final[tuple[str, ...]] = ("blend", "first", "all")
 DEFAULT_SEED: Final[int] = 1000
 
 
+def is_valid_fov(fov_deg: float) -> bool:
+    """Whether a camera's vertical field of view (degrees) is one a pinhole camera can have: (0, 180)."""
+    return 0.0 < fov_deg < 180.0
+
+
 def context_index(pass_name: str) -> int:
     """Context-embedding row of an inverse-rendering pass."""
     try:

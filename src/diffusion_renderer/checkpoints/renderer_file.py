@@ -113,10 +113,11 @@ def average_renderer_files(
     weights = [1.0] * len(paths) if weights is None else list(weights)
     if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"{len(weights)} weights for {len(paths)} files (need one >= 0 each, not all 0)")
+    shares = [weight / sum(weights) for weight in weights]
     first, meta = read_renderer_file(paths[0])
-    total = {key: value * (weights[0] / sum(weights)) for key, value in first.items()}
+    total = {key: value * shares[0] for key, value in first.items()}
     metas = [meta]
-    for path, weight in zip(paths[1:], weights[1:], strict=True):
+    for path, share in zip(paths[1:], shares[1:], strict=True):
         state, other = read_renderer_file(path)
         metas.append(other)
         for field in ("role", "dit_config", "tokenizer"):
@@ -125,5 +126,5 @@ def average_renderer_files(
         if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
             raise CheckpointError(f"{path}: other tensors than {paths[0]}")
         for key, value in state.items():
-            total[key] += value * (weight / sum(weights))
+            total[key] += value * share
     return total, metas

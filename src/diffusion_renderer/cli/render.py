@@ -28,6 +28,7 @@ from diffusion_renderer.conventions import (
     VALUE_RANGE,
     WINDOW_FRAMES,
     WINDOW_OVERLAP_LATENTS,
+    is_valid_fov,
     to_unit,
 )
 from diffusion_renderer.distributed import Ranks, all_sum, barrier, setup
@@ -449,7 +450,7 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
     """
     from diffusion_renderer.lighting.presets import load_envmap
 
-    if args.fov is not None and not 0.0 < args.fov < 180.0:
+    if args.fov is not None and not is_valid_fov(args.fov):
         raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)

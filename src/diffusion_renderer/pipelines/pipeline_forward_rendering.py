@@ -28,6 +28,7 @@ from diffusion_renderer.conventions import (
     display_rgb,
     forward_condition_keys,
     from_model,
+    is_valid_fov,
     to_model,
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
@@ -62,7 +63,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             raise ValueError("no G-buffers given")
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be >= 1")
-        if fov_deg is not None and not 0.0 < fov_deg < 180.0:
+        if fov_deg is not None and not is_valid_fov(fov_deg):
             raise ValueError(f"the field of view must be in (0, 180) degrees, got {fov_deg}")
 
     def prepare_gbuffers(
