@@ -12,7 +12,8 @@ G-buffers, lighting conditions, both shading hints, shard writing) scales with p
 ``train_small_gpu.py`` runs it: for each N, N processes render clips of disjoint seeds into a scratch folder, and
 the shards finished in ``--seconds`` after a ``--warmup`` (imports, JIT compilation) give the frames/s. One process
 renders 3.3 frames/s on an H200 (8-frame clips, 32 spp), 8 processes 8.1 and 12 only 4.7 (2026-12-04): they
-contend, and ``--threads K`` (OMP and Dr.Jit threads per process) tests whether for CPU threads.
+contended for CPU threads, each with pools as wide as the machine. With ``--threads 1`` (OMP and Dr.Jit threads per
+process) 12 processes render 21.6-24.4 frames/s (measured in ``train_small_gpu.py --gen-threads 1``, runs 28-29).
 """
 
 from __future__ import annotations

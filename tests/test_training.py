@@ -40,7 +40,7 @@ from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, l
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
 from diffusion_renderer.training.examples import choose_passes, forward_example, inverse_example
-from diffusion_renderer.training.frames import FrameBank, stack_shards
+from diffusion_renderer.training.frames import FrameBank, bank_device, bank_keys, stack_shards
 from diffusion_renderer.training.losses import (
     add_noise,
     edm_loss,
@@ -138,7 +138,8 @@ def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
 
 def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
     """tools/average_weights.py: the weighted mean of two fine-tunes, the first file's config, each source's
-    record; files of another role or other tensors are refused in one line naming the file."""
+    record; files of another role, DiT config or other tensors are refused in one line naming the file. diffusers'
+    bookkeeping keys do not count: ``_use_default_values`` is a set, written in each process's hash order."""
     import importlib.util
 
     tools = Path(__file__).resolve().parents[1] / "tools"
@@ -147,9 +148,11 @@ def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
     spec.loader.exec_module(tool)
     g = torch.Generator().manual_seed(0)
     config = {"in_channels": 4}
+    defaults = [["base_fps", "img_context_dim_in"], ["img_context_dim_in", "base_fps"]]  # one set, two orders
     states = [{"w": torch.randn(8, 8, generator=g), "b": torch.randn(8, generator=g)} for _ in range(2)]
     for i, state in enumerate(states):
-        save_renderer_file(tmp_path / f"{i}.safetensors", state, role="inverse", dit_config=config,
+        save_renderer_file(tmp_path / f"{i}.safetensors", state, role="inverse",
+                           dit_config={**config, "_use_default_values": defaults[i]},
                            tokenizer_config={}, record={"run": i})  # fmt: skip
     out = tmp_path / "soup.safetensors"
     assert tool.main([str(tmp_path / "0.safetensors"), str(tmp_path / "1.safetensors"), "--weights", "1", "3",
@@ -162,9 +165,12 @@ def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
     save_renderer_file(tmp_path / "fwd.safetensors", states[0], role="forward", dit_config=config, tokenizer_config={})
     save_renderer_file(tmp_path / "other.safetensors", {"w": states[0]["w"]}, role="inverse", dit_config=config,
                        tokenizer_config={})  # fmt: skip
+    save_renderer_file(tmp_path / "wide.safetensors", states[1], role="inverse", dit_config={"in_channels": 8},
+                       tokenizer_config={})  # fmt: skip
     capsys.readouterr()
     for other, message in (
         ("fwd", "fwd.safetensors: another role than"),
+        ("wide", "wide.safetensors: another dit_config than"),
         ("other", "other.safetensors: other tensors"),
     ):
         assert (
@@ -285,6 +291,55 @@ def test_a_share_of_hints_comes_through_the_fixed_camera(bank, stops):
         FrameBank({k: v for k, v in bank.tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}).sample(
             2, 1, torch.Generator(), fixed_camera_share=0.5
         )
+
+
+LEAN_CASES = [("inverse", 0.0, 0.0), ("inverse", 0.5, 0.0), ("forward", 0.0, 0.0), ("forward", 1.5, 0.5)]
+
+
+@pytest.mark.parametrize(("role", "stops", "share"), LEAN_CASES)
+def test_a_bank_of_its_trainers_keys_draws_the_same_batches(tmp_path, role, stops, share):
+    """A bank that keeps only what its trainer reads (``bank_keys``: with exposure, the HDR forms in place of the
+    display encodings re-made from them) is smaller and draws batches equal to the full bank's."""
+    from diffusion_renderer.data.shards import list_shards
+
+    write_synthetic_data(tmp_path, seed=7, train=3, val=0)
+    paths = list_shards(tmp_path, "train")
+    full = FrameBank(*stack_shards(paths))
+    lean = FrameBank(*stack_shards(paths, keys=bank_keys(role, stops, share)))
+    nbytes = [sum(v.numel() * v.element_size() for v in b.tensors.values()) for b in (full, lean)]
+    assert nbytes[1] < 0.75 * nbytes[0] and "mask" not in lean.tensors and lean.hint_version == full.hint_version
+    if role == "inverse":
+        assert not {"env_ldr", "env_hdr", *HINT_KEYS} & set(lean.tensors)
+    assert ("rgb" in lean.tensors) == (stops == 0) and ("rgb_linear" in lean.tensors) == (stops > 0)
+    keys = ("rgb", *INVERSE_PASSES) if role == "inverse" else None
+    draw = {"exposure_stops": stops, "fixed_camera_share": share, "keys": keys}
+    want = full.sample(8, 2, torch.Generator().manual_seed(2), **draw)
+    got = lean.sample(8, 2, torch.Generator().manual_seed(2), **draw)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    if stops > 0:  # drawn without exposure, the display encodings are re-made at gain 1: the stored ones to 8 bits
+        plain = {k: full.sample(4, 1, torch.Generator().manual_seed(3), keys=keys)[k] for k in ("rgb",)}
+        remade = lean.sample(4, 1, torch.Generator().manual_seed(3), keys=keys)
+        assert (plain["rgb"] - remade["rgb"]).abs().max() <= 2 / 255 + 1e-3
+
+
+def test_a_lean_bank_refuses_a_shard_without_the_hdr_it_keeps(tmp_path):
+    from diffusion_renderer.data.shards import list_shards, shard_meta, shard_path
+
+    write_synthetic_data(tmp_path, seed=8, train=2, val=0)
+    clip = synthetic_clip(np.random.default_rng(9))
+    old = shard_path(tmp_path, "train", "scene_00000009")  # after the others in name order
+    write_shard(old, {k: clip[k] for k in SHARD_KEYS}, shard_meta({}, "scene_00000009", "train"))
+    paths = list_shards(tmp_path, "train")
+    with pytest.raises(ValueError, match=r"scene_00000009\.safetensors: no rgb_linear, which the other shards have"):
+        stack_shards(paths, keys=bank_keys("inverse", exposure_stops=0.5))
+    assert set(stack_shards(paths, keys=bank_keys("inverse"))[0]) == {"rgb", *INVERSE_PASSES}  # no HDR asked for
+
+
+def test_the_bank_lives_on_the_gpu_only_when_it_fits(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100, 200))  # 100 bytes free
+    assert bank_device(45, "cuda") == torch.device("cuda")
+    assert bank_device(46, "cuda") == torch.device("cpu")  # over 45 % of the free memory: host memory
+    assert bank_device(10**12, "cpu") == torch.device("cpu")
 
 
 def test_examples_follow_the_inference_layout(bank):
@@ -470,9 +525,7 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)
     assert main([*args, "--steps", "1", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        len(err) == 1 and "--exposure-stops needs env_hdr, rgb_linear, shading_fixed_linear, shading_linear" in err[0]
-    )
+    assert len(err) == 1 and "--exposure-stops needs env_hdr, rgb_linear, shading_linear in" in err[0]
 
 
 def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):

@@ -98,6 +98,14 @@ def read_renderer_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     return decode_state_dict(tensors), meta
 
 
+def architecture(config: Any) -> Any:
+    """A config without diffusers' bookkeeping keys (``_class_name``, ``_use_default_values``...): those say how
+    it was written, not what the network is (``_use_default_values`` is even a set written in hash order)."""
+    if isinstance(config, dict):
+        return {key: value for key, value in config.items() if not str(key).startswith("_")}
+    return config
+
+
 def average_renderer_files(
     paths: list[str | Path], weights: list[float] | None = None
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -121,7 +129,7 @@ def average_renderer_files(
         state, other = read_renderer_file(path)
         metas.append(other)
         for field in ("role", "dit_config", "tokenizer"):
-            if other[field] != meta[field]:
+            if architecture(other[field]) != architecture(meta[field]):
                 raise CheckpointError(f"{path}: another {field} than {paths[0]}; only one model's fine-tunes average")
         if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
             raise CheckpointError(f"{path}: other tensors than {paths[0]}")

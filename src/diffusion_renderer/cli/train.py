@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from diffusion_renderer.io.errors import InputError
     from diffusion_renderer.models.configs import dit_config
     from diffusion_renderer.models.specs import load_model
-    from diffusion_renderer.training.frames import load_frame_bank, refresh_frame_bank
+    from diffusion_renderer.training.frames import bank_keys, load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer, adapt_to_config
 
     if args.real is None and not args.data:
@@ -96,7 +96,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         hint_fixed_camera=args.hint_fixed_camera,
         fsdp=args.fsdp,
     )
-    bank_device = args.bank_device or device
+    auto = args.bank_device == "auto"
+    try:
+        bank_device = device if auto else torch.device(args.bank_device)
+    except RuntimeError as error:  # torch's message lists the device types
+        raise ValueError(f"train: --bank-device {args.bank_device!r}: {error}") from None
     progress = not args.quiet and ranks.is_main
     if args.real is not None:
         from diffusion_renderer.training.real_domain import pseudo_label_bank
@@ -106,14 +110,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         val_bank = None
     else:
-        bank = load_frame_bank(Path(args.data), "train", bank_device, progress)
+        keys = bank_keys(args.role, args.exposure_stops, args.hint_fixed_camera)
+        bank = load_frame_bank(Path(args.data), "train", bank_device, progress, keys=keys, auto_device=auto)
         try:
-            val_bank = load_frame_bank(Path(args.data), "val", bank_device, progress, first_frames=1)
+            val_keys = bank_keys(args.role)  # sampled as they are: no exposure, no fixed-camera hint
+            val_bank = load_frame_bank(
+                Path(args.data), "val", bank_device, progress, first_frames=1, keys=val_keys, auto_device=auto
+            )
         except ValueError:  # InputError: no validation clips; training goes on without validation samples
             val_bank = None
     if args.exposure_stops > 0 and (missing := bank.missing_hdr()):
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
-    if args.hint_fixed_camera > 0 and FIXED_CAMERA_HINT not in bank.tensors:
+    if args.hint_fixed_camera > 0 and not bank.has(FIXED_CAMERA_HINT):
         raise InputError(Path(args.data), "--hint-fixed-camera needs shards with the fixed-camera hint (re-make them)")
     model = None
     if args.init:
@@ -231,7 +239,12 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--time-limit", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     p.add_argument("--watch", type=int, default=0, help="re-scan --data for new shards every N steps")
     p.add_argument("--device", default=None)
-    p.add_argument("--bank-device", default=None, help="where the training clips live (default: --device)")
+    p.add_argument(
+        "--bank-device",
+        default="auto",
+        help="where the training clips live (auto: on --device when they take at most 45%% of its free memory, "
+        "else in host memory)",
+    )
     p.add_argument("--init", default=None, help="start from this model spec (fine-tuning; required by --lora)")
     p.add_argument("--lora", type=int, default=0, help="train a LoRA adapter of this rank instead of all weights")
     p.add_argument("--real", nargs="+", default=None, help="real images/videos: pseudo-labelled LoRA domain")

@@ -1,9 +1,15 @@
 """Training data in memory: every clip of a data folder as quantised tensors, sampled into model-range batches.
 
-A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W) (on the GPU when there is
-room: a 256² frame is ~3.5 MB with its float16 HDR and both shading hints, so 10,000 frames fit in 35 GB), and draws
-batches of images (T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as
-the model sees its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
+A :class:`FrameBank` holds the shard tensors of N clips stacked as (N, T, C, H, W), and draws batches of images
+(T = 1: one random frame of a random clip) or short clips (T consecutive frames). Batches come out as the model sees
+its inputs: ``{key: (B, 3, T, H, W)}`` in [-1, 1] (conventions.to_model), ``env_nrm`` included.
+
+Memory: a 256² frame is ~3.7 MB with every tensor a shard has, so the bank keeps only what its trainer reads
+(:func:`bank_keys`): 1.4 MB for an inverse trainer, 2.4 MB for a forward one with exposure augmentation (which
+re-makes the display encodings from the HDR tensors, so those are not kept). It lives on the GPU when it fits
+(:func:`bank_device`), else in host memory: batches are then gathered there and moved to the generator's device
+(measured 2026-12-04: two trainers side by side, each holding every tensor of 1,958 8-frame clips, needed 62 + 78 GB
+and ran out of an H200's 140 GB).
 
 Augmentations (all exact but the hint's camera):
 
@@ -24,14 +30,14 @@ Augmentations (all exact but the hint's camera):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import display_rgb, to_model
+from diffusion_renderer.conventions import INVERSE_PASSES, display_rgb, to_model
 from diffusion_renderer.data.shards import (
     FIXED_CAMERA_HINT,
     HINT_KEYS,
@@ -54,6 +60,28 @@ EXPOSED_FROM = {
     FIXED_CAMERA_HINT: f"{FIXED_CAMERA_HINT}_linear",
 }
 HINT_STORED = (*HINT_KEYS, FIXED_CAMERA_HINT)  # every hint a shard may hold (one version per shard)
+GPU_BANK_SHARE = 0.45  # of the free GPU memory a bank may take: two trainers side by side must both fit
+
+
+def bank_keys(role: str, exposure_stops: float = 0.0, fixed_camera_share: float = 0.0) -> frozenset[str]:
+    """The shard tensors a trainer of ``role`` reads: its model's inputs (in their HDR form with exposure
+    augmentation, whose display encodings are re-made from it) and the fixed-camera hint when it mixes it in."""
+    keys = {"rgb", *INVERSE_PASSES} if role == "inverse" else {k for k in MODEL_KEYS if k != "env_nrm"}
+    if fixed_camera_share > 0 and role != "inverse":
+        keys.add(FIXED_CAMERA_HINT)
+    if exposure_stops > 0:
+        keys |= {EXPOSED_FROM[k] for k in keys if k in EXPOSED_FROM}
+    return frozenset(keys)
+
+
+def bank_device(nbytes: int, device: torch.device | str) -> torch.device:
+    """Where a bank of ``nbytes`` lives for a trainer on ``device``: there when it is the CPU or the bank takes at
+    most ``GPU_BANK_SHARE`` of the GPU's free memory, else in host memory (batches are gathered there)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes <= GPU_BANK_SHARE * free else torch.device("cpu")
 
 
 def exposed(key: str, radiance: torch.Tensor) -> torch.Tensor:
@@ -102,6 +130,10 @@ class FrameBank:
     def device(self) -> torch.device:
         return next(iter(self.tensors.values())).device
 
+    def has(self, key: str) -> bool:
+        """Whether the bank can give ``key``: stored, or re-made from its stored HDR form."""
+        return key in self.tensors or EXPOSED_FROM.get(key, key) in self.tensors
+
     def missing_hdr(self) -> list[str]:
         """The HDR tensors that exposure augmentation needs and this bank lacks (shards made before they were
         stored)."""
@@ -135,12 +167,13 @@ class FrameBank:
         through the fixed default camera (module docstring).
 
         ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none).
-        ``clips``: (B,) clip indices to take instead of random ones (``batch_size`` must match)."""
+        ``clips``: (B,) clip indices to take instead of random ones (``batch_size`` must match).
+        The draws and the batch are on ``generator``'s device; the clips are gathered where the bank lives."""
         if keys is None:
-            keys = [k for k in MODEL_KEYS if k in self.tensors or (k == "env_nrm" and "env_ldr" in self.tensors)]
+            keys = [k for k in MODEL_KEYS if self.has(k) or (k == "env_nrm" and self.has("env_ldr"))]
         keys = list(keys)  # read twice below
         frames = min(frames, self.clip_frames)
-        device = self.device
+        device = generator.device
         if clips is None:
             clip = torch.randint(self.num_clips, (batch_size,), generator=generator, device=device)
         elif clips.shape != (batch_size,):
@@ -157,18 +190,23 @@ class FrameBank:
             gain = exposure_gains(batch_size, exposure_stops, generator, device).view(-1, 1, 1, 1, 1)
         fixed = None
         if fixed_camera_share > 0 and HINT_KEYS[0] in keys:  # drawn only then: runs without it replay exactly
-            if FIXED_CAMERA_HINT not in self.tensors:
+            if not self.has(FIXED_CAMERA_HINT):
                 raise ValueError(f"a fixed-camera hint share needs {FIXED_CAMERA_HINT} in the shards")
             fixed = torch.rand(batch_size, generator=generator, device=device) < fixed_camera_share
         height, width = self.size
         scaled = {}  # HDR source -> (B, T, 3, H, W) radiance x gain, gathered once per batch
 
+        rows, cols = clip[:, None].to(self.device), index.to(self.device)
+
+        def take(key: str) -> torch.Tensor:  # (B, T, C, H, W) stored values, on the draws' device
+            return self.tensors[key][rows, cols].to(device)
+
         def gather(key: str) -> torch.Tensor:  # (B, T, C, H, W) in the key's range
-            if gain is None or key not in EXPOSED_FROM:
-                return dequantize(key, self.tensors[key][clip[:, None], index])
-            source = EXPOSED_FROM[key]
+            if key in self.tensors and (gain is None or key not in EXPOSED_FROM):
+                return dequantize(key, take(key))
+            source = EXPOSED_FROM[key]  # a bank of bank_keys(exposure) keeps only this form: gain 1 re-makes it
             if source not in scaled:
-                scaled[source] = self.tensors[source][clip[:, None], index].float() * gain
+                scaled[source] = take(source).float() * (1.0 if gain is None else gain)
             return exposed(key, scaled[source])
 
         batch = {}
@@ -189,30 +227,49 @@ class FrameBank:
 
 
 def stack_shards(
-    paths: list[Path], progress: bool = False, first_frames: int | None = None
+    paths: list[Path],
+    progress: bool = False,
+    first_frames: int | None = None,
+    keys: Collection[str] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[str], int | None]:
     """Read shards and stack them: ({key: (n, T, C, H, W)}, clip names, shading hint version); shards of another
     size are refused by name. Only the keys every shard has are kept (a folder mixing shards made before and after
     ``env_hdr`` / ``rgb_linear`` existed stacks without them), and the hint only when every shard's has one version.
 
     ``first_frames``: keep only the first frames of every clip (validation uses frame 0 of mixed-length clips).
+    ``keys``: keep only these (:func:`bank_keys`); a display encoding is left out when its HDR form is kept.
+    Each key is written into one tensor as the shards are read, so the peak is the bank, not twice it.
     """
-    parts: dict[str, list[torch.Tensor]] = {}
+    stacked: dict[str, torch.Tensor] = {}
+    reencoded: set[str] = set()  # HDR forms kept in place of their display encodings
     names, shape, versions = [], None, set()
-    for path in tqdm(paths, desc="shards", disable=not progress):
+    for i, path in enumerate(tqdm(paths, desc="shards", disable=not progress)):
         tensors, meta = read_shard(path)
         if first_frames is not None:
             tensors = {k: v[:first_frames] for k, v in tensors.items()}
+        versions.add(hint_version_of(tensors, meta))  # of the shard as written, kept keys or not
         this = tuple(tensors["rgb"].shape)
         if shape is None:
             shape = this
+            if keys is not None:
+                kept = {k for k in tensors if k in keys}
+                reencoded = {source for k, source in EXPOSED_FROM.items() if k in kept and source in kept}
+                kept -= {k for k, source in EXPOSED_FROM.items() if source in reencoded}  # re-made from it
+                tensors = {k: v for k, v in tensors.items() if k in kept}
+            stacked = {k: v.new_empty((len(paths), *v.shape)) for k, v in tensors.items()}
         elif this != shape:
             raise InputError(path, f"clip of shape {this}, but the others are {shape} (one size per data folder)")
-        for key, value in tensors.items():
-            parts.setdefault(key, []).append(value)
+        for key in list(stacked):
+            if key not in tensors and key in reencoded:  # its display form was left out for it
+                raise InputError(path, f"no {key}, which the other shards have (re-make the shards)")
+            if key not in tensors:  # a key some shard lacks is left out
+                del stacked[key]
+            elif tensors[key].shape != stacked[key].shape[1:]:
+                expected = tuple(stacked[key].shape[1:])
+                raise InputError(path, f"{key} of shape {tuple(tensors[key].shape)}, but the others' is {expected}")
+            else:
+                stacked[key][i] = tensors[key]
         names.append(meta.get("clip", path.stem))
-        versions.add(hint_version_of(tensors, meta))
-    stacked = {key: torch.stack(values) for key, values in parts.items() if len(values) == len(names)}
     version = versions.pop() if len(versions) == 1 else None
     if version is None:
         hints = {*HINT_STORED, *(EXPOSED_FROM[k] for k in HINT_STORED)}
@@ -226,8 +283,12 @@ def load_frame_bank(
     device: torch.device | str = "cpu",
     progress: bool = False,
     first_frames: int | None = None,
+    keys: Collection[str] | None = None,
+    auto_device: bool = False,
 ) -> FrameBank:
-    """All training clips of a data folder, packing folder-layout clips into shards first (see ``pack_folder``)."""
+    """All training clips of a data folder, packing folder-layout clips into shards first (see ``pack_folder``).
+    ``keys``: the tensors to keep (default all); ``auto_device``: ``device`` only when the bank fits there
+    (:func:`bank_device`), else host memory."""
     from diffusion_renderer.data.shards import pack_folder
 
     root = Path(root)
@@ -237,7 +298,9 @@ def load_frame_bank(
     paths = list_shards(root, split)
     if not paths:
         raise InputError(root, f"no {split} clips (expected make-data output: {split}/meta or {split}/shards)")
-    tensors, names, hint_version = stack_shards(paths, progress, first_frames)
+    tensors, names, hint_version = stack_shards(paths, progress, first_frames, keys)
+    if auto_device:
+        device = bank_device(sum(v.numel() * v.element_size() for v in tensors.values()), device)
     return FrameBank({k: v.to(device) for k, v in tensors.items()}, names, hint_version)
 
 

@@ -499,7 +499,7 @@ class Trainer:
             return None
         # Distinct clips spread over the bank: random draws repeated clips (run 18: 8 frames of 4 scenes), and a
         # figure over so few scenes misled more than once.
-        generator = torch.Generator(device=self.val_bank.device).manual_seed(1234)
+        generator = torch.Generator(device=self.device).manual_seed(1234)
         count = min(VAL_SAMPLES, self.val_bank.num_clips)
         clips = torch.linspace(0, self.val_bank.num_clips - 1, count).round().long()
         batch = self.val_bank.sample(count, 1, generator, flip=False, clips=clips)
