@@ -145,19 +145,11 @@ def main() -> None:
     gen_s = time.perf_counter() - start
     trainers = {}
     for role in args.roles if args.minutes > 0 else ():  # --minutes 0: a call that only renders
-        cmd = [sys.executable, "-m", "diffusion_renderer", "train", role, "--data", str(args.data)]
-        cmd += ["--pure-noise-fraction", str(args.pure_noise_fraction)]
-        cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
-        cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
-        cmd += ["--val-steps", "1"]  # the shipped model's default sampler: its validation figures mean something
-        cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
         kept_state = args.state / f"{role}.train_state.safetensors" if args.state else None
-        if kept_state is not None and kept_state.is_file():  # a warm machine's earlier call: optimizer, EMA go on
+        resume = kept_state is not None and kept_state.is_file()
+        if resume:  # a warm machine's earlier call: optimizer, EMA go on
             shutil.copyfile(kept_state, args.out / kept_state.name)
-            cmd += ["--resume"]
-        elif args.init is not None:
-            cmd += ["--init", str(args.init / f"{role}.safetensors")]
-        cmd += args.extra + role_extra.get(role, [])
+        cmd = train_command(args, role, resume, role_extra.get(role, []))
         log = (args.out / f"{role}.stdout.log").open("w")
         trainers[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     codes = {role: proc.wait() for role, proc in trainers.items()}
@@ -194,6 +186,22 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     pack_logs(args.out)
     print(json.dumps(summary, indent=1))
+
+
+def train_command(args: argparse.Namespace, role: str, resume: bool, role_extra: list[str]) -> list[str]:
+    """The ``diffusion-renderer train`` command of one role: the call's settings, then ``--extra``, then the role's
+    own flags (last, so a role's flag overrides a common one: argparse keeps the last value)."""
+    cmd = [sys.executable, "-m", "diffusion_renderer", "train", role, "--data", str(args.data)]
+    cmd += ["--pure-noise-fraction", str(args.pure_noise_fraction)]
+    cmd += ["--out", str(args.out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    cmd += ["--time-limit", str(args.minutes), "--quiet", "--val-every", str(args.val_every)]
+    cmd += ["--val-steps", "1"]  # the shipped model's default sampler: its validation figures mean something
+    cmd += ["--checkpoint-every", "100000", "--seed", str(args.seed)]
+    if resume:
+        cmd += ["--resume"]
+    elif args.init is not None:
+        cmd += ["--init", str(args.init / f"{role}.safetensors")]
+    return cmd + args.extra + role_extra
 
 
 def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path | None = None) -> Path | None:

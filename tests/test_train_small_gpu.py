@@ -3,6 +3,8 @@ that fits the return limit, the kept float32 copy and training state, and one lo
 
 from __future__ import annotations
 
+import argparse
+import shlex
 import sys
 import tarfile
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
+from diffusion_renderer.models.configs import ROLES
 from diffusion_renderer.models.specs import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -81,3 +84,21 @@ def test_pack_logs_leaves_the_weights_and_one_archive(tmp_path: Path) -> None:
 def test_export_without_weights_returns_nothing(tmp_path: Path, role: str) -> None:
     (tmp_path / "out").mkdir()
     assert train_small_gpu.export_role(tmp_path / "out", role) is None  # a trainer that failed: nothing to send
+
+
+def test_each_role_gets_its_own_flags_after_the_common_ones(tmp_path: Path) -> None:
+    """``--role-extra ROLE "FLAGS"``: the role's flags come last, so they override the call's (argparse keeps the
+    last value), and the other role never sees them; with a kept training state the trainer resumes it."""
+    from diffusion_renderer.cli.main import build_parser
+
+    call = {"data": tmp_path / "d", "out": tmp_path / "o", "pure_noise_fraction": 0.5, "steps": 10, "batch_size": 8}
+    call |= {"minutes": 1.0, "val_every": 5, "seed": 3, "init": tmp_path / "w", "extra": ["--lr", "1e-4"]}
+    args = argparse.Namespace(**call)
+    extra = {"forward": shlex.split("--pure-noise-fraction 0.75 --hint-fixed-camera 0.5")}
+    commands = {role: train_small_gpu.train_command(args, role, False, extra.get(role, [])) for role in ROLES}
+    parsed = {role: build_parser().parse_args(cmd[3:]) for role, cmd in commands.items()}  # after python -m package
+    assert parsed["forward"].pure_noise_fraction == 0.75 and parsed["forward"].hint_fixed_camera == 0.5
+    assert parsed["inverse"].pure_noise_fraction == 0.5 and parsed["inverse"].hint_fixed_camera == 0.0
+    assert all(p.lr == 1e-4 and p.init == str(tmp_path / "w" / f"{p.role}.safetensors") for p in parsed.values())
+    resumed = build_parser().parse_args(train_small_gpu.train_command(args, "inverse", True, [])[3:])
+    assert resumed.resume and resumed.init is None

@@ -337,8 +337,8 @@ def test_a_lean_bank_refuses_a_shard_without_the_hdr_it_keeps(tmp_path):
 
 def test_the_bank_lives_on_the_gpu_only_when_it_fits(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100, 200))  # 100 bytes free
-    assert bank_device(45, "cuda") == torch.device("cuda")
-    assert bank_device(46, "cuda") == torch.device("cpu")  # over 45 % of the free memory: host memory
+    assert bank_device(35, "cuda") == torch.device("cuda")
+    assert bank_device(36, "cuda") == torch.device("cpu")  # over 35 % of the free memory: host memory
     assert bank_device(10**12, "cpu") == torch.device("cpu")
 
 

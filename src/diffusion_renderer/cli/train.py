@@ -242,7 +242,7 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument(
         "--bank-device",
         default="auto",
-        help="where the training clips live (auto: on --device when they take at most 45%% of its free memory, "
+        help="where the training clips live (auto: on --device when they take at most 35%% of its free memory, "
         "else in host memory)",
     )
     p.add_argument("--init", default=None, help="start from this model spec (fine-tuning; required by --lora)")

@@ -60,7 +60,7 @@ EXPOSED_FROM = {
     FIXED_CAMERA_HINT: f"{FIXED_CAMERA_HINT}_linear",
 }
 HINT_STORED = (*HINT_KEYS, FIXED_CAMERA_HINT)  # every hint a shard may hold (one version per shard)
-GPU_BANK_SHARE = 0.45  # of the free GPU memory a bank may take: two trainers side by side must both fit
+GPU_BANK_SHARE = 0.35  # of the free GPU memory a bank may take: two side by side, and room for activations
 
 
 def bank_keys(role: str, exposure_stops: float = 0.0, fixed_camera_share: float = 0.0) -> frozenset[str]:
