@@ -511,6 +511,9 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert "give --data" in capsys.readouterr().err
     assert main([*args, "--exposure-stops", "-1"]) == 2
     assert "--exposure-stops must be >= 0" in capsys.readouterr().err
+    assert main([*args, "--bank-device", "gpu0", "--out", str(tmp_path / "bank")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bank-device 'gpu0'" in err[0]
     inverse = [*args[:1], "inverse", *args[2:], "--steps", "1", "--pass-weights", "basecolor=2", "depth=0"]
     assert main([*inverse, "--out", str(tmp_path / "weighted")]) == 0
     record = load_model(str(tmp_path / "weighted"), "inverse").record
