@@ -40,7 +40,7 @@ from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, l
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
 from diffusion_renderer.training.examples import choose_passes, forward_example, inverse_example
-from diffusion_renderer.training.frames import FrameBank, bank_device, bank_keys, stack_shards
+from diffusion_renderer.training.frames import INVERSE_KEYS, FrameBank, bank_device, bank_keys, stack_shards
 from diffusion_renderer.training.losses import (
     add_noise,
     edm_loss,
@@ -311,7 +311,7 @@ def test_a_bank_of_its_trainers_keys_draws_the_same_batches(tmp_path, role, stop
     if role == "inverse":
         assert not {"env_ldr", "env_hdr", *HINT_KEYS} & set(lean.tensors)
     assert ("rgb" in lean.tensors) == (stops == 0) and ("rgb_linear" in lean.tensors) == (stops > 0)
-    keys = ("rgb", *INVERSE_PASSES) if role == "inverse" else None
+    keys = INVERSE_KEYS if role == "inverse" else None
     draw = {"exposure_stops": stops, "fixed_camera_share": share, "keys": keys}
     want = full.sample(8, 2, torch.Generator().manual_seed(2), **draw)
     got = lean.sample(8, 2, torch.Generator().manual_seed(2), **draw)

@@ -60,13 +60,14 @@ EXPOSED_FROM = {
     FIXED_CAMERA_HINT: f"{FIXED_CAMERA_HINT}_linear",
 }
 HINT_STORED = (*HINT_KEYS, FIXED_CAMERA_HINT)  # every hint a shard may hold (one version per shard)
+INVERSE_KEYS = ("rgb", *INVERSE_PASSES)  # what an inverse trainer reads: the frame and its passes
 GPU_BANK_SHARE = 0.35  # of the free GPU memory a bank may take: two side by side, and room for activations
 
 
 def bank_keys(role: str, exposure_stops: float = 0.0, fixed_camera_share: float = 0.0) -> frozenset[str]:
     """The shard tensors a trainer of ``role`` reads: its model's inputs (in their HDR form with exposure
     augmentation, whose display encodings are re-made from it) and the fixed-camera hint when it mixes it in."""
-    keys = {"rgb", *INVERSE_PASSES} if role == "inverse" else {k for k in MODEL_KEYS if k != "env_nrm"}
+    keys = set(INVERSE_KEYS) if role == "inverse" else {k for k in MODEL_KEYS if k != "env_nrm"}
     if fixed_camera_share > 0 and role != "inverse":
         keys.add(FIXED_CAMERA_HINT)
     if exposure_stops > 0:

@@ -58,7 +58,7 @@ from diffusion_renderer.training.checkpoint import (
     save_train_state,
 )
 from diffusion_renderer.training.examples import TrainingExample, make_example
-from diffusion_renderer.training.frames import FrameBank
+from diffusion_renderer.training.frames import INVERSE_KEYS, FrameBank
 from diffusion_renderer.training.losses import (
     P_MEAN,
     P_STD,
@@ -291,7 +291,7 @@ class Trainer:
         size = max(1, cfg.batch_size // frames)
         # the inverse examples read only the frame and its passes: gathering (and re-exposing) the lighting and the
         # shading hint for them would be wasted work on every step (the draws do not depend on the keys)
-        keys = ("rgb", *INVERSE_PASSES) if cfg.role == "inverse" else None
+        keys = INVERSE_KEYS if cfg.role == "inverse" else None
         return self.bank.sample(
             size,
             frames,
