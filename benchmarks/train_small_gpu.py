@@ -237,11 +237,12 @@ def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path 
 
 
 def pack_logs(out: Path) -> None:
-    """Everything but the weights and the summary into ``logs.tar.gz`` (fewer, smaller files to return)."""
+    """Everything but the weights and the summary into ``logs.tar.gz`` (fewer, smaller files to return). Renderer
+    files stay out of it, those of a ``--keep`` folder inside ``out`` too: a float32 copy once took the archive over
+    the 16 MiB a returned file may have (run 30), and the call's loss log was lost with it."""
     keep = {"summary.json", "logs.tar.gz"}
-    weights = tuple(f".{tag}." for tag in STORAGE_TAG.values())
     files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep]
-    files = [p for p in files if not any(w in p.name for w in weights)]
+    files = [p for p in files if p.suffix != ".safetensors"]
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for path in files:
             tar.add(path, arcname=str(path.relative_to(out)))

@@ -72,10 +72,12 @@ def test_export_falls_back_to_int8_over_the_return_limit(tmp_path: Path, monkeyp
 def test_pack_logs_leaves_the_weights_and_one_archive(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_run(out)
-    train_small_gpu.export_role(out, "forward")
+    train_small_gpu.export_role(out, "forward", keep=out / "f32")  # a --keep folder inside the returned one
     (out / "summary.json").write_text("{}")
     train_small_gpu.pack_logs(out)
-    assert sorted(p.name for p in out.iterdir()) == ["forward.fp16.safetensors", "logs.tar.gz", "summary.json"]
+    names = ["f32", "forward.fp16.safetensors", "logs.tar.gz", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert read_renderer_file(out / "f32" / "forward.safetensors")[1]["storage"] == "float32"  # not archived
     with tarfile.open(out / "logs.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["forward.log.jsonl", "forward.val/step_0000007.png"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -306,7 +307,7 @@ def test_a_bank_of_its_trainers_keys_draws_the_same_batches(tmp_path, role, stop
     paths = list_shards(tmp_path, "train")
     full = FrameBank(*stack_shards(paths))
     lean = FrameBank(*stack_shards(paths, keys=bank_keys(role, stops, share)))
-    nbytes = [sum(v.numel() * v.element_size() for v in b.tensors.values()) for b in (full, lean)]
+    nbytes = [b.nbytes for b in (full, lean)]
     assert nbytes[1] < 0.75 * nbytes[0] and "mask" not in lean.tensors and lean.hint_version == full.hint_version
     if role == "inverse":
         assert not {"env_ldr", "env_hdr", *HINT_KEYS} & set(lean.tensors)
@@ -502,7 +503,9 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     args += ["--device", "cpu", "--pure-noise-fraction", "0.5", "--val-steps", "1", "--exposure-stops", "1.5"]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
-    assert "resumed forward at step 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resumed forward at step 2" in err
+    assert re.search(r"step 3 in \d+s, \d+ clips \(0\.\d\d GB on cpu\) -> ", err)  # where the bank lives
     model = load_model(str(out), "forward")
     assert model.record["steps"] == 3 and model.record["train_config"]["pure_noise_fraction"] == 0.5
     assert model.record["train_config"]["val_steps"] == 1 and model.record["train_config"]["exposure_stops"] == 1.5

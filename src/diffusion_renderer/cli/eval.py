@@ -26,6 +26,13 @@ outputs: OUT/metrics.json (per-clip and mean metrics), OUT/report.html, OUT/grid
 (input, ground truth, prediction, error map), OUT/references/{clip}.npz (relight: cached path-traced targets)"""
 
 
+COMPARE_EPILOG = """example:
+  diffusion-renderer compare eval/relight_shipped eval/relight_new
+
+per metric: clips paired, means of A and B, the mean per-clip difference B - A, its standard error, z, and a
+verdict: "B better" / "A better" when |z| >= 2, else "within noise" (see diffusion_renderer/eval/compare.py)"""
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from diffusion_renderer.eval.evaluate import EvalConfig, list_eval_clips, run_evaluation
 
@@ -68,6 +75,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{len(result.samples)} clips evaluated, {len(result.failed)} failed: {mean}", file=sys.stderr)
     print(f"-> {result.report_path}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from diffusion_renderer.eval.compare import compare_evaluations, describe, format_table, load_evaluation
+    from diffusion_renderer.io.atomic import atomic_file
+
+    a, b = load_evaluation(args.a), load_evaluation(args.b)
+    comparisons = compare_evaluations(a, b, args.metrics, names=(args.a, args.b))
+    print(f"A: {describe(a)}\nB: {describe(b)}\n{format_table(comparisons)}")
+    if args.out:
+        record = {"a": str(args.a), "b": str(args.b), "mode": a["mode"], "metrics": [c.to_dict() for c in comparisons]}
+        with atomic_file(args.out) as tmp:
+            Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+    return 0
 
 
 def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callable], None]) -> None:
@@ -115,3 +138,15 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
     set_defaults(p, cmd_eval)
+
+    p = sub.add_parser(
+        "compare",
+        help="two eval runs of one split, clip by clip: each metric's difference and whether it beats the noise",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=COMPARE_EPILOG,
+    )
+    p.add_argument("a", help="eval --out folder (or its metrics.json) of model A, the baseline")
+    p.add_argument("b", help="the same for model B, on the same clips")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="NAME", help="default: every metric both report")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON here")
+    set_defaults(p, cmd_compare)

@@ -156,8 +156,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     written = trainer.path(".lora.safetensors" if args.lora else ".safetensors")
     if ranks.is_main:
         on = f" on {ranks.world} ranks" if ranks.world > 1 else ""
+        held = f"{bank.nbytes / 1e9:.2f} GB on {bank.device.type}"  # where --bank-device auto put the clips
         print(
-            f"{args.role}: step {result['step']} in {result['seconds']:.0f}s{on}, {bank.num_clips} clips -> {written}",
+            f"{args.role}: step {result['step']} in {result['seconds']:.0f}s{on}, {bank.num_clips} clips ({held})"
+            f" -> {written}",
             file=sys.stderr,
         )
     return 0

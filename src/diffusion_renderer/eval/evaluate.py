@@ -566,13 +566,13 @@ def run_evaluation(
     return result
 
 
-def _json_number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no inf / NaN: non-finite values (a perfect PSNR, an undefined metric) are written as null."""
     return float(value) if math.isfinite(value) else None
 
 
 def _json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: _json_number(v) for k, v in metrics.items()}
+    return {k: json_number(v) for k, v in metrics.items()}
 
 
 def metrics_record(config: EvalConfig, result: EvalResult) -> dict:

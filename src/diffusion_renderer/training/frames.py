@@ -75,6 +75,10 @@ def bank_keys(role: str, exposure_stops: float = 0.0, fixed_camera_share: float 
     return frozenset(keys)
 
 
+def tensors_nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in tensors.values())
+
+
 def bank_device(nbytes: int, device: torch.device | str) -> torch.device:
     """Where a bank of ``nbytes`` lives for a trainer on ``device``: there when it is the CPU or the bank takes at
     most ``GPU_BANK_SHARE`` of the GPU's free memory, else in host memory (batches are gathered there)."""
@@ -130,6 +134,10 @@ class FrameBank:
     @property
     def device(self) -> torch.device:
         return next(iter(self.tensors.values())).device
+
+    @property
+    def nbytes(self) -> int:
+        return tensors_nbytes(self.tensors)
 
     def has(self, key: str) -> bool:
         """Whether the bank can give ``key``: stored, or re-made from its stored HDR form."""
@@ -301,7 +309,7 @@ def load_frame_bank(
         raise InputError(root, f"no {split} clips (expected make-data output: {split}/meta or {split}/shards)")
     tensors, names, hint_version = stack_shards(paths, progress, first_frames, keys)
     if auto_device:
-        device = bank_device(sum(v.numel() * v.element_size() for v in tensors.values()), device)
+        device = bank_device(tensors_nbytes(tensors), device)
     return FrameBank({k: v.to(device) for k, v in tensors.items()}, names, hint_version)
 
 
