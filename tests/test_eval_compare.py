@@ -120,3 +120,6 @@ def test_compare_command(tmp_path: Path, base, capsys) -> None:
     assert main(["compare", str(a), str(tmp_path / "clipless")]) == 2
     assert "clipless/metrics.json: a sample without its clip name" in capsys.readouterr().err
     assert load_evaluation(a)["mode"] == "relight"
+    write(tmp_path / "other", evaluation({"ssim": base["psnr"] / 30}))
+    assert main(["compare", str(a), str(tmp_path / "other")]) == 2
+    assert "report no metric in common" in capsys.readouterr().err

@@ -114,8 +114,10 @@ def compare_evaluations(
     common = paired_clips(a, b, names)
     samples_a, samples_b = _by_clip(a), _by_clip(b)
     if metrics is None:
-        present = [set(samples_a[c]["metrics"]) & set(samples_b[c]["metrics"]) for c in common]
-        metrics = [m for m in samples_a[common[0]]["metrics"] if any(m in p for p in present)]
+        both = (m for c in common for m in samples_a[c]["metrics"] if m in samples_b[c]["metrics"])
+        metrics = list(dict.fromkeys(both))  # in eval's order
+        if not metrics:
+            raise InputError(None, f"{names[0]} and {names[1]} report no metric in common")
     results = []
     for metric in metrics:
         pairs = np.array(
