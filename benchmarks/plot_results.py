@@ -1,8 +1,9 @@
 """Bar charts of a benchmark results JSON as a PNG: time and peak memory per run.
 
-Reads ``{"results": {name: {"seconds", "peak_gib"}}}`` (pipelines_gpu.py) and the ``dit`` / ``vae`` / ``pipeline``
-sections of ``diffusion-renderer bench``. Several files make one chart (a later file's run replaces an earlier run
-of the same name). Drawn with Pillow (already a dependency) so that no plotting library is needed.
+Reads ``{"results": {name: {"seconds", "peak_gib"}}}`` (pipelines_gpu.py), the ``dit`` / ``vae`` / ``pipeline``
+sections of ``diffusion-renderer bench`` and the ``runs`` of train_throughput.py (seconds per training step).
+Several files make one chart (a later file's run replaces an earlier run of the same name). Drawn with Pillow
+(already a dependency) so that no plotting library is needed.
 
 Usage: python benchmarks/plot_results.py results/pipelines_gpu_h100.json [more.json ...] [--out results/X.png]
 """
@@ -33,6 +34,10 @@ def chart_rows(record: dict) -> dict[str, dict[str, float]]:
         for stream, r in runs.items():
             for op in ("encode", "decode"):
                 rows[f"tokenizer {op} {size} {stream}"] = {"seconds": r[f"{op}_s"], "peak_gib": r[f"{op}_peak_gib"]}
+    settings = record.get("settings", {})
+    for r in record.get("runs", []):  # train_throughput.py: one training step per variant and batch size
+        name = f"train step {settings.get('role', '')} {r['variant']} batch {r['batch_size']}"
+        rows[name] = {"seconds": r["step_ms"] / 1000, "peak_gib": r.get("peak_memory_gb", 0.0) * 1e9 / 2**30}
     pipeline = record.get("pipeline", {})
     for name, r in pipeline.items():
         if isinstance(r, dict) and "seconds" in r:

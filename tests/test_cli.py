@@ -61,6 +61,17 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     assert code != 0 and cli_errors(lines) == [
         "diffusion-renderer: error: --fov must be in (0, 180) degrees, got 180.0"
     ]
+    # the shipped forward model's correction to its hint, unsmoothed: another image
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite")
+    smoothed = read_image(out / "coffee" / "0000.0000.sunny_vondelpark.png")
+    code, lines = run_cli(
+        capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite", "--correction-blur", 0
+    )
+    assert code == 0 and not np.array_equal(read_image(out / "coffee" / "0000.0000.sunny_vondelpark.png"), smoothed)
+    code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--correction-blur", -1)
+    assert code != 0 and cli_errors(lines) == [
+        "diffusion-renderer: error: --correction-blur must be a finite number of pixels >= 0, got -1.0"
+    ]
 
 
 @needs_examples

@@ -134,6 +134,7 @@ def test_known_fov_gives_a_hint_model_the_clips_camera(dataset: Path, tmp_path: 
         assert code == 0, lines
         records[bool(flag)] = json.loads((out / "metrics.json").read_text())
     assert records[True]["settings"]["known_fov"] and not records[False]["settings"]["known_fov"]
+    assert records[False]["settings"]["correction_blur"] is None  # the pipeline's default
     # the ramp-and-bumps G-buffers hold no plane to read the camera from: without it the hint takes 40 degrees
     assert records[True]["mean"]["psnr"] != records[False]["mean"]["psnr"]
 

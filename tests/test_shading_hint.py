@@ -322,3 +322,63 @@ def test_pipeline_shades_the_hint_with_a_known_camera(monkeypatch: pytest.Monkey
     assert not np.allclose(pipe(wide, raw, fov_deg=70.0, **kwargs).images[0], known)  # the camera changes the hint
     with pytest.raises(ValueError, match=r"field of view must be in \(0, 180\)"):
         pipe(wide, raw, fov_deg=180.0, **kwargs)
+
+
+def test_gaussian_blur_keeps_constants_and_spreads_an_impulse_by_sigma() -> None:
+    from diffusion_renderer.pipelines.image_processor import gaussian_blur
+
+    flat = torch.full((1, 3, 2, 20, 24), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 2.0), flat)  # edges replicated: no darkening at the border
+    impulse = torch.zeros(1, 1, 1, 41, 41)
+    impulse[..., 20, 20] = 1.0
+    spread = gaussian_blur(impulse, 2.0)[0, 0, 0]
+    offsets = torch.arange(41.0) - 20
+    assert spread.sum() == pytest.approx(1.0, abs=1e-5) and torch.allclose(spread, spread.T, atol=1e-7)
+    variance = float((spread.sum(1) * offsets**2).sum())  # the row marginal's second moment
+    assert variance == pytest.approx(4.0, rel=0.02)
+
+
+def test_smoothing_keeps_the_hint_and_evens_out_a_blocky_correction() -> None:
+    from diffusion_renderer.pipelines.image_processor import smooth_correction
+
+    g = torch.Generator().manual_seed(0)
+    hint = torch.rand(1, 3, 3, 32, 32, generator=g)  # full-resolution detail
+    blocks = torch.rand(1, 3, 2, 4, 4, generator=g).repeat_interleave(8, -1).repeat_interleave(8, -2)  # 8x8 tiles
+    out = smooth_correction(hint[:, :, :2] + 0.5, hint, 2.0)  # a constant correction; the hint has one frame more
+    assert torch.allclose(out, hint[:, :, :2] + 0.5, atol=1e-6)  # the hint's detail passes untouched
+    smoothed = smooth_correction(hint[:, :, :2] + blocks, hint, 2.0) - hint[:, :, :2]
+
+    def border_jump(video: torch.Tensor) -> float:  # mean step across the 8x8 block borders
+        return float((video[..., 8::8] - video[..., 7:-1:8]).abs().mean())
+
+    assert border_jump(smoothed) < 0.5 * border_jump(blocks)
+    assert smoothed.mean() == pytest.approx(float(blocks.mean()), abs=0.01)  # smoothed, not dimmed
+
+
+def test_pipeline_smooths_a_residual_models_correction_and_nothing_else() -> None:
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.training.trainer import TrainConfig, adapt_to_config
+
+    model = load_model("random:forward-medium-hint", "forward")
+    gbuffers = {k: v.numpy() for k, v in random_gbuffers(3).items()}
+    raw = smooth_panorama(2).numpy()
+
+    def render(pipe: ForwardRenderingPipeline, blur: float | None) -> np.ndarray:
+        kwargs = {"num_inference_steps": 1, "processing_resolution": SIZE, "progress": False}
+        generator = torch.Generator().manual_seed(0)
+        return pipe(gbuffers, raw, correction_blur=blur, generator=generator, **kwargs).images[0]
+
+    plain = ForwardRenderingPipeline.from_model(model)  # hint model, not residual: its output is not hint + delta
+    assert plain.correction_sigma(None) == 0.0 and np.array_equal(render(plain, None), render(plain, 3.0))
+    residual = adapt_to_config(model.transformer, TrainConfig(role="forward", model_config="medium-residual"))
+    torch.nn.init.normal_(residual.proj_out.weight, std=0.05)  # a trained model's correction is not zero
+    pipe = ForwardRenderingPipeline.from_model(model)
+    pipe.transformer = residual.eval()
+    assert pipe.correction_sigma(None) == 2.0 and pipe.correction_sigma(0) == 0.0
+    rough, smooth = render(pipe, 0), render(pipe, None)
+    assert np.array_equal(smooth, render(pipe, 2.0)) and not np.allclose(rough, smooth, atol=1e-3)
+    detail = [float(np.abs(np.diff(x, axis=1)).mean()) for x in (rough, smooth)]
+    assert detail[1] < detail[0]  # the correction's pixel-to-pixel steps are smoothed away
+    with pytest.raises(ValueError, match="correction_blur must be a finite number of pixels >= 0, got -1"):
+        render(pipe, -1.0)

@@ -12,6 +12,7 @@ import pytest
 from diffusion_renderer.training.frames import bank_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import plot_results
 import train_throughput
 
 
@@ -35,3 +36,8 @@ def test_every_batch_size_is_timed_and_profiled(tmp_path: Path, monkeypatch) -> 
         assert run["frames_per_s"] > 0 and run["step_ms"] > 0
         shares = [op["share"] for op in run["top_ops"]]
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    # plot_results charts it: one row per variant and batch size, step seconds and peak memory
+    rows = plot_results.chart_rows(result)
+    assert list(rows) == ["train step inverse eager batch 2", "train step inverse eager batch 4"]
+    assert rows["train step inverse eager batch 4"]["seconds"] == result["runs"][1]["step_ms"] / 1000
+    assert plot_results.draw_chart([result]).size[1] > 0

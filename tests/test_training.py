@@ -546,6 +546,8 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
     mixed = [*args, "--model-config", "medium-residual", "--hint-fixed-camera", "0.5"]
     assert main([*mixed, "--out", str(tmp_path / "mixed")]) == 0
     assert load_model(str(tmp_path / "mixed"), "forward").record["train_config"]["hint_fixed_camera"] == 0.5
+    # with exposure augmentation the bank keeps only the hints' HDR form (it once refused these shards: run 31)
+    assert main([*mixed, "--exposure-stops", "1.5", "--out", str(tmp_path / "exposed")]) == 0
     capsys.readouterr()
     for bad, message in (
         ([*mixed[:-1], "1.5"], "--hint-fixed-camera is a share in [0, 1], got 1.5"),

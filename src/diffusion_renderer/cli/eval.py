@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffusion_renderer.cli.render import (
+    add_correction_blur_argument,
     build_pipeline,
     check_output_dir,
     classical_renderer,
@@ -59,6 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         envmap_method=args.envmap_method,
         grid_frames=args.grid_frames,
         known_fov=args.known_fov,
+        correction_blur=args.correction_blur,
         progress=not args.quiet,
     )
     list_eval_clips(config.data, config.split, config.max_clips)  # bad data: one line, before any model loads
@@ -135,6 +137,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         action="store_true",
         help="forward, relight: give the model each clip's true camera (what `--fov` gives a user who knows it)",
     )
+    add_correction_blur_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
     set_defaults(p, cmd_eval)

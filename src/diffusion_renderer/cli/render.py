@@ -452,6 +452,9 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
 
     if args.fov is not None and not is_valid_fov(args.fov):
         raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
+    blur = args.correction_blur
+    if blur is not None and not (np.isfinite(blur) and blur >= 0):
+        raise InputError(None, f"--correction-blur must be a finite number of pixels >= 0, got {blur}")
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
@@ -507,6 +510,8 @@ def render_lightings(
     if not todo:
         summary.skipped += 1
         return {}
+    blur = getattr(args, "correction_blur", None)
+    neural_only = {} if blur is None or not hasattr(pipe, "correction_sigma") else {"correction_blur": blur}
     result = pipe(
         dict(gbuffers),
         [env for _, env in todo],
@@ -516,6 +521,7 @@ def render_lightings(
         fixed_frame=args.fixed_frame,
         envmap_method=args.envmap_method,
         **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
+        **neural_only,  # split-sum has no correction to smooth
         **pipeline_options(args),
     )
     relit = {}
@@ -777,6 +783,18 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         metavar="DEG",
         help="the camera's vertical field of view, when known: `tiny` shades its hint with it, split-sum renders "
         "with it (default: tiny reads it off the G-buffers where it can, else 40; split-sum 40)",
+    )
+    add_correction_blur_argument(g)
+
+
+def add_correction_blur_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--correction-blur",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="`tiny`: smooth the forward model's correction to its shading hint over PX pixels (default 2, a "
+        "quarter of a token's 8x8 block; 0: off); other models ignore it",
     )
 
 

@@ -170,7 +170,7 @@ def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:
     from diffusion_renderer.conventions import SHADING_HINT_KEY
     from diffusion_renderer.io.errors import InputError
 
-    if SHADING_HINT_KEY not in bank.tensors:
+    if not bank.has(SHADING_HINT_KEY):  # with exposure augmentation the bank holds only its HDR form
         raise InputError(data, "this model takes the shading hint; these shards have none (make them anew)")
     if bank.hint_version != version:
         raise InputError(

@@ -93,6 +93,7 @@ class EvalConfig:
     envmap_method: str = "cubemap"
     grid_frames: int = 3  # frames per sample grid (first, middle, last)
     known_fov: bool = False  # neural forward: the clip's true field of view (else the model's own choice)
+    correction_blur: float | None = None  # neural forward: the pipeline's low-pass on a residual's correction
     progress: bool = True
 
 
@@ -247,6 +248,7 @@ def render_forward(
         generator=torch.Generator().manual_seed(config.seed),
         processing_resolution=config.resolution,
         fov_deg=spec.camera.fov_deg if config.known_fov else None,
+        correction_blur=config.correction_blur,
         progress=False,
     )
     return result.images[0]
@@ -589,6 +591,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     }
     if config.mode in ("forward", "relight"):
         settings["known_fov"] = config.known_fov
+        settings["correction_blur"] = config.correction_blur
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
         settings["ensemble"] = config.ensemble

@@ -86,6 +86,30 @@ def resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.to(dtype)
 
 
+def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, T, H, W) blurred over H and W by a Gaussian of ``sigma`` pixels (3 sigma wide, edges replicated).
+    By hand: one separable convolution, and torchvision's (the library one) is not on the CPU path."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=video.device)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    taps = (taps / taps.sum()).to(video.dtype)
+    b, c, t, h, w = video.shape
+    planes = video.transpose(1, 2).reshape(b * t * c, 1, h, w)
+    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
+    return planes.reshape(b, t, c, h, w).transpose(1, 2)
+
+
+def smooth_correction(clip: torch.Tensor, hint: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A hint-residual model's frame with its correction to the hint (``clip - hint``) low-passed.
+
+    The network makes the correction token by token, each token one 8x8 block, and neighbouring blocks disagree
+    at their borders (the blocks the model card shows); the hint's own full-resolution detail is kept. ``clip``
+    and ``hint``: (B, 3, T, H, W) in model space; ``hint`` may hold more frames (the windows' padding)."""
+    hint = hint[:, :, : clip.shape[2]].to(clip)
+    return hint + gaussian_blur(clip - hint, sigma)
+
+
 class DiffusionRendererImageProcessor(ConfigMixin):
     """Frames in, frames out: conversion, fit/stretch to the processing size, padding mask, restoration."""
 

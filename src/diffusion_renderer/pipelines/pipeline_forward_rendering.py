@@ -33,7 +33,7 @@ from diffusion_renderer.conventions import (
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
-from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution, collect_gbuffers
+from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution, collect_gbuffers, smooth_correction
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
@@ -54,8 +54,21 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------- stages
 
+    def correction_sigma(self, correction_blur: float | None) -> float:
+        """Pixels of the low-pass on a hint-residual model's correction (:func:`smooth_correction`): ``None`` gives
+        a quarter of a token's block (2 px for 8x8), chosen on the second held-out set (model card); 0 for
+        every other model, whose output is not hint + correction."""
+        if not getattr(self.transformer.config, "hint_residual", False):
+            return 0.0
+        return self.tokenizer.spatial_compression / 4 if correction_blur is None else float(correction_blur)
+
     @staticmethod
-    def check_inputs(gbuffers: Mapping[str, object], num_inference_steps: int, fov_deg: float | None = None) -> None:
+    def check_inputs(
+        gbuffers: Mapping[str, object],
+        num_inference_steps: int,
+        fov_deg: float | None = None,
+        correction_blur: float | None = None,
+    ) -> None:
         unknown = sorted(set(gbuffers) - set(GBUFFER_KEYS))
         if unknown:
             raise ValueError(f"unknown G-buffer keys {unknown} (known: {', '.join(GBUFFER_KEYS)})")
@@ -65,6 +78,8 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             raise ValueError("num_inference_steps must be >= 1")
         if fov_deg is not None and not is_valid_fov(fov_deg):
             raise ValueError(f"the field of view must be in (0, 180) degrees, got {fov_deg}")
+        if correction_blur is not None and not (np.isfinite(correction_blur) and correction_blur >= 0):
+            raise ValueError(f"correction_blur must be a finite number of pixels >= 0, got {correction_blur}")
 
     def prepare_gbuffers(
         self,
@@ -205,6 +220,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         fixed_frame: int | None = None,
         envmap_method: str = "cubemap",
         fov_deg: float | None = None,
+        correction_blur: float | None = None,
         output_type: str = "np",
         output_latent: bool = False,
         progress: bool = True,
@@ -223,11 +239,15 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             fov_deg: the G-buffers' vertical field of view in degrees, when the camera is known. Only models with
                 a version-3 shading hint use it (else the hint reads it off the G-buffers, or takes 40 degrees);
                 official checkpoints have no camera input.
+            correction_blur: for a model that renders the hint plus a correction (``hint_residual``), the sigma
+                in processing pixels of a Gaussian low-pass on that correction, which the network makes in 8x8
+                blocks (None: 2 px, see :meth:`correction_sigma`; 0: off). Other models ignore it.
             Others: as :class:`InverseRenderingPipeline`.
         """
         steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-        self.check_inputs(gbuffers, steps, fov_deg)
+        self.check_inputs(gbuffers, steps, fov_deg, correction_blur)
+        sigma = self.correction_sigma(correction_blur)
         lightings = list(envmap) if isinstance(envmap, (list, tuple)) else [envmap]
 
         videos, fit, plan = self.prepare_gbuffers(
@@ -241,8 +261,10 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         for lighting in lightings:
             # the lighting videos are dropped once encoded: they would sit beside the DiT's activations
             env_videos, env_hdr = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
+            hint = None
             if env_hdr is not None:
                 env_videos[SHADING_HINT_KEY] = self.prepare_shading_hint(hint_gbuffers, env_hdr)
+                hint = env_videos[SHADING_HINT_KEY].cpu() if sigma > 0 else None  # off the GPU while it denoises
             latents = {**gbuffer_latents, **self.encode_conditions(env_videos, plan)}
             del env_videos
             conditions = self.assemble(latents, plan, padding_mask, fps)
@@ -258,7 +280,10 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 progress=progress,
                 device=self._execution_device,
             )
-            images.append(self.postprocess(decode_windows(self.tokenizer, samples, plan), fit, output_type))
+            clip = decode_windows(self.tokenizer, samples, plan)
+            if hint is not None:
+                clip = smooth_correction(clip, hint, sigma)
+            images.append(self.postprocess(clip, fit, output_type))
             all_latents.append(samples)
         self.maybe_free_model_hooks()
         out_latents = all_latents if output_latent else None
