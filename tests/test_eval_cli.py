@@ -179,6 +179,8 @@ def test_bad_input_is_one_line(dataset: Path, tmp_path: Path, capsys, monkeypatc
     assert code == 2 and len(lines) == 1 and "no finished val clips" in lines[0], lines
     code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", out, "--model", "classical:splitsum")
     assert code == 2 and len(lines) == 1 and "only renders" in lines[0], lines
+    code, lines = run_cli(capsys, "eval", "forward", dataset, "--out", out, "--model", "tiny", "--correction-blur", -1)
+    assert code == 2 and len(lines) == 1 and "--correction-blur must be a finite number of pixels >= 0" in lines[0]
     assert not out.exists() or not list(out.iterdir())
     monkeypatch.setitem(sys.modules, "mitsuba", None)  # as if Mitsuba were not installed
     code, lines = run_cli(capsys, "eval", "relight", dataset, "--out", out, "--model", "random:tiny", *FAST)

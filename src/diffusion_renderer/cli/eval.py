@@ -10,6 +10,7 @@ from pathlib import Path
 from diffusion_renderer.cli.render import (
     add_correction_blur_argument,
     build_pipeline,
+    check_correction_blur,
     check_output_dir,
     classical_renderer,
     log_error,
@@ -39,6 +40,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    check_correction_blur(args.correction_blur)
     resolution = processing_resolution(args)
     config = EvalConfig(
         data=Path(args.data),

@@ -452,9 +452,7 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
 
     if args.fov is not None and not is_valid_fov(args.fov):
         raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
-    blur = args.correction_blur
-    if blur is not None and not (np.isfinite(blur) and blur >= 0):
-        raise InputError(None, f"--correction-blur must be a finite number of pixels >= 0, got {blur}")
+    check_correction_blur(args.correction_blur)
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
@@ -510,7 +508,7 @@ def render_lightings(
     if not todo:
         summary.skipped += 1
         return {}
-    blur = getattr(args, "correction_blur", None)
+    blur = args.correction_blur
     neural_only = {} if blur is None or not hasattr(pipe, "correction_sigma") else {"correction_blur": blur}
     result = pipe(
         dict(gbuffers),
@@ -785,6 +783,12 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         "with it (default: tiny reads it off the G-buffers where it can, else 40; split-sum 40)",
     )
     add_correction_blur_argument(g)
+
+
+def check_correction_blur(blur: float | None) -> None:
+    """A bad ``--correction-blur`` stops the command before any model loads (the pipeline would refuse every clip)."""
+    if blur is not None and not (np.isfinite(blur) and blur >= 0):
+        raise InputError(None, f"--correction-blur must be a finite number of pixels >= 0, got {blur}")
 
 
 def add_correction_blur_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
