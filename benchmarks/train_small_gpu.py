@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RETURN_LIMIT_BYTES = 15 * 2**20  # a device run returns files of at most 16 MiB; 1 MiB for the header
-STORAGE_TAG = {"float16": "fp16", "int8": "int8"}
+STORAGE_TAG = {"float16": "fp16", "int8": "int8", "int4": "int4"}
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -206,8 +206,9 @@ def train_command(args: argparse.Namespace, role: str, resume: bool, role_extra:
 
 def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path | None = None) -> Path | None:
     """Leave in ``out`` what a device run can return of ``role``'s training: the EMA weights as float16, or as
-    int8 rows (the shipped storage) where float16 would exceed the 16 MiB a returned file may have. ``keep`` gets
-    the float32 weights, ``state_dir`` the whole training state (the next call's ``--state``). Returns the file."""
+    int8 rows (the shipped storage) where float16 would exceed the 16 MiB a returned file may have; a QAT run's int4
+    file as it is. ``keep`` gets the trainer's file, ``state_dir`` the whole training state (the next call's
+    ``--state``). Returns the file."""
     from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
 
     path, exported = out / f"{role}.safetensors", None
@@ -217,6 +218,7 @@ def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path 
             shutil.copyfile(path, keep / path.name)
         state, meta = read_renderer_file(path)
         storage = "float16" if 2 * sum(t.numel() for t in state.values()) < RETURN_LIMIT_BYTES else "int8"
+        storage = "int4" if meta["storage"] == "int4" else storage  # a QAT file: re-stored exactly
         exported = out / f"{role}.{STORAGE_TAG[storage]}.safetensors"
         save_renderer_file(
             exported,

@@ -5,6 +5,7 @@ Usage (device):
     python benchmarks/train_throughput.py --role inverse --model-config small --batch-sizes 128 256 512 \
         --variants eager compile --profile --out $OUT/train_throughput_h200.json
 CPU smoke run: --device cpu --size 32 --clips 2 --batch-sizes 4 --steps 2 --warmup 1
+The deep int4 sizes: --model-config medium-deep-residual --role forward --qat int4 (what the fake quantisation costs).
 
 Why: the inverse trainer ran 1,176 frames/s at batch 128 and 1,295 at 256 on an H200 (run 30, 2026-12-04). Doubling
 the batch barely moved it, so its steps are bound by the GPU's work per frame, not by kernel launches: this says
@@ -105,6 +106,7 @@ def measure(args: argparse.Namespace, bank: FrameBank, variant: str, batch_size:
         pure_noise_fraction=args.pure_noise_fraction,
         exposure_stops=args.exposure_stops,
         compile=variant == "compile",
+        qat=args.qat,
     )
     trainer = Trainer(config, out, bank, None, device=args.device, progress=False)
     if trainer.device.type == "cuda":
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="add the top operators by device time")
+    parser.add_argument("--qat", choices=("int4",), default=None, help="quantisation-aware training (training/qat.py)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     bank = synthetic_bank(args.role, args.clips, args.frames, args.size, args.exposure_stops, args.device)

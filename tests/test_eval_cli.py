@@ -102,6 +102,14 @@ def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
     assert [s["clip"] for s in record["samples"]] == ["scene_00000000", "scene_00000001"]
     assert [s["light"] for s in record["samples"]] == ["park", "city"]  # the light the input was rendered under
     assert 0.0 <= record["mean"]["depth_delta1"] <= 1.0 and 0.0 <= record["mean"]["normal_angle_mean"] <= 180.0
+    assert record["settings"]["ensemble"] == 1 and record["settings"]["ensemble_mirror"] is False
+    mirrored = tmp_path / "mirrored"
+    args = ("--model", "random:tiny", "--ensemble", "2", "--ensemble-mirror", *FAST)
+    code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", mirrored, *args)
+    assert code == 0, lines
+    other = json.loads((mirrored / "metrics.json").read_text())
+    assert other["settings"]["ensemble"] == 2 and other["settings"]["ensemble_mirror"] is True
+    assert other["mean"]["normal_angle_mean"] != record["mean"]["normal_angle_mean"]
 
 
 def test_forward_classical_reproduces_its_own_rendering(dataset: Path, tmp_path: Path, capsys) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
+from diffusion_renderer.checkpoints.renderer_file import never_read, read_renderer_file, save_renderer_file
 from diffusion_renderer.models.configs import ROLES
 from diffusion_renderer.models.specs import load_model
 
@@ -47,8 +47,9 @@ def test_export_keeps_float32_and_state_and_returns_float16(tmp_path: Path) -> N
     assert exported == tmp_path / "out" / "forward.fp16.safetensors"
     weights, meta = read_renderer_file(exported)
     assert meta["storage"] == "float16" and meta["record"]["steps"] == 7
-    for key, value in state.items():
-        torch.testing.assert_close(weights[key].float(), value.half().float())
+    assert set(weights) == {k for k in state if not never_read(k, meta["dit_config"])}  # forward: no attn2
+    for key, value in weights.items():
+        torch.testing.assert_close(value.float(), state[key].half().float())
     assert read_renderer_file(keep / "forward.safetensors")[1]["storage"] == "float32"
     assert (kept_state / "forward.train_state.safetensors").read_bytes() == b"optimizer, EMA, step"
     assert not (tmp_path / "out" / "forward.safetensors").exists()
@@ -62,11 +63,25 @@ def test_export_falls_back_to_int8_over_the_return_limit(tmp_path: Path, monkeyp
     assert exported.name == "forward.int8.safetensors"
     weights, meta = read_renderer_file(exported)  # dequantized at load
     assert meta["storage"] == "int8"
-    big = [k for k, v in state.items() if v.ndim == 2 and v.abs().max() > 0]
+    big = [k for k, v in weights.items() if v.ndim == 2 and v.abs().max() > 0]
     for key in big:
         error = (weights[key].float() - state[key]).abs().max() / state[key].abs().max()
         assert error < 0.01, key  # int8 rows: within half a step of each row's scale
     assert not (tmp_path / "out" / "forward.train_state.safetensors").exists()  # no --state: dropped
+
+
+def test_export_keeps_a_qat_files_int4_exactly(tmp_path: Path) -> None:
+    """A ``--qat int4`` run writes an int4 file: exported as it is, the same weights, the same size."""
+    write_run(tmp_path / "out", "inverse")
+    trained = tmp_path / "out" / "inverse.safetensors"
+    state, meta = read_renderer_file(trained)
+    save_renderer_file(trained, state, role="inverse", dit_config=meta["dit_config"],
+                       tokenizer_config=meta["tokenizer"], storage="int4", record=meta["record"])  # fmt: skip
+    written, size = read_renderer_file(trained)[0], trained.stat().st_size
+    exported = train_small_gpu.export_role(tmp_path / "out", "inverse")
+    assert exported.name == "inverse.int4.safetensors" and exported.stat().st_size == size
+    weights, meta = read_renderer_file(exported)
+    assert meta["storage"] == "int4" and all(torch.equal(weights[k], v) for k, v in written.items())
 
 
 def test_pack_logs_leaves_the_weights_and_one_archive(tmp_path: Path) -> None:

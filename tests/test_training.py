@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_renderer.checkpoints.renderer_file import (
-    dequantize_rows_int8,
-    quantize_rows_int8,
-    read_renderer_file,
-    save_renderer_file,
-)
+from diffusion_renderer.checkpoints.quantization import dequantize_rows_int8, quantize_rows_int8
+from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
 from diffusion_renderer.conventions import (
     CONTEXT_INDEX,

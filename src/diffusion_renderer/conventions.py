@@ -124,6 +124,16 @@ def is_valid_fov(fov_deg: float) -> bool:
     return 0.0 < fov_deg < 180.0
 
 
+def mirror_pass(name: str, value: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) pass -> the same pass of the left-right mirrored scene: columns reversed and, for normals (+x
+    right in the camera frame), x negated. Every other pass (and env_nrm, whose x flips with its columns) only
+    reverses its columns."""
+    value = value.flip(-1)
+    if name == "normal":
+        value = torch.cat([-value[..., :1, :, :], value[..., 1:, :, :]], dim=-3)
+    return value
+
+
 def context_index(pass_name: str) -> int:
     """Context-embedding row of an inverse-rendering pass."""
     try:

@@ -1,59 +1,67 @@
 """One-file renderers: a DiT, its config, its tokenizer's config and a record of how it was made, in one
 safetensors file (no pickles). The shipped ``tiny`` model and every training checkpoint use it.
 
-Weights are stored as float32, float16, or int8 with one float16 scale per output row (symmetric absmax,
-``w ≈ q * scale``), dequantised to float32 at load. int8 halves the size of float16 for a relative error of
-at most 1/254 of each row's largest weight; 1-D tensors (norms, biases) and small matrices stay float16.
-Why by hand: torchao's int8 schemes quantise for int8 *compute*; here the only goal is a small file that
-loads into plain float modules on any device.
+Weights are stored as float32, float16, int8 rows or int4 groups (``checkpoints/quantization.py``), dequantised
+to float32 at load. int8 halves the size of float16 for a relative error of at most 1/254 of each row's largest
+weight; int4 halves it again (a network trained through it, ``train --qat int4``, computes what it trained). 1-D
+tensors (norms, biases) and small matrices stay float16; under int4, matrices whose width is not a multiple of
+the group are int8 rows.
+
+A model without a context embedding (the forward renderers) runs its blocks without cross-attention
+(``DiffusionRendererTransformerBlock``): its ``attn2`` and ``norm2`` are never read and never trained, so files
+leave them out (:func:`never_read`) and loading sets them to zero, which is also what a zero context computes.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import torch
 
+from diffusion_renderer.checkpoints.quantization import (
+    dequantize_groups_int4,
+    dequantize_rows_int8,
+    quantize_groups_int4,
+    quantize_rows_int8,
+    stored_kind,
+)
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
 from diffusion_renderer.io.tagged_safetensors import read_tagged, write_tagged
 
 FORMAT: Final[str] = "diffusion_renderer.RendererFile/1"
-STORAGE: Final[tuple[str, ...]] = ("float32", "float16", "int8")
-_SCALE_SUFFIX: Final[str] = ".__scale__"
-_INT8_MIN_NUMEL: Final[int] = 4096  # smaller matrices are not worth a scale row each
+STORAGE: Final[tuple[str, ...]] = ("float32", "float16", "int8", "int4")
+_SCALE_SUFFIX: Final[str] = ".__scale__"  # int8 rows
+_SCALE4_SUFFIX: Final[str] = ".__scale4__"  # int4 groups
+_CROSS_ATTENTION = re.compile(r"transformer_blocks\.\d+\.(attn2|norm2)\.")
 
 
-def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(O, ...) float -> (O, ...) int8 and (O,) float16 scales, symmetric per output row."""
-    rows = weight.detach().float().reshape(weight.shape[0], -1)  # (O, I)
-    scale = (rows.abs().amax(dim=1) / 127).clamp_min(1e-12)
-    scale = scale.half().float().clamp_min(6e-8)  # what float16 storage keeps, so q uses the stored scale
-    q = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return q.reshape(weight.shape), scale.half()
-
-
-def dequantize_rows_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`quantize_rows_int8`: (O, ...) float32."""
-    shape = (-1,) + (1,) * (q.ndim - 1)
-    return q.float() * scale.float().reshape(shape)
+def never_read(name: str, dit_config: Mapping[str, Any]) -> bool:
+    """Whether parameter ``name`` of a DiT with ``dit_config`` is one the network never reads (module doc)."""
+    # a config without the key builds the DiT's default, 16 context embeddings (official): its cross-attention reads
+    return not dit_config.get("num_context_embeddings", 16) and bool(_CROSS_ATTENTION.match(name))
 
 
 def encode_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
-    """Float state dict -> the tensors of a renderer file in ``storage`` (float32, float16 or int8)."""
+    """Float state dict -> the tensors of a renderer file in ``storage`` (float32, float16, int8 or int4)."""
     if storage not in STORAGE:
         raise ValueError(f"storage must be one of {STORAGE}, got {storage!r}")
     out: dict[str, torch.Tensor] = {}
     for name, value in state.items():
         value = value.detach().cpu()
-        if not value.is_floating_point():
-            out[name] = value.contiguous()
-        elif storage == "float32":
-            out[name] = value.float().contiguous()
-        elif storage == "int8" and value.ndim >= 2 and value.numel() >= _INT8_MIN_NUMEL:
+        kind = stored_kind(value, storage) if value.is_floating_point() else "as is"
+        if kind == "int4":
+            out[name], out[name + _SCALE4_SUFFIX] = quantize_groups_int4(value)
+        elif kind == "int8":
             out[name], out[name + _SCALE_SUFFIX] = quantize_rows_int8(value)
-        else:
+        elif kind == "float16":
             out[name] = value.half().contiguous()
+        elif kind == "float32":
+            out[name] = value.float().contiguous()
+        else:
+            out[name] = value.contiguous()
     return out
 
 
@@ -61,11 +69,12 @@ def decode_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     """Tensors of a renderer file -> a float32 state dict."""
     state = {}
     for name, value in tensors.items():
-        if name.endswith(_SCALE_SUFFIX):
+        if name.endswith((_SCALE_SUFFIX, _SCALE4_SUFFIX)):
             continue
-        scale = tensors.get(name + _SCALE_SUFFIX)
-        if scale is not None:
-            state[name] = dequantize_rows_int8(value, scale)
+        if name + _SCALE4_SUFFIX in tensors:
+            state[name] = dequantize_groups_int4(value, tensors[name + _SCALE4_SUFFIX])
+        elif name + _SCALE_SUFFIX in tensors:
+            state[name] = dequantize_rows_int8(value, tensors[name + _SCALE_SUFFIX])
         else:
             state[name] = value.float() if value.is_floating_point() else value
     return state
@@ -89,13 +98,27 @@ def save_renderer_file(
         "tokenizer": tokenizer_config,
         "record": record or {},
     }
-    return write_tagged(path, encode_state_dict(state, storage), FORMAT, meta)
+    kept = {name: value for name, value in state.items() if not never_read(name, dit_config)}
+    return write_tagged(path, encode_state_dict(kept, storage), FORMAT, meta)
 
 
 def read_renderer_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(float32 state dict, metadata) of a renderer file; :class:`CheckpointError` naming the file otherwise."""
     tensors, meta = read_tagged(path, FORMAT, "renderer file", CheckpointError)
-    return decode_state_dict(tensors), meta
+    config = meta.get("dit_config") or {}
+    state = decode_state_dict(tensors)
+    return {name: value for name, value in state.items() if not never_read(name, config)}, meta
+
+
+def load_renderer_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load a renderer file's state into its DiT, the parameters files leave out (:func:`never_read`) as zeros.
+    Any other missing or unexpected tensor raises ``RuntimeError``, as ``load_state_dict(strict=True)`` does."""
+    config = dict(getattr(model, "config", {}))
+    full = dict(state)
+    for name, value in model.state_dict().items():
+        if name not in full and never_read(name, config):
+            full[name] = torch.zeros_like(value)
+    model.load_state_dict(full, strict=True)
 
 
 def architecture(config: Any) -> Any:

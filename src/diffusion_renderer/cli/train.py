@@ -56,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"train: --exposure-stops must be >= 0 (a range of ± stops), got {args.exposure_stops}")
     if args.exposure_stops and args.real is not None:
         raise ValueError("train: --exposure-stops needs linear HDR frames; real footage has none")
+    if args.qat and args.lora:
+        raise ValueError("train: --qat trains all weights; a --lora adapter stays float")
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     pass_weights = parse_pass_weights(args.pass_weights, args.role)
@@ -95,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pass_weights=pass_weights,
         hint_fixed_camera=args.hint_fixed_camera,
         fsdp=args.fsdp,
+        qat=args.qat,
     )
     auto = args.bank_device == "auto"
     try:
@@ -230,6 +233,13 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
+    p.add_argument(
+        "--qat",
+        choices=("int4",),
+        default=None,
+        help="quantisation-aware training: compute with the int4 weights the renderer file then stores (not "
+        "official; how a DiT twice the shipped size fits the 16 MiB budget)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--val-every", type=int, default=1000)

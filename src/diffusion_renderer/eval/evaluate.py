@@ -84,6 +84,7 @@ class EvalConfig:
     max_frames: int | None = None
     steps: int | None = None  # None: the model's default (15 official, 1 for the shipped tiny)
     ensemble: int = 1  # inverse: samples per pass, combined per pixel (InverseRenderingPipeline)
+    ensemble_mirror: bool = False  # inverse: the odd members see the mirrored input
     seed: int = DEFAULT_SEED
     fp8: bool = False  # the DiTs' block GEMMs in FP8 (models/fp8.py); recorded, applied by the loader
     resolution: int | tuple[int, int] = 0
@@ -264,6 +265,7 @@ def run_inverse(pipe, rgb: np.ndarray, config: EvalConfig) -> dict[str, np.ndarr
         processing_resolution=config.resolution,
         progress=False,
         ensemble_size=config.ensemble,
+        ensemble_mirror=config.ensemble_mirror,
     )
     return result.gbuffers
 
@@ -594,7 +596,8 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         settings["correction_blur"] = config.correction_blur
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
-        settings["ensemble"] = config.ensemble
+    if config.mode in ("inverse", "relight"):  # relight runs the inverse model first
+        settings.update(ensemble=config.ensemble, ensemble_mirror=config.ensemble_mirror)
     if config.mode == "relight":
         settings.update(variant=config.variant, spp=config.spp)
     record = {

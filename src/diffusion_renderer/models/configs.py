@@ -124,6 +124,23 @@ OFFICIAL_NETS["forward-medium-residual"] = {
     "shading_hint": 3,
     "hint_residual": True,
 }
+# Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
+# ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
+# and at int4 twice the blocks fit the 16 MiB budget (forward 20 x 256 and inverse 12 x 192: about 9 + 4 MB, the
+# forward's never-read cross-attention left out). Grown from the shipped files by ``train --init`` with each block
+# followed by a copy whose output projections are zero (training.trainer.adapt_to_config), so they start as the
+# shipped models exactly.
+# The copies add no per-block position embedding: the originals' indices, 0, 2, 4...
+OFFICIAL_NETS["inverse-small-deep"] = {
+    **OFFICIAL_NETS["inverse-small"],
+    "num_blocks": 12,
+    "pos_embed_blocks": tuple(range(0, 12, 2)),
+}
+OFFICIAL_NETS["forward-medium-deep-residual"] = {
+    **OFFICIAL_NETS["forward-medium-residual"],
+    "num_blocks": 20,
+    "pos_embed_blocks": tuple(range(0, 20, 2)),
+}
 # Which tokenizer each size's latents live in.
 TOKENIZER_OF_SIZE: dict[str, str] = {
     "7b": "cosmos",
@@ -132,6 +149,8 @@ TOKENIZER_OF_SIZE: dict[str, str] = {
     "medium": "space-to-depth",
     "medium-hint": "space-to-depth",
     "medium-residual": "space-to-depth",
+    "small-deep": "space-to-depth",
+    "medium-deep-residual": "space-to-depth",
 }
 
 ROLES = ("inverse", "forward")

@@ -32,7 +32,7 @@ from diffusion_renderer.checkpoints.official import (
     convert_official,
     is_official_checkpoint_dir,
 )
-from diffusion_renderer.checkpoints.renderer_file import read_renderer_file
+from diffusion_renderer.checkpoints.renderer_file import load_renderer_state, read_renderer_file
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
 from diffusion_renderer.models.configs import (
     OFFICIAL_NETS,
@@ -138,7 +138,7 @@ def load_renderer_file(path: Path, role: str, device, dtype, spec: str) -> Rende
     try:
         tokenizer = SpaceToDepthTokenizer.from_config(meta["tokenizer"])
         transformer = DiffusionRendererTransformer3DModel(**meta["dit_config"])
-        transformer.load_state_dict(state, strict=True)
+        load_renderer_state(transformer, state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelSpecError(f"{path}: cannot build the model it describes ({str(exc).splitlines()[0]})") from None
     transformer = torch.nn.Module.to(transformer, device=device, dtype=dtype).eval()

@@ -219,6 +219,9 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     the split-sum shading hint (``conventions.forward_condition_keys``) computed with that version of
     ``render/hint.py`` (files written when it was a bool hold ``true``: version 1); only the pipelines read it.
     ``hint_residual`` makes the network denoise the frame's difference from the hint: see :meth:`forward`.
+    ``pos_embed_blocks`` (this project's grown models): the blocks that add the per-block position embedding,
+    ``None`` for all (official). A model grown by a copy after each block (``training.trainer.grown_blocks``)
+    keeps it at the original blocks only, so that it computes what the smaller model did.
     """
 
     # Class attributes that diffusers reads: block-wise torch.compile and device-map splitting use them.
@@ -256,7 +259,10 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         base_fps: int = 24,
         shading_hint: int = 0,
         hint_residual: bool = False,
+        pos_embed_blocks: tuple[int, ...] | None = None,
     ) -> None:
+        if pos_embed_blocks is not None and not all(0 <= i < num_layers for i in pos_embed_blocks):
+            raise ValueError(f"pos_embed_blocks must index the {num_layers} blocks, got {list(pos_embed_blocks)}")
         if hint_residual and not shading_hint:
             raise ValueError("hint_residual needs a shading hint (shading_hint > 0)")
         if extra_pos_embed_type not in SUPPORTED_EXTRA_POS_EMBED:
@@ -479,8 +485,10 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
 
         # 5. Blocks
         with attention_backend(self.attention, x.device):
-            for block in self.transformer_blocks:
-                args = (x, context, embedded_timestep, temb, image_rotary_emb, extra_pos_emb)
+            adds_pos_emb = self.config.pos_embed_blocks
+            for i, block in enumerate(self.transformer_blocks):
+                pos_emb = extra_pos_emb if adds_pos_emb is None or i in adds_pos_emb else None
+                args = (x, context, embedded_timestep, temb, image_rotary_emb, pos_emb)
                 if torch.is_grad_enabled() and self.gradient_checkpointing:
                     x = self._gradient_checkpointing_func(block, *args)
                 else:
@@ -567,4 +575,6 @@ def official_net_to_config(net: dict[str, Any]) -> dict[str, Any]:
         "qk_norm_eps": 1e-6,
         "shading_hint": int(net.get("shading_hint", 0)),  # never in official configs
         "hint_residual": bool(net.get("hint_residual", False)),
+        # never in official configs: which blocks add the per-block position embedding (default: all, official)
+        **({"pos_embed_blocks": tuple(net["pos_embed_blocks"])} if "pos_embed_blocks" in net else {}),
     }

@@ -67,6 +67,7 @@ from diffusion_renderer.training.losses import (
     pure_noise_inputs,
     sample_sigma_lognormal,
 )
+from diffusion_renderer.training.qat import enable_qat, parametrized_state, plain_state
 
 VAL_SAMPLES = 16  # fixed validation frames: frame 0 of up to this many distinct validation clips
 
@@ -103,6 +104,7 @@ class TrainConfig:
     # forward with the hint: share of examples given the fixed-camera hint (frames.py; not official)
     hint_fixed_camera: float = 0.0
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
+    qat: str | None = None  # "int4": train through the int4 file's weights (training/qat.py; not official)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,14 +135,42 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 HINT_SETTINGS = ("in_channels", "shading_hint", "hint_residual")  # what adapt_to_config may change
+ADAPTABLE = (*HINT_SETTINGS, "num_layers", "pos_embed_blocks")
+BLOCK_OUTPUTS = ("attn1.to_out.", "attn2.to_out.", "ff.net.2.")  # what a block adds to the residual stream
+
+
+def grown_pos_embed_blocks(old: int, new: int) -> list[int]:
+    """The blocks of :func:`grown_blocks`' result that add the position embedding: each old block's first copy."""
+    return [j for j in range(new) if j == 0 or (j - 1) * old // new != j * old // new]
+
+
+def grown_blocks(state: dict[str, torch.Tensor], old: int, new: int) -> dict[str, torch.Tensor]:
+    """A state with ``old`` blocks -> ``new`` >= ``old`` blocks computing the same function: block j is a copy of
+    old block j * old // new, the first copy as it was, the others with their output projections zeroed (they
+    add nothing to the residual stream until training gives them weight) and, in the config, no position
+    embedding (``pos_embed_blocks``: :func:`grown_pos_embed_blocks`). Why copies rather than fresh blocks: their
+    attention and MLP inputs start from features the trained block already reads."""
+    prefix = "transformer_blocks."
+    grown = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    firsts = grown_pos_embed_blocks(old, new)
+    for j in range(new):
+        source = j * old // new
+        first = j in firsts
+        for key, value in state.items():
+            if key.startswith(f"{prefix}{source}."):
+                rest = key[len(f"{prefix}{source}.") :]
+                zero = not first and rest.startswith(BLOCK_OUTPUTS)
+                grown[f"{prefix}{j}.{rest}"] = torch.zeros_like(value) if zero else value.clone()
+    return grown
 
 
 def adapt_to_config(
     model: DiffusionRendererTransformer3DModel, config: TrainConfig
 ) -> DiffusionRendererTransformer3DModel:
     """``model`` as a DiT of ``{role}-{model_config}`` when the two differ only in the shading hint's settings (a
-    forward-medium fine-tuned into forward-medium-hint, that into forward-medium-residual); ``model`` itself
-    otherwise: with ``--init`` the starting model's size wins, as it always has.
+    forward-medium fine-tuned into forward-medium-hint, that into forward-medium-residual) or in having more
+    blocks (forward-medium-residual into forward-medium-deep-residual); ``model`` itself otherwise: with
+    ``--init`` the starting model's size wins, as it always has.
 
     * More condition keys: zero input weights for the new keys' channels, so it computes exactly what it did until
       training gives them weight. New keys come last in the condition (``forward_condition_keys``), and the patch
@@ -149,15 +179,20 @@ def adapt_to_config(
     * To ``hint_residual``: the output projection is zeroed, so it starts by rendering the hint exactly (the DiT's
       ``forward``); the trunk keeps what it learned.
     * Another hint version: the weights as they are (the inputs change a little; training adapts to them).
+    * More blocks: :func:`grown_blocks`, the same function.
     """
     target = _comparable(dit_config(f"{config.role}-{config.model_config}"))
     current = _comparable(dict(model.config))  # a renderer file's config holds lists where dit_config has tuples
     current["hint_residual"] = bool(current.get("hint_residual", False))  # files from before it existed
-    same_size = all(current.get(k) == v for k, v in target.items() if k not in HINT_SETTINGS)
+    same_size = all(current.get(k) == v for k, v in target.items() if k not in ADAPTABLE)
     if not same_size or target["in_channels"] < current["in_channels"]:
         return model
-    if all(current.get(k) == target[k] for k in HINT_SETTINGS):
+    if target["num_layers"] < current["num_layers"] or all(current.get(k) == target.get(k) for k in ADAPTABLE):
         return model
+    if target["num_layers"] > current["num_layers"] and target.get("pos_embed_blocks") != grown_pos_embed_blocks(
+        current["num_layers"], target["num_layers"]
+    ):
+        return model  # a deeper model of another layout: --init wins
     state = model.state_dict()
     if target["in_channels"] > current["in_channels"]:
         weight = state["patch_embed.proj.weight"]  # (D, P * (in + mask)), P = patch positions
@@ -169,6 +204,8 @@ def adapt_to_config(
         state["patch_embed.proj.weight"] = torch.cat([cols[:, :cut], pad, cols[:, cut:]], dim=1).flatten(1)
     if target["hint_residual"] and not current["hint_residual"]:
         state = {k: torch.zeros_like(v) if k.startswith("proj_out.") else v for k, v in state.items()}
+    if target["num_layers"] > current["num_layers"]:
+        state = grown_blocks(state, current["num_layers"], target["num_layers"])
     adapted = new_transformer(config)
     adapted.load_state_dict(state)
     return adapted
@@ -247,6 +284,10 @@ class Trainer:
         self.progress = progress and self.ranks.is_main
         self.tokenizer = SpaceToDepthTokenizer().to(device=self.device)
         self.model = (model if model is not None else new_transformer(config)).to(self.device).train()
+        if config.qat:
+            if config.fsdp:
+                raise ValueError("--qat runs with DDP or one process; FSDP2 shards the parametrised weights")
+            enable_qat(self.model, config.qat)  # before the EMA copy, which then computes quantised too
         if config.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         # the EMA copy is made before sharding, then sharded alike: its update is elementwise on matching shards
@@ -405,6 +446,7 @@ class Trainer:
         provenance = {"steps": self.step, "train_config": self.config.to_dict(), "clips": self.bank.num_clips}
         provenance.update(record or {})
         adapters = adapter_names(self.ema.module)
+        model_state, ema_state = plain_state(model_state), plain_state(ema_state)  # QAT: the modules' own names
         if adapters:
             ema_module = prefixed(ema_state, "module.")  # gathered: the sharded EMA holds shards only
             save_lora(self.ema.module, self.path(".lora.safetensors"), adapters[0], provenance, full_state=ema_module)
@@ -415,6 +457,7 @@ class Trainer:
                 role=self.config.role,
                 dit_config=dict(self.model.config),
                 tokenizer_config=self.tokenizer.config(),
+                storage="int4" if self.config.qat == "int4" else "float32",  # QAT: exactly the weights it trained
                 record=provenance,
             )
         save_train_state(
@@ -484,9 +527,9 @@ class Trainer:
                 "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
             }
             set_optimizer_state_dict(self.model, self.optimizer, by_name, options=options)
-        else:
-            self.model.load_state_dict(model_state)
-            self.ema.load_state_dict(ema_state)
+        else:  # QAT: the file's plain names to the parametrised ones (also from a run without QAT)
+            self.model.load_state_dict(parametrized_state(model_state, self.model))
+            self.ema.load_state_dict(parametrized_state(ema_state, self.ema))
             self.optimizer.load_state_dict(state)  # moved to the params' device
         self.generator.set_state(tensors["rng"].to(torch.uint8))
         self.step = int(meta["step"])
