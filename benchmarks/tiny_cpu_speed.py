@@ -1,7 +1,8 @@
 """Speed of the shipped `tiny` model on the CPU: relight one 256² image (inverse, 5 passes, + forward, 1 map).
 
-Usage: python benchmarks/tiny_cpu_speed.py --out benchmarks/results/tiny_cpu_speed.json [--threads 2]
+Usage: python benchmarks/tiny_cpu_speed.py --out benchmarks/results/tiny_cpu_speed.json [--threads 2] [--model SPEC]
 Median of --repeats runs after a warm-up, model loading excluded; at the model's default steps and at 15.
+``--model``: another pair of the same kind, e.g. a folder with the deep int4 pair (models/configs.py).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="tiny", help="model spec of the pair (default: the shipped tiny)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    inverse = InverseRenderingPipeline.from_model(load_model("tiny", "inverse"))
-    forward = ForwardRenderingPipeline.from_model(load_model("tiny", "forward"))
+    inverse = InverseRenderingPipeline.from_model(load_model(args.model, "inverse"))
+    forward = ForwardRenderingPipeline.from_model(load_model(args.model, "forward"))
     load_s = time.perf_counter() - start
     _, hdr = load_envmap("park")
     figures = {}
@@ -50,6 +52,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
+        "model": args.model,
         "torch": torch.__version__,
         "load_s": round(load_s, 2),
         **figures,
