@@ -209,6 +209,8 @@ def test_train_command_grows_the_shipped_inverse_and_trains_it_for_int4(tmp_path
     shipped = load_model("tiny", "inverse").transformer
     grown = load_model(str(out), "inverse").transformer
     assert len(grown.transformer_blocks) == 2 * len(shipped.transformer_blocks)
+    record = load_model(str(out), "inverse").record  # the shipped file's 1-step default holds for its fine-tunes
+    assert record["default_steps"] == 1 and record["init"] == "tiny"
     torch.testing.assert_close(model_output(grown, "inverse"), model_output(shipped, "inverse"), atol=0, rtol=0)
     assert main([*args, "--steps", "1", "--model-config", "small-deep", "--qat", "int4", "--out", str(out)]) == 0
     _, meta = read_renderer_file(out / "inverse.safetensors")
@@ -219,3 +221,43 @@ def test_train_command_grows_the_shipped_inverse_and_trains_it_for_int4(tmp_path
     assert main([*args, "--steps", "1", "--qat", "int4", "--lora", "4", "--out", str(tmp_path / "lora")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--qat trains all weights" in err[0]
+
+
+def test_ship_model_appends_the_run_and_keeps_a_qat_files_int4(tmp_path, capsys):
+    """tools/ship_model.py: the candidate's weights in the shipped file's place, its run appended to the shipped
+    record with the sums updated, int4 kept for a QAT candidate; a run already shipped is refused in one line."""
+    import importlib.util
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    spec = importlib.util.spec_from_file_location("ship_model", tools / "ship_model.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    shipped_dir = tmp_path / "tiny"
+    shipped_dir.mkdir()
+    model = random_transformer("inverse-small", seed=1)
+    history = {"runs": [{"run": 30, "steps": 100, "minutes": 2.0}], "total_steps": 100, "default_steps": 1,
+               "training_minutes_h200": 2.0}  # fmt: skip
+    save_renderer_file(shipped_dir / "inverse.safetensors", model.state_dict(), role="inverse",
+                       dit_config=dict(model.config), tokenizer_config=SpaceToDepthTokenizer().config(),
+                       storage="int8", record=history)  # fmt: skip
+    grown = adapt_to_config(model, TrainConfig(role="inverse", model_config="small-deep"))
+    trained = {"steps": 40, "clips": 12, "init": "tiny", "train_config": {"lr": 2e-4, "qat": "int4", "seed": 3}}
+    candidate = save_renderer_file(tmp_path / "candidate.safetensors", grown.state_dict(), role="inverse",
+                                   dit_config=dict(grown.config), tokenizer_config=SpaceToDepthTokenizer().config(),
+                                   storage="int4", record=trained)  # fmt: skip
+    args = [str(candidate), "--run", "32", "--minutes", "10.5", "--note", "deep", "--shipped-dir", str(shipped_dir)]
+    assert tool.main(args) == 0
+    state, meta = read_renderer_file(shipped_dir / "inverse.safetensors")
+    assert meta["storage"] == "int4" and meta["dit_config"]["num_layers"] == 12
+    assert all(torch.equal(state[k], v) for k, v in read_renderer_file(candidate)[0].items())
+    record = meta["record"]
+    assert [r["run"] for r in record["runs"]] == [30, 32] and record["total_steps"] == 140
+    assert record["training_minutes_h200"] == 12.5 and record["default_steps"] == 1
+    assert record["runs"][-1] == {"run": 32, "steps": 40, "minutes": 10.5, "note": "deep", "lr": 2e-4, "qat": "int4",
+                                  "clips": 12, "init": "tiny"}  # fmt: skip
+    assert record["train_config"]["seed"] == 3
+    capsys.readouterr()
+    assert tool.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run 32 is already in its record" in err[0]

@@ -126,9 +126,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
     if args.hint_fixed_camera > 0 and not bank.has(FIXED_CAMERA_HINT):
         raise InputError(Path(args.data), "--hint-fixed-camera needs shards with the fixed-camera hint (re-make them)")
-    model = None
+    model, inherited = None, {}
     if args.init:
-        model = adapt_to_config(load_model(args.init, args.role).transformer.float(), config)
+        start = load_model(args.init, args.role)
+        model = adapt_to_config(start.transformer.float(), config)
+        # what the starting file says about using it: its sampler default (tiny: 1 step) holds for its fine-tunes
+        inherited = {"init": str(args.init), **{k: start.record[k] for k in INHERITED_RECORD if k in start.record}}
         if dit_config(f"{args.role}-{args.model_config}").get("shading_hint") and not model.config.shading_hint:
             raise ValueError(f"--init {args.init} is not a {args.role}-{args.model_config} without the hint")
     if args.lora:
@@ -141,7 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             add_lora(model, rank=args.lora)
-    trainer = Trainer(config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks)
+    trainer = Trainer(
+        config, out, bank, val_bank, model=model, device=device, progress=progress, ranks=ranks, record=inherited
+    )
     takes_hint = args.role == "forward" and SHADING_HINT_KEY in trainer.forward_kwargs()["condition_keys"]
     if takes_hint and args.real is None:
         check_hint_version(Path(args.data), bank, int(trainer.model.config.shading_hint))
@@ -166,6 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+INHERITED_RECORD = ("default_steps",)  # record keys a fine-tune keeps from its --init file
 
 
 def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:

@@ -277,8 +277,10 @@ class Trainer:
         device: torch.device | str = "cpu",
         progress: bool = True,
         ranks: Ranks | None = None,
+        record: dict[str, Any] | None = None,
     ) -> None:
         self.config, self.out, self.bank, self.val_bank = config, Path(out), bank, val_bank
+        self.record = dict(record or {})  # goes into every renderer file it writes (e.g. the --init file's defaults)
         self.device = torch.device(device)
         self.ranks = ranks or Ranks()
         self.progress = progress and self.ranks.is_main
@@ -443,8 +445,8 @@ class Trainer:
         if not self.ranks.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        provenance = {"steps": self.step, "train_config": self.config.to_dict(), "clips": self.bank.num_clips}
-        provenance.update(record or {})
+        provenance = {**self.record, "steps": self.step, "train_config": self.config.to_dict()}
+        provenance.update(clips=self.bank.num_clips, **(record or {}))
         adapters = adapter_names(self.ema.module)
         model_state, ema_state = plain_state(model_state), plain_state(ema_state)  # QAT: the modules' own names
         if adapters:
