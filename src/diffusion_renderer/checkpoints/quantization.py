@@ -3,7 +3,8 @@
 * int8 rows: symmetric absmax per output row, ``w ≈ q * scale``, q in [-127, 127], one float16 scale per row.
 * int4 groups: symmetric absmax per group of :data:`INT4_GROUP` consecutive input weights of a row, q in [-7, 7]
   (15 levels: symmetric, so that 0 is exact and re-storage is exact), one float16 scale per group, two values per
-  byte. 0.53 bytes per weight against int8's 1.0: at the same file size a network twice as large.
+  byte. 0.53 bytes per weight against int8's 1.0: at the same file size a network twice as large. An int4 file
+  holds the blocks' attention and MLP matrices so (:func:`stored_kind`), the rest as int8 rows.
 * :func:`fake_quantize`: a file's round trip (int4 groups, int8 rows or float16, :func:`stored_kind`) with a
   straight-through gradient, for quantisation-aware training (``train --qat int4``): the network trains through
   exactly the weights its int4 file will hold.
@@ -15,6 +16,7 @@ bit-for-bit the file's.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import torch
@@ -74,15 +76,21 @@ def dequantize_groups_int4(packed: torch.Tensor, scale: torch.Tensor) -> torch.T
     return (groups * scale.float()[..., None]).flatten(1)
 
 
-def stored_kind(value: torch.Tensor, storage: str) -> str:
-    """How a renderer file of ``storage`` (float32, float16, int8, int4) stores the float tensor ``value``:
+INT4_LAYERS = re.compile(r"transformer_blocks\.\d+\.(attn1|attn2|ff)\.")  # the blocks' attention and MLP matrices
+
+
+def stored_kind(name: str, value: torch.Tensor, storage: str) -> str:
+    """How a renderer file of ``storage`` (float32, float16, int8, int4) stores the float tensor ``name``:
     ``int4`` groups, ``int8`` rows, ``float16`` or ``float32``. Quantised storage keeps 1-D tensors and matrices
-    under :data:`QUANTIZE_MIN_NUMEL` weights as float16; int4 storage keeps matrices whose width is not a multiple
-    of the group as int8 rows."""
+    under :data:`QUANTIZE_MIN_NUMEL` weights as float16. int4 storage takes only the blocks' attention and MLP
+    matrices (:data:`INT4_LAYERS`, 9/10 of the weights) to int4; the rest are int8 rows. Why: the timestep path
+    (the time embedding, the AdaLN-LoRA modulation, the output layer) scales every activation, and at int4 it alone
+    cost the shipped inverse model 1.1 degrees of normal error, while its attention and MLP at int4 cost 0.13
+    (``benchmarks/results/eval_tiny_cpu.json``: ``inverse_tiny_int4_layer_study``)."""
     if storage == "float32":
         return "float32"
     if storage in ("int8", "int4") and value.ndim >= 2 and value.numel() >= QUANTIZE_MIN_NUMEL:
-        return "int4" if storage == "int4" and int4_eligible(value) else "int8"
+        return "int4" if storage == "int4" and INT4_LAYERS.match(name) and int4_eligible(value) else "int8"
     return "float16"
 
 

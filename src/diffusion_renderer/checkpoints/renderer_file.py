@@ -4,8 +4,8 @@ safetensors file (no pickles). The shipped ``tiny`` model and every training che
 Weights are stored as float32, float16, int8 rows or int4 groups (``checkpoints/quantization.py``), dequantised
 to float32 at load. int8 halves the size of float16 for a relative error of at most 1/254 of each row's largest
 weight; int4 halves it again (a network trained through it, ``train --qat int4``, computes what it trained). 1-D
-tensors (norms, biases) and small matrices stay float16; under int4, matrices whose width is not a multiple of
-the group are int8 rows.
+tensors (norms, biases) and small matrices stay float16; under int4, only the blocks' attention and MLP matrices
+are int4 groups, the rest int8 rows (``quantization.stored_kind`` says why).
 
 A model without a context embedding (the forward renderers) runs its blocks without cross-attention
 (``DiffusionRendererTransformerBlock``): its ``attn2`` and ``norm2`` are never read and never trained, so files
@@ -51,7 +51,7 @@ def encode_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str,
     out: dict[str, torch.Tensor] = {}
     for name, value in state.items():
         value = value.detach().cpu()
-        kind = stored_kind(value, storage) if value.is_floating_point() else "as is"
+        kind = stored_kind(name, value, storage) if value.is_floating_point() else "as is"
         if kind == "int4":
             out[name], out[name + _SCALE4_SUFFIX] = quantize_groups_int4(value)
         elif kind == "int8":

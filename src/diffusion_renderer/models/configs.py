@@ -126,7 +126,7 @@ OFFICIAL_NETS["forward-medium-residual"] = {
 }
 # Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
 # ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
-# and at int4 twice the blocks fit the 16 MiB budget (forward 20 x 256 and inverse 12 x 192: about 9 + 4 MB, the
+# and at int4 twice the blocks fit the 16 MiB budget (forward 20 x 256 and inverse 12 x 192: about 10.6 + 4.7 MB, the
 # forward's never-read cross-attention left out). Grown from the shipped files by ``train --init`` with each block
 # followed by a copy whose output projections are zero (training.trainer.adapt_to_config), so they start as the
 # shipped models exactly.

@@ -1,12 +1,13 @@
 """Quantisation-aware training (``train --qat int4``): the DiT computes with the weights its int4 file will hold.
 
 Every parameter gets a ``torch.nn.utils.parametrize`` parametrisation (``checkpoints/quantization.FakeQuantize``)
-that rounds it as an int4 renderer file stores it: int4 groups for the large matrices, int8 rows for those whose
-width is no multiple of the group (the patch embedding), float16 for the rest. The gradient passes straight through
-to the float master weights, which AdamW and the EMA keep. The trained file is written as int4 and computes exactly
-what training validated. Why: int4 is how a network twice the size fits the shipped 16 MiB budget
-(``models/configs.py``: the deep sizes), and rounding a network trained in float to 15 levels per group costs part
-of what training bought (``benchmarks/results/eval_tiny_cpu.json``: ``int4_post_training``).
+that rounds it as an int4 renderer file stores it (``quantization.stored_kind``): int4 groups for the blocks'
+attention and MLP matrices, int8 rows for the other matrices (the patch embedding, the timestep path), float16 for
+the rest. The gradient passes straight through to the float master weights, which AdamW and the EMA keep. The
+trained file is written as int4 and computes exactly what training validated. Why: int4 is how a network twice the
+size fits the shipped 16 MiB budget (``models/configs.py``: the deep sizes), and rounding a network trained in float
+to 15 levels per group costs part of what training bought (``benchmarks/results/eval_tiny_cpu.json``:
+``*_int4_post_training``).
 
 Parametrised parameters appear in state dicts as ``<module>.parametrizations.<name>.original``; renderer files and
 training states keep the plain names (:func:`plain_state`, :func:`parametrized_state`), so a float run's state
@@ -38,7 +39,7 @@ def enable_qat(model: torch.nn.Module, scheme: str) -> dict[str, str]:
         if not value.is_floating_point() or never_read(name, config):
             continue
         owner, _, attribute = name.rpartition(".")
-        kinds[name] = stored_kind(value, scheme)
+        kinds[name] = stored_kind(name, value, scheme)
         parametrize.register_parametrization(model.get_submodule(owner), attribute, FakeQuantize(kinds[name]))
     return kinds
 

@@ -446,7 +446,8 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         provenance = {**self.record, "steps": self.step, "train_config": self.config.to_dict()}
-        provenance.update(clips=self.bank.num_clips, **(record or {}))
+        provenance["clips"] = self.bank.num_clips
+        provenance.update(record or {})
         adapters = adapter_names(self.ema.module)
         model_state, ema_state = plain_state(model_state), plain_state(ema_state)  # QAT: the modules' own names
         if adapters:
