@@ -794,7 +794,9 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
 
 def check_correction_blur(blur: float | None) -> None:
     """A bad ``--correction-blur`` stops the command before any model loads (the pipeline would refuse every clip)."""
-    if blur is not None and not (np.isfinite(blur) and blur >= 0):
+    from diffusion_renderer.pipelines.image_processor import is_valid_blur  # the pipeline's own rule
+
+    if blur is not None and not is_valid_blur(blur):
         raise InputError(None, f"--correction-blur must be a finite number of pixels >= 0, got {blur}")
 
 

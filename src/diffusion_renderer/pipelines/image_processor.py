@@ -86,6 +86,11 @@ def resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.to(dtype)
 
 
+def is_valid_blur(sigma: float) -> bool:
+    """A Gaussian's sigma in pixels that :func:`gaussian_blur` and ``correction_blur`` take: finite and >= 0."""
+    return bool(np.isfinite(sigma) and sigma >= 0)
+
+
 def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
     """(B, C, T, H, W) blurred over H and W by a Gaussian of ``sigma`` pixels (3 sigma wide, edges replicated).
     By hand: one separable convolution, and torchvision's (the library one) is not on the CPU path."""

@@ -33,7 +33,13 @@ from diffusion_renderer.conventions import (
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
-from diffusion_renderer.pipelines.image_processor import FitPlan, Resolution, collect_gbuffers, smooth_correction
+from diffusion_renderer.pipelines.image_processor import (
+    FitPlan,
+    Resolution,
+    collect_gbuffers,
+    is_valid_blur,
+    smooth_correction,
+)
 from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
@@ -78,7 +84,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             raise ValueError("num_inference_steps must be >= 1")
         if fov_deg is not None and not is_valid_fov(fov_deg):
             raise ValueError(f"the field of view must be in (0, 180) degrees, got {fov_deg}")
-        if correction_blur is not None and not (np.isfinite(correction_blur) and correction_blur >= 0):
+        if correction_blur is not None and not is_valid_blur(correction_blur):
             raise ValueError(f"correction_blur must be a finite number of pixels >= 0, got {correction_blur}")
 
     def prepare_gbuffers(
