@@ -1,13 +1,15 @@
 """Speed of the shipped `tiny` model on the CPU: relight one 256² image (inverse, 5 passes, + forward, 1 map).
 
 Usage: python benchmarks/tiny_cpu_speed.py --out benchmarks/results/tiny_cpu_speed.json [--threads 2] [--model SPEC]
-Median of --repeats runs after a warm-up, model loading excluded; at the model's default steps and at 15.
+Median of --repeats runs after a warm-up, model loading excluded; at the model's default steps and at 15, with the
+inverse ensemble the model records (and at the default steps without it, when it has one).
 ``--model``: another pair of the same kind, e.g. a folder with the deep int4 pair (models/configs.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -21,7 +23,7 @@ from diffusion_renderer.apps.relight import relight
 from diffusion_renderer.lighting.presets import load_envmap
 from diffusion_renderer.models.specs import load_model
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
-from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
+from diffusion_renderer.pipelines.pipeline_inverse_rendering import EnsembleSettings, InverseRenderingPipeline
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
 
@@ -40,14 +42,25 @@ def main() -> None:
     load_s = time.perf_counter() - start
     _, hdr = load_envmap("park")
     figures = {}
-    for steps in (inverse.default_inference_steps, 15):
+
+    def timed(steps: int) -> float:
         times = []
         for i in range(args.repeats + 1):
             t0 = time.perf_counter()
             relight(inverse, forward, str(EXAMPLE), [hdr], seed=0, num_inference_steps=steps, progress=False)
             if i:  # the first run warms up
                 times.append(time.perf_counter() - t0)
-        figures[f"relight_256_steps{steps}_s"] = round(statistics.median(times), 3)
+        return round(statistics.median(times), 3)
+
+    for steps in (inverse.default_inference_steps, 15):
+        figures[f"relight_256_steps{steps}_s"] = timed(steps)
+    default = inverse.default_ensemble  # the model's recorded inverse ensemble, which relight() runs
+    figures["ensemble"] = dataclasses.asdict(default)
+    if default.size > 1:  # and the plain run beside it
+        inverse.default_ensemble = EnsembleSettings()
+        figures[f"relight_256_steps{inverse.default_inference_steps}_ensemble1_s"] = timed(
+            inverse.default_inference_steps
+        )
     result = {
         "date": dt.date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),

@@ -102,13 +102,15 @@ def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
     assert [s["clip"] for s in record["samples"]] == ["scene_00000000", "scene_00000001"]
     assert [s["light"] for s in record["samples"]] == ["park", "city"]  # the light the input was rendered under
     assert 0.0 <= record["mean"]["depth_delta1"] <= 1.0 and 0.0 <= record["mean"]["normal_angle_mean"] <= 180.0
-    assert record["settings"]["ensemble"] == 1 and record["settings"]["ensemble_mirror"] is False
+    assert record["settings"]["ensemble"] == 1  # random:tiny records no default: one sample, no views
+    assert record["settings"]["ensemble_mirror"] is False and record["settings"]["ensemble_shift"] is False
     mirrored = tmp_path / "mirrored"
-    args = ("--model", "random:tiny", "--ensemble", "2", "--ensemble-mirror", *FAST)
+    args = ("--model", "random:tiny", "--ensemble", "2", "--ensemble-mirror", "--no-ensemble-shift", *FAST)
     code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", mirrored, *args)
     assert code == 0, lines
     other = json.loads((mirrored / "metrics.json").read_text())
     assert other["settings"]["ensemble"] == 2 and other["settings"]["ensemble_mirror"] is True
+    assert other["settings"]["ensemble_shift"] is False
     assert other["mean"]["normal_angle_mean"] != record["mean"]["normal_angle_mean"]
 
 

@@ -390,6 +390,84 @@ def test_mirrored_members_see_the_mirrored_input_and_are_mirrored_back(inverse, 
     assert torch.equal(mirror_pass("depth", normal), normal.flip(-1))
 
 
+def test_translation_moves_the_token_grid_and_back() -> None:
+    from diffusion_renderer.pipelines.image_processor import translate, translate_back
+
+    video = torch.arange(2 * 3 * 6 * 7, dtype=torch.float32).view(1, 2, 3, 6, 7)  # (B, C, T, H, W)
+    moved = translate(video, 2)
+    assert moved.shape == video.shape
+    torch.testing.assert_close(moved[..., 2:, 2:], video[..., :-2, :-2])  # out[y, x] = in[y - 2, x - 2]
+    torch.testing.assert_close(moved[..., 0, 2:], video[..., 2, :-2])  # the row moved in: mirrored from the edge
+    back = translate_back(moved, 2)
+    torch.testing.assert_close(back[..., :-2, :-2], video[..., :-2, :-2])  # exact where the view kept the pixel
+    torch.testing.assert_close(back[..., -2:, :-2], video[..., -3:-2, :-2].expand_as(back[..., -2:, :-2]))
+    assert translate(video, 0) is video and translate_back(video, 0) is video
+
+
+def test_ensemble_views_cycle_plain_shifted_mirrored() -> None:
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import View, ensemble_views
+
+    assert ensemble_views(4, False, 0) == [View()]
+    assert ensemble_views(2, True, 0) == [View(), View(mirror=True)]
+    assert ensemble_views(2, False, 8) == [View(), View(shift=8)]
+    both = [View(), View(shift=8), View(mirror=True), View(mirror=True, shift=8)]
+    assert ensemble_views(5, True, 8) == both and ensemble_views(2, True, 8) == both[:2]
+    assert ensemble_views(1, True, 8) == [View()]
+
+
+def test_shifted_members_see_the_input_moved_half_a_token(inverse, monkeypatch) -> None:
+    """With ``ensemble_shift``, member 1 is member 1 of a run on the image moved half a DiT token down and right,
+    moved back; member 0 is the plain run's. The image has the processing size, so nothing is resized."""
+    from diffusion_renderer.pipelines.image_processor import translate, translate_back
+
+    members: dict[str, list[torch.Tensor]] = {}
+
+    def record(name: str, stacked: torch.Tensor):
+        members.setdefault(name, []).append(stacked)
+        return InverseRenderingPipeline.ensemble(name, stacked)
+
+    monkeypatch.setattr(inverse, "ensemble", record)
+    shift = inverse.token_size // 2
+    assert shift == 8  # random:tiny: 8x8 tokenizer, 2x2 patches
+    image = torch.rand(1, 3, *SMALL, generator=seeded(12))  # (N, C, H, W) in [0, 1]
+    kwargs = {"ensemble_size": 2, "output_type": "pt", **FAST}
+    inverse(image, generator=seeded(5), ensemble_shift=True, **kwargs)
+    inverse(image, generator=seeded(5), **kwargs)
+    inverse(translate(image, shift), generator=seeded(5), **kwargs)
+    for shifted, plain, of_moved in members.values():
+        torch.testing.assert_close(shifted[0], plain[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(shifted[1], translate_back(of_moved[1], shift), atol=1e-5, rtol=0)
+        assert not torch.allclose(shifted[1], plain[1], atol=1e-3)
+    members.clear()
+    wide = torch.rand(1, 3, 20, 48, generator=seeded(14))  # fit pads it: the padding mask moves with the view
+    inverse(wide, generator=seeded(5), ensemble_shift=True, **kwargs)
+    inverse(wide, generator=seeded(5), **kwargs)
+    for shifted, plain in members.values():
+        assert shifted.shape[-2:] == (20, 48)
+        torch.testing.assert_close(shifted[0], plain[0], atol=1e-5, rtol=0)
+
+
+def test_a_model_records_its_default_ensemble() -> None:
+    """``record["default_ensemble"]`` is what a call that leaves the ensemble out runs; explicit arguments win."""
+    from diffusion_renderer.pipelines.pipeline_inverse_rendering import EnsembleSettings
+
+    model = load_model("random:tiny", "inverse")
+    plain = InverseRenderingPipeline.from_model(model)
+    assert plain.default_ensemble == EnsembleSettings(1, False, False)
+    model.record = {"default_ensemble": {"size": 2, "shift": True, "note": "chosen on a held-out set"}}
+    pipe = InverseRenderingPipeline.from_model(model)
+    assert pipe.default_ensemble == EnsembleSettings(2, False, True)
+    assert pipe.ensemble_settings(None, True, None) == EnsembleSettings(2, True, True)
+    assert pipe.ensemble_settings(1, None, False) == EnsembleSettings(1, False, False)
+    image = np.random.default_rng(13).random((32, 48, 3), dtype=np.float32)
+    by_default = pipe(image, passes=["basecolor"], generator=seeded(2), **FAST)
+    explicit = plain(image, passes=["basecolor"], generator=seeded(2), ensemble_size=2, ensemble_shift=True, **FAST)
+    one = pipe(image, passes=["basecolor"], generator=seeded(2), ensemble_size=1, **FAST)
+    np.testing.assert_array_equal(by_default.gbuffers["basecolor"], explicit.gbuffers["basecolor"])
+    assert by_default.uncertainty is not None and one.uncertainty is None
+    assert not np.array_equal(one.gbuffers["basecolor"], by_default.gbuffers["basecolor"])
+
+
 @pytest.mark.parametrize("spec", ["random:tiny", "tiny"], ids=["cosmos", "space-to-depth"])
 def test_a_fixed_light_is_encoded_from_one_frame(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The forward pipeline's fixed-light conditions (one frame expanded in time) take the one-frame encode, and

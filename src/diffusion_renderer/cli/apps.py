@@ -343,5 +343,10 @@ def add_render_options(p: argparse.ArgumentParser, func: Callable, set_defaults:
     add_model_options(p)
     set_defaults(p, func)
     p.set_defaults(
-        passes=list(GBUFFER_KEYS), normalize_normal=False, pass_batch_size=None, ensemble=1, ensemble_mirror=False
+        passes=list(GBUFFER_KEYS),
+        normalize_normal=False,
+        pass_batch_size=None,
+        ensemble=None,  # the model's default ensemble
+        ensemble_mirror=None,
+        ensemble_shift=None,
     )

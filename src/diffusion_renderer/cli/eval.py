@@ -9,6 +9,7 @@ from pathlib import Path
 
 from diffusion_renderer.cli.render import (
     add_correction_blur_argument,
+    add_ensemble_options,
     build_pipeline,
     check_correction_blur,
     check_output_dir,
@@ -58,6 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         passes=tuple(args.passes),
         ensemble=args.ensemble,
         ensemble_mirror=args.ensemble_mirror,
+        ensemble_shift=args.ensemble_shift,
         variant=args.variant,
         spp=args.spp,
         envmap_method=args.envmap_method,
@@ -115,10 +117,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     p.add_argument("--max-frames", type=int, default=None, help="the first N frames of each clip")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed, the same for every clip")
-    p.add_argument("--ensemble", type=int, default=1, help="inverse: samples per pass, combined per pixel")
-    p.add_argument(
-        "--ensemble-mirror", action="store_true", help="inverse: the odd ensemble members see the mirrored input"
-    )
+    add_ensemble_options(p.add_argument_group("inverse ensemble (inverse, relight)"))
     p.add_argument("--fp8", action="store_true", help="FP8 matrix products in the DiTs' blocks (models/fp8.py)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")

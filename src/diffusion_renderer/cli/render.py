@@ -412,6 +412,7 @@ def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray
         pass_batch_size=args.pass_batch_size,
         ensemble_size=args.ensemble,
         ensemble_mirror=args.ensemble_mirror,
+        ensemble_shift=args.ensemble_shift,
         **pipeline_options(args),
     )
     fps = clip_fps(args, source_fps)
@@ -759,18 +760,31 @@ def add_inverse_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--normalize-normal", action="store_true", help="official soft re-normalisation of normals")
     g.add_argument("--pass-batch-size", type=int, default=None, help="passes per DiT batch (default: auto)")
+    add_ensemble_options(g)
+
+
+def add_ensemble_options(g) -> None:
+    """The inverse step's ensemble (render commands and eval); None everywhere: the model's default."""
     g.add_argument(
         "--ensemble",
         type=int,
-        default=1,
+        default=None,
         metavar="E",
-        help="samples per pass, combined per pixel (median; normals: mean direction, mean length); E times the work",
+        help="samples per pass, combined per pixel (median; normals: mean direction, mean length); E times the "
+        "inverse work (default: the model's; tiny: 2 with --ensemble-shift, official: 1)",
+    )
+    g.add_argument(
+        "--ensemble-shift",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ensemble members also see the input moved half a token (default: the model's)",
     )
     g.add_argument(
         "--ensemble-mirror",
-        action="store_true",
-        help="the odd ensemble members see the input mirrored left-right (with --ensemble 2 on the shipped model: "
-        "normals 0.2 degrees better)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ensemble members also see the input mirrored left-right (members cycle: plain, shifted, mirrored, "
+        "both; default: the model's)",
     )
 
 

@@ -173,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-INHERITED_RECORD = ("default_steps",)  # record keys a fine-tune keeps from its --init file
+INHERITED_RECORD = ("default_steps", "default_ensemble")  # record keys a fine-tune keeps from its --init file
 
 
 def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:

@@ -83,8 +83,10 @@ class EvalConfig:
     max_clips: int | None = None
     max_frames: int | None = None
     steps: int | None = None  # None: the model's default (15 official, 1 for the shipped tiny)
-    ensemble: int = 1  # inverse: samples per pass, combined per pixel (InverseRenderingPipeline)
-    ensemble_mirror: bool = False  # inverse: the odd members see the mirrored input
+    # inverse: samples per pass, combined per pixel, and their views (InverseRenderingPipeline); None: the model's
+    ensemble: int | None = None
+    ensemble_mirror: bool | None = None
+    ensemble_shift: bool | None = None
     seed: int = DEFAULT_SEED
     fp8: bool = False  # the DiTs' block GEMMs in FP8 (models/fp8.py); recorded, applied by the loader
     resolution: int | tuple[int, int] = 0
@@ -266,6 +268,7 @@ def run_inverse(pipe, rgb: np.ndarray, config: EvalConfig) -> dict[str, np.ndarr
         progress=False,
         ensemble_size=config.ensemble,
         ensemble_mirror=config.ensemble_mirror,
+        ensemble_shift=config.ensemble_shift,
     )
     return result.gbuffers
 
@@ -549,6 +552,11 @@ def run_evaluation(
         load_mitsuba(VARIANTS.get(config.variant, config.variant))  # one-line RuntimeError without Mitsuba
     inverse = load_pipeline("inverse") if config.mode in ("inverse", "relight") else None
     forward = load_pipeline("forward") if config.mode in ("forward", "relight") else None
+    if hasattr(inverse, "ensemble_settings"):  # recorded as run: the model's defaults filled in
+        used = inverse.ensemble_settings(config.ensemble, config.ensemble_mirror, config.ensemble_shift)
+        config = dataclasses.replace(
+            config, ensemble=used.size, ensemble_mirror=used.mirror, ensemble_shift=used.shift
+        )
     result = EvalResult()
     for name in tqdm(clips, desc=f"eval {config.mode}", disable=not config.progress):
         try:
@@ -597,7 +605,9 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
     if config.mode in ("inverse", "relight"):  # relight runs the inverse model first
-        settings.update(ensemble=config.ensemble, ensemble_mirror=config.ensemble_mirror)
+        settings.update(
+            ensemble=config.ensemble, ensemble_mirror=config.ensemble_mirror, ensemble_shift=config.ensemble_shift
+        )
     if config.mode == "relight":
         settings.update(variant=config.variant, spp=config.spp)
     record = {

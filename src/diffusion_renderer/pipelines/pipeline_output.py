@@ -19,8 +19,9 @@ class InverseRenderingOutput(BaseOutput):
             [-1, 1]; C = 3 for basecolor and normal, 1 for the others).
         latents: pass name -> one (1, C, T_lat, h, w) latent per window, with ``output_latent=True`` (with an
             ensemble: the first member's).
-        uncertainty: with ``ensemble_size > 1``, pass name -> the members' per-pixel standard deviation,
-            shaped like the pass with one channel (normal: the angular spread in radians).
+        uncertainty: with an ensemble (``ensemble_size > 1``, the shipped ``tiny``'s default), pass name -> the
+            members' per-pixel standard deviation, shaped like the pass with one channel (normal: the angular
+            spread in radians).
     """
 
     gbuffers: dict[str, np.ndarray | torch.Tensor]

@@ -72,6 +72,11 @@ class RendererPipelineMixin:
                 use_stream=True,
             )
 
+    @property
+    def token_size(self) -> int:
+        """Processing pixels on a side of one DiT token: the tokenizer's spatial compression times the patch."""
+        return self.tokenizer.spatial_compression * int(self.transformer.config.patch_size[-1])
+
     def plan_windows(self, count: int, num_frames: int | None, chunk_mode: str, overlap_latents: int) -> TemporalPlan:
         """Windows of a ``count``-frame clip in the tokenizer's frame grid (``num_frames`` None: its default)."""
         window = num_frames or self.tokenizer.window_frames
