@@ -7,7 +7,8 @@ least-squares scale to the truth (the oracle of the eval's scale-invariant basec
 Usage: python benchmarks/relight_ablation.py DATA --references DIR --out results/relight_ablation_cpu.json
 [--model tiny] [--max-clips N]. DATA: a ``make-data`` folder with a val split; ``--references``: the
 ``references`` folder of an ``eval relight`` run on it with the same ``--max-frames 1`` (rendered there when
-missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the exposure gain / SSIM over the clips.
+missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the exposure gain / SSIM over the clips; the inverse
+model runs at its default ensemble (recorded as ``inverse_ensemble``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main() -> None:
         "data": str(args.data),
         "model": args.model,
         "clips": len(clips),
+        "inverse_ensemble": dataclasses.asdict(inverse.default_ensemble),  # the default run_inverse runs
         "rows": means,
         "basecolor_scale_median_abs_log2": round(float(np.median(np.abs(np.log2(np.stack(scales))))), 3),
     }
