@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import INVERSE_PASSES, mirror_pass
@@ -45,33 +44,18 @@ SETS = {
 REPORTED = ("basecolor_si_psnr", "normal_angle_mean", "depth_abs_rel", "roughness_rmse", "metallic_rmse")
 
 
-def move_one_axis(video: torch.Tensor, dy: int, dx: int, back: bool) -> torch.Tensor:
-    """(N, C, H, W) moved ``dy`` rows down or ``dx`` columns right (one of them 0), as ``translate`` does on both
-    axes (edge mirrored in); ``back``: the inverse, as ``translate_back`` (edge repeated)."""
-    h, w = video.shape[-2:]
-    if back:
-        return F.pad(video, (0, dx, 0, dy), mode="replicate")[..., dy:, dx:]
-    return F.pad(video, (dx, 0, dy, 0), mode="reflect")[..., :h, :w]
-
-
 def view_output(pipe: InverseRenderingPipeline, frames: torch.Tensor, view: str) -> dict[str, torch.Tensor]:
     """(N, 3, H, W) frames in [0, 1] -> {pass: (N, C, H, W)} of one view, the view undone."""
     half = pipe.token_size // 2
+    shift = {"shift": (half, half), "mirror_shift": (half, half), "shift_y": (half, 0), "shift_x": (0, half)}
     mirror = view.startswith("mirror")
-    seed = SEED + 1 if view == "noise" else SEED
-    x = frames.flip(-1) if mirror else frames
-    if view.endswith("shift"):
-        x = translate(x, half)
-    elif view in ("shift_y", "shift_x"):
-        x = move_one_axis(x, half * (view == "shift_y"), half * (view == "shift_x"), back=False)
-    generator = torch.Generator().manual_seed(seed)
+    moved = shift.get(view, (0, 0))
+    x = translate(frames.flip(-1) if mirror else frames, moved)
+    generator = torch.Generator().manual_seed(SEED + 1 if view == "noise" else SEED)
     out = pipe(x, passes=INVERSE_PASSES, generator=generator, processing_resolution=0, progress=False,
                output_type="pt").gbuffers  # fmt: skip
     for name, value in out.items():
-        if view.endswith("shift"):
-            value = translate_back(value, half)
-        elif view in ("shift_y", "shift_x"):
-            value = move_one_axis(value, half * (view == "shift_y"), half * (view == "shift_x"), back=True)
+        value = translate_back(value, moved)
         out[name] = mirror_pass(name, value) if mirror else value
     return out
 

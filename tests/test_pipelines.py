@@ -402,6 +402,10 @@ def test_translation_moves_the_token_grid_and_back() -> None:
     torch.testing.assert_close(back[..., :-2, :-2], video[..., :-2, :-2])  # exact where the view kept the pixel
     torch.testing.assert_close(back[..., -2:, :-2], video[..., -3:-2, :-2].expand_as(back[..., -2:, :-2]))
     assert translate(video, 0) is video and translate_back(video, 0) is video
+    rows = translate(video, (2, 0))  # rows only: the columns stay
+    torch.testing.assert_close(rows[..., 2:, :], video[..., :-2, :])
+    torch.testing.assert_close(translate_back(rows, (2, 0))[..., :-2, :], video[..., :-2, :])
+    torch.testing.assert_close(translate(video, (2, 2)), moved)
 
 
 def test_ensemble_views_cycle_plain_shifted_mirrored() -> None:

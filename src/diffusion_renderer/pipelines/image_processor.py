@@ -105,24 +105,29 @@ def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
     return planes.reshape(b, t, c, h, w).transpose(1, 2)
 
 
-def translate(video: torch.Tensor, shift: int) -> torch.Tensor:
-    """(..., H, W) moved ``shift`` pixels down and right: ``out[y, x] = video[y - shift, x - shift]``, the rows and
+Shift = int | tuple[int, int]  # pixels down and right: both, or (rows, columns)
+
+
+def translate(video: torch.Tensor, shift: Shift) -> torch.Tensor:
+    """(..., H, W) moved ``shift`` pixels down and right: ``out[y, x] = video[y - dy, x - dx]``, the rows and
     columns moved in mirrored from the edge. With half a token's block as ``shift``, the view's token grid falls
     between the plain view's: a network that makes its output token by token errs elsewhere (ensembles)."""
-    if shift == 0:
+    dy, dx = (shift, shift) if isinstance(shift, int) else shift
+    if dy == dx == 0:
         return video
     planes = video.reshape(-1, 1, *video.shape[-2:])
-    planes = F.pad(planes, (shift, 0, shift, 0), mode="reflect")[..., : video.shape[-2], : video.shape[-1]]
+    planes = F.pad(planes, (dx, 0, dy, 0), mode="reflect")[..., : video.shape[-2], : video.shape[-1]]
     return planes.reshape(video.shape)
 
 
-def translate_back(video: torch.Tensor, shift: int) -> torch.Tensor:
-    """Undo :func:`translate`: ``out[y, x] = video[y + shift, x + shift]``; the last ``shift`` rows and columns,
+def translate_back(video: torch.Tensor, shift: Shift) -> torch.Tensor:
+    """Undo :func:`translate`: ``out[y, x] = video[y + dy, x + dx]``; the last ``dy`` rows and ``dx`` columns,
     which the translated view pushed out of its frame, repeat its edge."""
-    if shift == 0:
+    dy, dx = (shift, shift) if isinstance(shift, int) else shift
+    if dy == dx == 0:
         return video
-    planes = F.pad(video.reshape(-1, 1, *video.shape[-2:]), (0, shift, 0, shift), mode="replicate")
-    return planes[..., shift:, shift:].reshape(video.shape)
+    planes = F.pad(video.reshape(-1, 1, *video.shape[-2:]), (0, dx, 0, dy), mode="replicate")
+    return planes[..., dy:, dx:].reshape(video.shape)
 
 
 def smooth_correction(clip: torch.Tensor, hint: torch.Tensor, sigma: float) -> torch.Tensor:
