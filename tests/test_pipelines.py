@@ -470,6 +470,10 @@ def test_a_model_records_its_default_ensemble() -> None:
     np.testing.assert_array_equal(by_default.gbuffers["basecolor"], explicit.gbuffers["basecolor"])
     assert by_default.uncertainty is not None and one.uncertainty is None
     assert not np.array_equal(one.gbuffers["basecolor"], by_default.gbuffers["basecolor"])
+    for bad in ({"size": "two"}, {"size": 0}, {"size": 2, "shift": "yes"}, [2]):
+        model.record = {"default_ensemble": bad}
+        with pytest.raises(ValueError, match="random:tiny: its record's default_ensemble is not"):
+            InverseRenderingPipeline.from_model(model)
 
 
 @pytest.mark.parametrize("spec", ["random:tiny", "tiny"], ids=["cosmos", "space-to-depth"])

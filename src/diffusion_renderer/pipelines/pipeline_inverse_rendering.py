@@ -90,10 +90,19 @@ class EnsembleSettings:
 
     @classmethod
     def from_record(cls, record: dict) -> EnsembleSettings:
+        """The record's ``default_ensemble``; ValueError in one line when it is not one."""
         recorded = record.get("default_ensemble") or {}
-        return cls(
-            int(recorded.get("size", 1)), bool(recorded.get("mirror", False)), bool(recorded.get("shift", False))
-        )
+        fields = ("size", "mirror", "shift")  # other keys are notes (why it was chosen)
+        settings = cls(**{k: recorded[k] for k in fields if k in recorded}) if isinstance(recorded, dict) else None
+        if (
+            settings is None
+            or type(settings.size) is not int
+            or settings.size < 1
+            or not isinstance(settings.mirror, bool)
+            or not isinstance(settings.shift, bool)
+        ):
+            raise ValueError(f"its record's default_ensemble is not {{size >= 1, mirror, shift}}: {recorded!r}")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,10 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
     @classmethod
     def from_model(cls, model):
         pipe = super().from_model(model)
-        pipe.default_ensemble = EnsembleSettings.from_record(model.record)
+        try:
+            pipe.default_ensemble = EnsembleSettings.from_record(model.record)
+        except ValueError as error:
+            raise ValueError(f"{model.spec}: {error}") from None
         return pipe
 
     def ensemble_settings(
