@@ -50,12 +50,6 @@ def clip_scale(pipe: InverseRenderingPipeline, data: Path, split: str, name: str
     }
 
 
-def slope(x: np.ndarray, y: np.ndarray) -> float:
-    """Least-squares slope of y on x."""
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / max(float((x * x).sum()), 1e-12))
-
-
 def summary(rows: list[dict]) -> dict:
     log2 = np.array([r["log2_scale"] for r in rows])  # (clips, 3)
     albedo = np.log2(np.array([r["albedo_mean"] for r in rows]))
@@ -67,7 +61,7 @@ def summary(rows: list[dict]) -> dict:
         "median_log2_scale_rgb": np.median(log2, 0).round(3).tolist(),
         "mean_abs_log2_scale": round(float(np.abs(log2).mean()), 3),
         "corr_with_log2_albedo_mean": round(float(np.corrcoef(log2.mean(1), albedo)[0, 1]), 3),
-        "slope_log2_albedo_on_predicted": round(slope(predicted, albedo), 3),
+        "slope_log2_albedo_on_predicted": round(float(np.polyfit(predicted, albedo, 1)[0]), 3),
         "corr_log2_albedo_predicted": round(float(np.corrcoef(predicted, albedo)[0, 1]), 3),
         "by_light": {
             light: {
