@@ -93,7 +93,8 @@ def main() -> None:
         t0 = time.perf_counter()
         trainer.fit()
         train_s = time.perf_counter() - t0
-        losses = [json.loads(line)["loss"] for line in (Path(tmp) / "forward.log.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (Path(tmp) / "forward.log.jsonl").read_text().splitlines()]
+        losses = [r["loss"] for r in records if "loss" in r]
         adapted = trainer.ema.module.eval()
         heldout = {}
         for scale in (0.0, 0.5, 1.0):

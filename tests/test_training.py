@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -45,7 +46,14 @@ from diffusion_renderer.training.losses import (
     pure_noise_inputs,
     sample_sigma_lognormal,
 )
-from diffusion_renderer.training.trainer import TrainConfig, Trainer, denoiser_loss, lr_at
+from diffusion_renderer.training.trainer import (
+    SCHEDULE_CLOCK_AFTER_STEPS,
+    TrainConfig,
+    Trainer,
+    denoiser_loss,
+    lr_at,
+    schedule_fraction,
+)
 
 SIZE, FRAMES, CLIPS = 32, 3, 4
 
@@ -409,6 +417,38 @@ def test_lr_schedule():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(10, cfg) == pytest.approx(1.0)
     assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(20, cfg, time_fraction=1.0) == pytest.approx(0.1)
+
+
+def test_schedule_fraction_counts_the_time_left_after_the_first_steps():
+    assert schedule_fraction(50.0, 0.0, None, 100.0) == 0.0  # still compiling: the cosine has not started
+    assert schedule_fraction(60.0, 0.0, 60.0, 100.0) == 0.0
+    assert schedule_fraction(80.0, 0.0, 60.0, 100.0) == pytest.approx(0.5)  # half of the 40 s left at the clock
+    assert schedule_fraction(100.0, 0.0, 60.0, 100.0) == pytest.approx(1.0)
+    assert schedule_fraction(130.0, 0.0, 120.0, 100.0) == 1.0  # the first steps alone outlasted the limit
+
+
+def test_a_slow_first_step_does_not_use_up_a_time_limited_schedule(bank, tmp_path, monkeypatch):
+    """A compile-like 0.4 s first step in a 0.8 s limit: the cosine starts after the first steps, not half spent."""
+    import time
+
+    trainer = Trainer(small_config("inverse", steps=10_000), tmp_path, bank, progress=False)
+    fractions: list[float] = []
+
+    def step(fraction: float = 0.0) -> float:
+        time.sleep(0.4 if not fractions else 0.002)
+        fractions.append(fraction)
+        trainer.step += 1
+        return 0.0
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    trainer.fit(time_limit_s=0.8)
+    assert fractions[:SCHEDULE_CLOCK_AFTER_STEPS] == [0.0] * SCHEDULE_CLOCK_AFTER_STEPS
+    later = fractions[SCHEDULE_CLOCK_AFTER_STEPS:]
+    assert later[0] < 0.1 and max(later) > 0.8  # the whole cosine in the time left, then the limit stops it
+    records = [json.loads(line) for line in (tmp_path / "inverse.log.jsonl").read_text().splitlines()]
+    clock = [r for r in records if "schedule_clock_start_s" in r]
+    assert len(clock) == 1 and clock[0]["step"] == SCHEDULE_CLOCK_AFTER_STEPS
+    assert clock[0]["schedule_clock_start_s"] >= 0.4  # the slow first step is on record
 
 
 # ----------------------------------------------------------------------------------------- the loop

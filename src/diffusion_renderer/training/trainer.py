@@ -112,7 +112,7 @@ class TrainConfig:
 
 def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``steps`` - or at the time limit, when
-    ``time_fraction`` (elapsed / limit) runs out first."""
+    ``time_fraction`` (:func:`schedule_fraction`) runs out first."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
@@ -258,6 +258,22 @@ def shard_blocks(model: torch.nn.Module, param_dtype: torch.dtype | None = None)
     fully_shard(model, mp_policy=policy)
 
 
+# The lr schedule's clock starts after a fit's first steps: under ``--compile`` they compile the model, and again for
+# the second batch shape (the pure-noise share and the image/clip mix change it on the first steps). Counted, that
+# compilation used up the cosine: run 32 (the deep int4 forward model, 2026-12-05) reached step 50 after 249 s of a
+# 336 s limit, so it trained at under a fifth of its peak lr.
+SCHEDULE_CLOCK_AFTER_STEPS = 10
+
+
+def schedule_fraction(now: float, start: float, clock_start: float | None, time_limit_s: float) -> float:
+    """Elapsed share of a time-limited cosine: 0 until ``clock_start`` (the end of the fit's first
+    ``SCHEDULE_CLOCK_AFTER_STEPS`` steps), then the share of the time that was left at ``clock_start``."""
+    if clock_start is None:
+        return 0.0
+    left = start + time_limit_s - clock_start
+    return (now - clock_start) / left if left > 0 else 1.0
+
+
 def fraction_now(start_time: float, time_limit_s: float, ranks: Ranks) -> float:
     """Elapsed share of the time limit, on rank 0's clock (all ranks stop after the same step)."""
     fraction = (time.perf_counter() - start_time) / time_limit_s
@@ -393,13 +409,18 @@ class Trainer:
         cfg = self.config
         end = steps if steps is not None else cfg.steps
         start_time, window_start, window_losses = time.perf_counter(), time.perf_counter(), []
-        frames_seen = 0
+        frames_seen, first_step, clock_start = 0, self.step, None
         bar = tqdm(total=end, initial=self.step, desc=f"train {cfg.role}", disable=not self.progress)
         while self.step < end:
-            fraction = (time.perf_counter() - start_time) / time_limit_s if time_limit_s else 0.0
+            fraction = 0.0
+            if time_limit_s:
+                fraction = schedule_fraction(time.perf_counter(), start_time, clock_start, time_limit_s)
             if time_limit_s and self.ranks.world > 1:
                 fraction = broadcast_float(self.ranks, fraction)  # rank 0's clock: same lr, same last step
             window_losses.append(self.train_step(fraction))
+            if time_limit_s and clock_start is None and self.step - first_step >= SCHEDULE_CLOCK_AFTER_STEPS:
+                clock_start = time.perf_counter()  # what the first steps took (compilation) goes in the log
+                self.log({"step": self.step, "schedule_clock_start_s": clock_start - start_time})
             frames_seen += cfg.batch_size
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
