@@ -53,18 +53,25 @@ def synthetic_bank(
 
 
 def time_steps(trainer: Trainer, warmup: int, steps: int) -> dict[str, float]:
-    """Seconds of ``steps`` train steps after ``warmup`` ones (compilation, allocator, autotuning), synchronized."""
+    """Seconds of ``steps`` train steps after ``warmup`` ones (compilation, allocator, autotuning), synchronized;
+    ``warmup_s``: what the warm-up steps took (a compiled run's compilation, which a time-limited call pays)."""
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
     for _ in range(warmup):
         trainer.train_step()
     sync()
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
     sync()
     seconds = time.perf_counter() - start
     frames = steps * trainer.config.batch_size
-    return {"step_ms": round(1000 * seconds / steps, 2), "frames_per_s": round(frames / seconds, 1)}
+    return {
+        "step_ms": round(1000 * seconds / steps, 2),
+        "frames_per_s": round(frames / seconds, 1),
+        "warmup_s": round(warmup_s, 3),
+    }
 
 
 def kernel_table(trainer: Trainer, steps: int, top: int = 15) -> list[dict[str, object]]:

@@ -33,7 +33,7 @@ def test_every_batch_size_is_timed_and_profiled(tmp_path: Path, monkeypatch) -> 
     assert result["device"] == "cpu" and result["settings"]["role"] == "inverse"
     assert [(r["variant"], r["batch_size"]) for r in result["runs"]] == [("eager", 2), ("eager", 4)]
     for run in result["runs"]:
-        assert run["frames_per_s"] > 0 and run["step_ms"] > 0
+        assert run["frames_per_s"] > 0 and run["step_ms"] > 0 and run["warmup_s"] > 0
         shares = [op["share"] for op in run["top_ops"]]
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
     # plot_results charts it: one row per variant and batch size, step seconds and peak memory
