@@ -1,5 +1,6 @@
-"""Training throughput of the small renderers: frames/s of `training.Trainer` steps, eager against torch.compile,
-over batch sizes, on a synthetic frame bank (the pixels' content does not change the speed).
+"""Training throughput of the small renderers: frames/s of `training.Trainer` steps, eager against torch.compile
+(the whole model, or each block: `compile-blocks`), over batch sizes, on a synthetic frame bank (the pixels' content
+does not change the speed), and what the warm-up steps took (`warmup_s`: compilation).
 
 Usage (device):
     python benchmarks/train_throughput.py --role inverse --model-config small --batch-sizes 128 256 512 \
@@ -31,7 +32,7 @@ from diffusion_renderer.data.shards import encode_clip
 from diffusion_renderer.training.frames import FrameBank, bank_keys
 from diffusion_renderer.training.trainer import TrainConfig, Trainer
 
-VARIANTS = ("eager", "compile")
+VARIANTS = ("eager", "compile", "compile-blocks")
 OP_NAME_CHARS = 100  # CUDA kernel names run to 900 characters of C++ templates
 
 
@@ -113,6 +114,7 @@ def measure(args: argparse.Namespace, bank: FrameBank, variant: str, batch_size:
         pure_noise_fraction=args.pure_noise_fraction,
         exposure_stops=args.exposure_stops,
         compile=variant == "compile",
+        compile_blocks=variant == "compile-blocks",
         qat=args.qat,
     )
     trainer = Trainer(config, out, bank, None, device=args.device, progress=False)

@@ -12,6 +12,7 @@ from diffusion_renderer.checkpoints.quantization import (
     fake_quantize,
     int4_eligible,
     quantize_groups_int4,
+    stored_value,
 )
 from diffusion_renderer.checkpoints.renderer_file import (
     load_renderer_state,
@@ -23,8 +24,9 @@ from diffusion_renderer.io.tagged_safetensors import read_tagged
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, load_model, random_transformer
 from diffusion_renderer.training.frames import FrameBank
-from diffusion_renderer.training.qat import enable_qat, plain_state
+from diffusion_renderer.training.qat import MASTER_SUFFIX, enable_qat, plain_state
 from diffusion_renderer.training.trainer import TrainConfig, Trainer, adapt_to_config
+from test_models import tiny_inputs
 from test_training import CLIPS, small_config, synthetic_clip
 
 
@@ -145,8 +147,8 @@ def test_grown_model_computes_what_it_did(role, shallow, deep):
 
 def test_qat_trains_through_the_int4_weights_and_writes_them_exactly(bank, tmp_path):
     trainer = Trainer(small_config("inverse", steps=3, qat="int4"), tmp_path, bank, progress=False)
-    names = [n for n, _ in trainer.model.named_parameters() if "parametrizations" in n]
-    assert names and all(n.endswith(".parametrizations.weight.original") for n in names)
+    names = [n for n, _ in trainer.model.named_parameters() if n.endswith(MASTER_SUFFIX)]
+    assert names and all(n.endswith(".weight" + MASTER_SUFFIX) for n in names)
     trainer.fit()
     _, meta = read_renderer_file(tmp_path / "inverse.safetensors")
     assert meta["storage"] == "int4" and meta["record"]["train_config"]["qat"] == "int4"
@@ -189,8 +191,33 @@ def test_qat_rounds_each_parameter_as_the_int4_file_stores_it():
     assert kinds["transformer_blocks.0.ff.net.2.weight"] == "int4"
     assert kinds["transformer_blocks.0.attn1.norm_q.weight"] == "float16"  # 1-D
     assert not any(".attn2." in n or ".norm2." in n for n in kinds)  # never read
+    to_q = model.transformer_blocks[0].attn1.to_q
+    master = to_q.weight_qat_master
+    assert torch.equal(to_q.weight, stored_value(master.detach(), "int4").to(master.dtype))  # computes rounded
+    assert not torch.equal(to_q.weight, master)
+    # one class per (module class, names), shared by every block: torch.compile guards on the class, so compiling
+    # one block reuses its graph for the others (with a class per module it recompiled for each)
+    blocks = model.transformer_blocks
+    assert all(
+        type(b.attn1.to_q) is type(to_q) and type(b.norm1.linear_1) is type(blocks[0].norm1.linear_1) for b in blocks
+    )
+    assert type(to_q).__name__ == "QATLinear" and isinstance(to_q, torch.nn.Linear)
     with pytest.raises(ValueError, match="unknown QAT scheme"):
         enable_qat(model, "int3")
+
+
+def test_qat_blocks_share_one_compiled_graph():
+    """``train --qat int4 --compile-blocks``: every block of the quantised model reuses the first one's graph."""
+    model = random_transformer("inverse-small", seed=0)
+    kwargs = tiny_inputs(model)
+    enable_qat(model, "int4")
+    with torch.no_grad():
+        reference = model(**kwargs).sample
+        model.compile_repeated_blocks(backend="aot_eager")  # the graph capture, without a C++ toolchain
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        torch.testing.assert_close(model(**kwargs).sample, reference, atol=1e-5, rtol=1e-5)
+    assert len(model.transformer_blocks) > 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
 def test_qat_refuses_fsdp(bank):

@@ -451,6 +451,18 @@ def test_a_slow_first_step_does_not_use_up_a_time_limited_schedule(bank, tmp_pat
     assert clock[0]["schedule_clock_start_s"] >= 0.4  # the slow first step is on record
 
 
+def test_compile_blocks_compiles_each_block_in_place(bank):
+    trainer = Trainer(small_config("inverse", compile_blocks=True), "unused", bank, progress=False)
+    assert trainer.forward_fn is trainer.model  # not wrapped: the state dict keeps its names
+    assert all(block._compiled_call_impl is not None for block in trainer.model.transformer_blocks)
+    assert (
+        Trainer(small_config("inverse"), "unused", bank, progress=False)
+        .model.transformer_blocks[0]
+        ._compiled_call_impl
+        is None
+    )
+
+
 # ----------------------------------------------------------------------------------------- the loop
 
 

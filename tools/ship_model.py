@@ -23,7 +23,7 @@ from diffusion_renderer.checkpoints.safe_load import CheckpointError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "src" / "diffusion_renderer" / "weights" / "tiny"
 RUN_SETTINGS = ("model_config", "batch_size", "lr", "p_mean", "p_std", "pure_noise_fraction", "exposure_stops",
-                "pass_weights", "hint_fixed_camera", "qat", "compile")  # fmt: skip
+                "pass_weights", "hint_fixed_camera", "qat", "compile", "compile_blocks")  # fmt: skip
 
 
 def run_entry(candidate: dict[str, Any], run: int, minutes: float, note: str) -> dict[str, Any]:

@@ -108,18 +108,3 @@ def stored_value(value: torch.Tensor, kind: str) -> torch.Tensor:
 def fake_quantize(value: torch.Tensor, kind: str) -> torch.Tensor:
     """:func:`stored_value` in ``value``'s dtype, with the gradient passed straight through (STE)."""
     return value + (stored_value(value, kind).to(value.dtype) - value).detach()
-
-
-class FakeQuantize(torch.nn.Module):
-    """A ``torch.nn.utils.parametrize`` parametrisation: the module computes with :func:`fake_quantize` of its
-    float parameter, which the optimizer and EMA keep as the master copy."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-
-    def forward(self, value: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(value, self.kind)
-
-    def extra_repr(self) -> str:
-        return self.kind

@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
         compile=args.compile,
+        compile_blocks=args.compile_blocks,
         seed=args.seed,
         log_every=args.log_every,
         val_every=args.val_every,
@@ -240,7 +241,13 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the DiT")
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument("--compile", action="store_true", help="torch.compile the DiT")
+    compiling.add_argument(
+        "--compile-blocks",
+        action="store_true",
+        help="torch.compile each transformer block instead (one graph shared by the blocks: compiles faster)",
+    )
     p.add_argument(
         "--qat",
         choices=("int4",),

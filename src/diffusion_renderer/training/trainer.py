@@ -89,6 +89,9 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     gradient_checkpointing: bool = False
     compile: bool = False
+    # torch.compile each transformer block instead of the whole model: the blocks share one compiled graph, so it
+    # compiles in a fraction of the time (benchmarks/README.md, runs 32-34; its GPU speed is not measured yet)
+    compile_blocks: bool = False
     seed: int = 0
     log_every: int = 50
     val_every: int = 1000
@@ -332,7 +335,10 @@ class Trainer:
             # static graph: the same parameters are used every step (the forward model never uses its
             # cross-attention, which a zero context makes exactly zero), so DDP can skip searching for them
             self.forward_fn = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, static_graph=True)
-        self.forward_fn = torch.compile(self.forward_fn) if config.compile else self.forward_fn
+        if config.compile_blocks:
+            self.model.compile_repeated_blocks()  # in place: the state dict keeps its names
+        elif config.compile:
+            self.forward_fn = torch.compile(self.forward_fn)
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         self.val_batch = self._fixed_val_batch()
 
