@@ -262,7 +262,7 @@ def shard_blocks(model: torch.nn.Module, param_dtype: torch.dtype | None = None)
 
 
 # The lr schedule's clock starts after a fit's first steps: under ``--compile`` they compile the model, and again for
-# the second batch shape (the pure-noise share and the image/clip mix change it on the first steps). Counted, that
+# the second batch shape (1-frame images and clips are mixed, so it comes within the first steps). Counted, that
 # compilation used up the cosine: run 32 (the deep int4 forward model, 2026-12-05) reached step 50 after 249 s of a
 # 336 s limit, so it trained at under a fifth of its peak lr.
 SCHEDULE_CLOCK_AFTER_STEPS = 10
