@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -429,8 +430,6 @@ def test_schedule_fraction_counts_the_time_left_after_the_first_steps():
 
 def test_a_slow_first_step_does_not_use_up_a_time_limited_schedule(bank, tmp_path, monkeypatch):
     """A compile-like 0.4 s first step in a 0.8 s limit: the cosine starts after the first steps, not half spent."""
-    import time
-
     trainer = Trainer(small_config("inverse", steps=10_000), tmp_path, bank, progress=False)
     fractions: list[float] = []
 

@@ -31,8 +31,10 @@ _QAT_CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
 def _rounded(name: str) -> Callable[[torch.nn.Module], torch.Tensor]:
+    master = name + MASTER_SUFFIX  # once, not on every read of the weight
+
     def get(module: torch.nn.Module) -> torch.Tensor:
-        return fake_quantize(getattr(module, name + MASTER_SUFFIX), module.qat_kinds[name])
+        return fake_quantize(getattr(module, master), module.qat_kinds[name])
 
     return get
 

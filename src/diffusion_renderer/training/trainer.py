@@ -418,9 +418,8 @@ class Trainer:
         frames_seen, first_step, clock_start = 0, self.step, None
         bar = tqdm(total=end, initial=self.step, desc=f"train {cfg.role}", disable=not self.progress)
         while self.step < end:
-            fraction = 0.0
-            if time_limit_s:
-                fraction = schedule_fraction(time.perf_counter(), start_time, clock_start, time_limit_s)
+            now = time.perf_counter()
+            fraction = schedule_fraction(now, start_time, clock_start, time_limit_s) if time_limit_s else 0.0
             if time_limit_s and self.ranks.world > 1:
                 fraction = broadcast_float(self.ranks, fraction)  # rank 0's clock: same lr, same last step
             window_losses.append(self.train_step(fraction))
