@@ -382,3 +382,27 @@ def test_pipeline_smooths_a_residual_models_correction_and_nothing_else() -> Non
     assert detail[1] < detail[0]  # the correction's pixel-to-pixel steps are smoothed away
     with pytest.raises(ValueError, match="correction_blur must be a finite number of pixels >= 0, got -1"):
         render(pipe, -1.0)
+
+
+def test_correction_strength_benchmark_scores_the_hint_the_model_is_given() -> None:
+    """`benchmarks/correction_strength.py`'s alpha = 0 must be the residual model's own hint: a residual model with a
+    zero output projection renders exactly its hint at one step, and the benchmark's stages must agree with it."""
+    import sys
+    from pathlib import Path
+
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+    from diffusion_renderer.training.trainer import TrainConfig, adapt_to_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import correction_strength
+
+    model = load_model("random:forward-medium-hint", "forward")
+    pipe = ForwardRenderingPipeline.from_model(model)
+    pipe.transformer = adapt_to_config(model.transformer, TrainConfig(role="forward", model_config="medium-residual"))
+    gbuffers = {k: v.numpy() for k, v in random_gbuffers(4).items()}
+    raw = smooth_panorama(3).numpy()
+    rendered = pipe(gbuffers, raw, num_inference_steps=1, processing_resolution=0, progress=False).images[0]
+    hint = correction_strength.render_hint(pipe, gbuffers, raw)
+    assert hint.shape == rendered.shape == (1, SIZE, SIZE, 3) and hint.std() > 0.01
+    np.testing.assert_allclose(hint, rendered, atol=2e-3)  # c_skip at sigma 80 lets 4e-5 of the noise through

@@ -48,8 +48,9 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     assert 8 <= sum(s.lighting.mirror for s in specs) <= 32
     procedural = [s for s in specs if s.lighting.name == "procedural"]
     night = [s for s in specs if s.lighting.name == "procedural_night"]
-    assert 3 <= len(procedural) <= 20 and 1 <= len(night) <= 16
-    assert all(s.lighting.kind == "procedural" for s in procedural + night)
+    key = [s for s in specs if s.lighting.name == "procedural_key"]
+    assert 3 <= len(procedural) <= 20 and 1 <= len(night) <= 16 and 1 <= len(key) <= 12
+    assert all(s.lighting.kind == "procedural" for s in procedural + night + key)
     for spec in procedural:
         sky, *lights = spec.lighting.procedural
         assert len(sky) == 6 and 1 <= len(lights) <= 4 and all(len(row) == 6 for row in lights)
@@ -58,6 +59,10 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
         sky, *lights = spec.lighting.procedural
         assert len(sky) == 6 and max(sky) <= 0.05 * 1.5 and 2 <= len(lights) <= 6
         assert all(0.25 <= row[2] <= 2 and -5.5 <= row[1] <= 37 and min(row[3:]) > 1000 * max(sky) for row in lights)
+    for spec in key:  # a dim room and 1-3 small, bright lights above the horizon
+        sky, *lights = spec.lighting.procedural
+        assert len(sky) == 6 and max(sky) <= 0.3 * 1.5 and 1 <= len(lights) <= 3
+        assert all(1 <= row[2] <= 6 and 15 <= row[1] <= 60.5 and min(row[3:]) > 30 * max(sky) for row in lights)
     for seed, spec in enumerate(specs[:12]):
         plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_augment=False)
         assert plain.lighting.kelvin == REFERENCE_KELVIN and not plain.lighting.mirror
@@ -75,3 +80,18 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     for key in ("kelvin", "mirror", "procedural"):
         old["lighting"].pop(key)
     assert SceneSpec.from_dict(old).lighting.kelvin == REFERENCE_KELVIN  # specs written before still load
+
+
+def test_the_key_light_family_leaves_the_other_scenes_of_a_seed_as_they_were(monkeypatch) -> None:
+    """Families added later draw after the others: without key-light maps every other scene is drawn the same."""
+    from diffusion_renderer.data import scenes
+
+    specs = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(40)]
+    monkeypatch.setattr(scenes, "KEY_P", 0.0)
+    without = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(40)]
+    changed = [a.lighting.name == "procedural_key" for a in specs]
+    assert 1 <= sum(changed) <= 12
+    for spec, plain, is_key in zip(specs, without, changed, strict=True):
+        assert (spec.to_dict() == plain.to_dict()) != is_key
+        if is_key:  # only the map differs: what the light does over the clip stays
+            assert plain.lighting.kind in ("hdri", "sunsky") and spec.lighting.kelvin == plain.lighting.kelvin

@@ -7,8 +7,8 @@ when |z| ≥ 2 (about 95 % under a normal approximation); below that it is "with
 far more from each other than two models do on one clip, and pairing removes that spread. Measured 2026-12-04
 on 30 held-out clips: two inverse models' relighting differed per clip with a standard deviation of 1.4–1.8 dB, so
 the standard error of their mean difference was 0.26–0.33 dB, and a +0.32 dB gain on one set was −0.29 dB on
-another (model card). The clips' metrics are not independent of the set's few light maps, so read z as a floor on
-the uncertainty, not its whole.
+another (benchmarks/TINY_HISTORY.md, run 30). The clips' metrics are not independent of the set's few light maps,
+so read z as a floor on the uncertainty, not its whole.
 """
 
 from __future__ import annotations

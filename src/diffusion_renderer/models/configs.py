@@ -100,7 +100,7 @@ OFFICIAL_NETS["forward-small"] = {
 # 256 (4 heads of 64) and deepened to 10 blocks, about 11M parameters (forward: 11.4 MB as int8, which with the 4 MB
 # small inverse fits the 16 MiB weight budget). Why: the 6 x 192 forward model plateaued at 15.5-15.8 dB on held-out
 # maps over 17k steps, below split-sum's 23 dB, even on new scenes under its own training maps (19 dB): it underfits
-# the environment integral. The medium one reached 16.0 dB in 3.9k steps of 128 frames (model card).
+# the environment integral. The medium one reached 16.0 dB in 3.9k steps of 128 frames (benchmarks/TINY_HISTORY.md).
 _MEDIUM: dict[str, Any] = {**_SMALL, "model_channels": 256, "num_blocks": 10, "num_heads": 4}
 OFFICIAL_NETS["inverse-medium"] = {**OFFICIAL_NETS["inverse-small"], **_MEDIUM}
 OFFICIAL_NETS["forward-medium"] = {**OFFICIAL_NETS["forward-small"], **_MEDIUM}

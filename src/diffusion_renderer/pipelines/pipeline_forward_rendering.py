@@ -62,8 +62,8 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
 
     def correction_sigma(self, correction_blur: float | None) -> float:
         """Pixels of the low-pass on a hint-residual model's correction (:func:`smooth_correction`): ``None`` gives
-        a quarter of a token's block (2 px for 8x8), chosen on the second held-out set (model card); 0 for
-        every other model, whose output is not hint + correction."""
+        a quarter of a token's block (2 px for 8x8), chosen on the second held-out set (benchmarks/TINY_HISTORY.md);
+        0 for every other model, whose output is not hint + correction."""
         if not getattr(self.transformer.config, "hint_residual", False):
             return 0.0
         return self.tokenizer.spatial_compression / 4 if correction_blur is None else float(correction_blur)

@@ -1,0 +1,117 @@
+"""How much of the residual forward model's correction carries over to new light? The shipped forward model renders
+its split-sum shading hint plus a correction (``hint_residual``). Per clip this renders the hint alone (the pipeline's
+own hint stages) and the model's frame (its defaults), then scores ``hint + alpha * (frame - hint)`` against the path
+traced truth for a few alphas: 0 is the hint, 1 the model. Where the correction is right, alpha = 1 scores best;
+where the model has learned a light's power or shadows wrongly, a smaller alpha does. Run it on a set lit by the
+held-out maps and on one lit by training maps (``make-data --only-split train --train-hdri-dir ...`` read as
+``--split train``): the difference between the two is what lights the model has not seen cost its correction.
+
+Usage: python benchmarks/correction_strength.py DATA[:SPLIT] [DATA[:SPLIT] ...] --out results/X.json
+[--model tiny] [--max-clips N] [--alphas 0 0.25 ...]. First frame of each clip; SPLIT defaults to val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.data.storage import MASK_KEY, meta_path, read_clip
+from diffusion_renderer.eval.evaluate import (
+    EvalConfig,
+    cut_clip,
+    lighting_conditions,
+    list_eval_clips,
+    render_forward,
+    scene_of,
+)
+from diffusion_renderer.eval.metrics import psnr
+from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.models.specs import load_model
+from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+SEED = 1000
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+
+
+def render_hint(pipe: ForwardRenderingPipeline, gbuffers: dict[str, np.ndarray], env) -> np.ndarray:
+    """(T, H, W, 3) in [0, 1]: the split-sum hint the model is given, through the pipeline's own stages."""
+    videos, fit, plan = pipe.prepare_gbuffers(gbuffers, None, 0, None, None, "blend", 0)
+    _, env_hdr = pipe.prepare_lighting(env, fit, plan, False, 0.0, "cubemap")
+    hint = pipe.prepare_shading_hint(pipe.prepare_hint_gbuffers(videos, fit), env_hdr)  # (1, 3, N, H, W)
+    return pipe.postprocess(hint, fit, "np")
+
+
+def clip_row(pipe: ForwardRenderingPipeline, data: Path, split: str, name: str, alphas: list[float]) -> dict:
+    """One clip's PSNR at each alpha, and its light."""
+    clip = cut_clip(read_clip(data, split, name), 1)
+    spec = scene_of(clip.meta, meta_path(data, split, name))
+    gbuffers = {key: clip.gbuffers[key] for key in GBUFFER_KEYS}
+    config = EvalConfig(data=data, out=Path("."), mode="forward", model="", seed=SEED, progress=False)
+    frame = render_forward(pipe, gbuffers, spec, config)  # (1, H, W, 3), the model's defaults
+    hint = render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame)))
+    mask = clip.gbuffers[MASK_KEY]
+    blends = [np.clip(hint + a * (frame - hint), 0, 1) for a in alphas]
+    scores = {  # the eval's two PSNRs: the whole frame (its headline) and the foreground
+        "psnr": [psnr(blend, clip.rgb) for blend in blends],
+        "psnr_fg": [psnr(blend, clip.rgb, mask) for blend in blends],
+    }
+    return {
+        "clip": name,
+        "light": spec.lighting.name,
+        **{k: [round(float(s), 3) for s in v] for k, v in scores.items()},
+    }
+
+
+def summary(rows: list[dict], alphas: list[float]) -> dict:
+    """Mean PSNRs per alpha over all clips and per light, with the best alpha (whole frame) of each."""
+
+    def entry(selected: list[dict]) -> dict:
+        means = {key: np.mean([r[key] for r in selected], axis=0).round(3).tolist() for key in ("psnr", "psnr_fg")}
+        return {"clips": len(selected), **means, "best_alpha": alphas[int(np.argmax(means["psnr"]))]}
+
+    lights = sorted({r["light"] for r in rows})
+    return {**entry(rows), "by_light": {light: entry([r for r in rows if r["light"] == light]) for light in lights}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", nargs="+", help="DATA or DATA:SPLIT (default split: val)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    args = parser.parse_args()
+    model = load_model(args.model, "forward")
+    if not getattr(model.transformer.config, "hint_residual", False):
+        parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
+    pipe = ForwardRenderingPipeline.from_model(model)
+    sets = {}
+    for item in args.data:
+        data, _, split = item.partition(":")
+        clips = list_eval_clips(Path(data), split or "val", args.max_clips)
+        rows = [clip_row(pipe, Path(data), split or "val", c, args.alphas) for c in tqdm(clips, desc=data)]
+        sets[item] = {"summary": summary(rows, args.alphas), "clips": rows}
+    record = {
+        "benchmark": "correction_strength",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "model": args.model,
+        "alphas": args.alphas,
+        "sets": sets,
+    }
+    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: v["summary"] for k, v in sets.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
