@@ -7,7 +7,9 @@ held-out maps and on one lit by training maps (``make-data --only-split train --
 ``--split train``): the difference between the two is what lights the model has not seen cost its correction.
 
 Usage: python benchmarks/correction_strength.py DATA[:SPLIT] [DATA[:SPLIT] ...] --out results/X.json
-[--model tiny] [--max-clips N] [--alphas 0 0.25 ...]. First frame of each clip; SPLIT defaults to val.
+[--model tiny] [--max-clips N] [--alphas 0 0.25 ...] [--label DATA=NAME ...]. First frame of each clip; SPLIT
+defaults to val. It also draws ``X.png``: PSNR against alpha, one panel per set, one line per light.
+``--plot-only`` redraws the chart from an existing ``X.json``.
 """
 
 from __future__ import annotations
@@ -81,14 +83,45 @@ def summary(rows: list[dict], alphas: list[float]) -> dict:
     return {**entry(rows), "by_light": {light: entry([r for r in rows if r["light"] == light]) for light in lights}}
 
 
+def draw_chart(record: dict, out_png: Path) -> None:
+    """PSNR (whole frame) against alpha: one panel per set, a line per light and a thick one for all clips."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = record["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    for ax, (name, entry) in zip(axes[0], sets.items(), strict=True):
+        summary = entry["summary"]
+        for light, values in summary["by_light"].items():
+            if values["clips"] >= 4:  # fewer clips make a line that is mostly noise
+                ax.plot(record["alphas"], values["psnr"], marker=".", label=f"{light} ({values['clips']})")
+        ax.plot(record["alphas"], summary["psnr"], color="black", linewidth=2.5, label=f"all ({summary['clips']})")
+        ax.axvline(1.0, color="grey", linestyle=":")
+        ax.set(title=entry.get("label", name), xlabel="alpha (0: the hint alone, 1: the model)", ylabel="PSNR (dB)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="+", help="DATA or DATA:SPLIT (default split: val)")
+    parser.add_argument("data", nargs="*", help="DATA or DATA:SPLIT (default split: val)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    parser.add_argument("--label", nargs="+", default=[], metavar="DATA=NAME", help="a set's name in the chart")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the chart of an existing --out")
     args = parser.parse_args()
+    if args.plot_only:
+        draw_chart(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
+    if not args.data:
+        parser.error("give at least one DATA (or --plot-only)")
+    labels = dict(item.partition("=")[::2] for item in args.label)
     model = load_model(args.model, "forward")
     if not getattr(model.transformer.config, "hint_residual", False):
         parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
@@ -98,7 +131,7 @@ def main() -> None:
         data, _, split = item.partition(":")
         clips = list_eval_clips(Path(data), split or "val", args.max_clips)
         rows = [clip_row(pipe, Path(data), split or "val", c, args.alphas) for c in tqdm(clips, desc=data)]
-        sets[item] = {"summary": summary(rows, args.alphas), "clips": rows}
+        sets[item] = {"label": labels.get(item, item), "summary": summary(rows, args.alphas), "clips": rows}
     record = {
         "benchmark": "correction_strength",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -110,6 +143,7 @@ def main() -> None:
     }
     with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
         tmp.write_text(json.dumps(record, indent=1) + "\n")
+    draw_chart(record, args.out.with_suffix(".png"))
     print(json.dumps({k: v["summary"] for k, v in sets.items()}, indent=1))
 
 

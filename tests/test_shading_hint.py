@@ -406,3 +406,23 @@ def test_correction_strength_benchmark_scores_the_hint_the_model_is_given() -> N
     hint = correction_strength.render_hint(pipe, gbuffers, raw)
     assert hint.shape == rendered.shape == (1, SIZE, SIZE, 3) and hint.std() > 0.01
     np.testing.assert_allclose(hint, rendered, atol=2e-3)  # c_skip at sigma 80 lets 4e-5 of the noise through
+
+
+def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import correction_strength
+
+    alphas = [0.0, 0.5, 1.0]
+    rows = [  # two lights that want different alphas; the whole set follows the mean
+        {"clip": f"c{i}", "light": light, "psnr": psnr, "psnr_fg": psnr}
+        for i, (light, psnr) in enumerate([("a", [20.0, 22.0, 21.0]), ("a", [20.0, 23.0, 22.0]), ("b", [18, 19, 24])])
+    ]
+    summary = correction_strength.summary(rows, alphas)
+    assert summary["by_light"]["a"]["best_alpha"] == 0.5 and summary["by_light"]["b"]["best_alpha"] == 1.0
+    assert summary["psnr"] == pytest.approx([58 / 3, 64 / 3, 67 / 3], abs=1e-3) and summary["best_alpha"] == 1.0
+    record = {"alphas": alphas, "sets": {"set": {"label": "a set", "summary": summary, "clips": rows}}}
+    correction_strength.draw_chart(record, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 1000
