@@ -4,6 +4,8 @@ take it is unchanged, and a residual model denoises the difference from it (star
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -227,17 +229,24 @@ def test_adapted_residual_model_renders_the_hint() -> None:
     assert np.abs(image - hint.numpy()).max() < 0.02
 
 
-def plane_gbuffers(fov_deg: float, size: int = 64, bumps: float = 0.0) -> dict[str, torch.Tensor]:
-    """A tilted ground plane seen by a camera of ``fov_deg`` (sky above the horizon): (1, H, W, C) normals and
-    normalised depth, the normals perturbed by up to ``bumps`` (a normal map's detail, which the fit averages)."""
-    from diffusion_renderer.conventions import normalize_depth
+def plane_depth(fov_deg: float, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tilted ground plane of :func:`plane_gbuffers`: its unit normal (3,) and each pixel's planar depth (H, W)
+    (negative above the horizon)."""
     from diffusion_renderer.render.splitsum import camera_rays
 
     rays = camera_rays(size, size, fov_deg).double()
     rays = rays / -rays[..., 2:]  # (x t, y t, -1): planar depth z gives the point z * ray
     normal = torch.nn.functional.normalize(torch.tensor([0.1, 1.0, 0.35], dtype=torch.float64), dim=0)
     offset = float(normal @ torch.tensor([0.0, -1.0, -3.0], dtype=torch.float64))  # the plane through (0, -1, -3)
-    z = offset / (rays @ normal)  # (H, W)
+    return normal, offset / (rays @ normal)
+
+
+def plane_gbuffers(fov_deg: float, size: int = 64, bumps: float = 0.0) -> dict[str, torch.Tensor]:
+    """A tilted ground plane seen by a camera of ``fov_deg`` (sky above the horizon): (1, H, W, C) normals and
+    normalised depth, the normals perturbed by up to ``bumps`` (a normal map's detail, which the fit averages)."""
+    from diffusion_renderer.conventions import normalize_depth
+
+    normal, z = plane_depth(fov_deg, size)
     ground = (z > 0) & (z < 60)
     g = torch.Generator().manual_seed(0)
     normals = normal.expand(size, size, 3) + bumps * torch.randn(size, size, 3, generator=g, dtype=torch.float64)
@@ -260,6 +269,22 @@ def test_field_of_view_is_read_off_the_dominant_plane(fov: float) -> None:
     assert estimate_fov(flat["normal"][0], noisy[0]) is None  # a poor fit keeps the fixed camera
     sky = {k: v * 0 for k, v in flat.items()}  # no surface: no estimate, the fixed camera
     assert estimate_fov(sky["normal"][0], sky["depth"][0]) is None and hint_fov(sky, 3) == DEFAULT_FOV_DEG
+
+
+@pytest.mark.parametrize("fov", [32.0, 55.0])
+def test_the_plane_fit_recovers_the_depths_offset(fov: float) -> None:
+    """``plane_fit`` gives t and b t of d = a z + b: d - b is then the planar depth up to one scale (what a
+    screen-space shadow test needs), where the depth normalisation left it unclipped."""
+    from diffusion_renderer.render.hint import plane_fit
+
+    flat = plane_gbuffers(fov)
+    t, offset_times_t = plane_fit(flat["normal"][0], flat["depth"][0])
+    assert t == pytest.approx(math.tan(math.radians(fov) / 2), rel=0.01)
+    _, z = plane_depth(fov, 64)
+    d = flat["depth"][0, ..., 0].double()
+    unclipped = (z > 0) & (z < 60) & (d.abs() < 0.99)
+    ratio = (d - offset_times_t / t)[unclipped] / z[unclipped]
+    assert float(ratio.std() / ratio.mean()) < 0.01 and float(ratio.mean()) > 0
 
 
 @pytest.mark.parametrize("fov", [32.0, 55.0])
@@ -426,3 +451,31 @@ def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path
     record = {"alphas": alphas, "sets": {"set": {"label": "a set", "summary": summary, "clips": rows}}}
     correction_strength.draw_chart(record, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
+
+
+def test_visibility_benchmarks_shadow_test_darkens_the_ground_behind_an_occluder() -> None:
+    """`benchmarks/visibility.py`'s screen-space shadow factor: an open ground plane is fully lit, and a pillar
+    standing on it shades the ground on the side away from the light."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import visibility
+
+    fov, size = 50.0, 64
+    normal, z = plane_depth(fov, size)
+    ground = (z > 0) & (z < 60)
+    normals = normal.float().expand(size, size, 3).clone()
+    z = torch.where(ground, z, torch.full_like(z, 1e3)).float()
+    light = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0, -1.5]]), dim=-1)  # high, from beyond the ground
+    # seen at a grazing angle, the plane must not shadow itself (a nearest-pixel depth read made it: to min 0)
+    assert torch.equal(visibility.shadow_factor(z, normals, ground, fov, light), torch.ones(size, size))
+    pillar = torch.zeros(size, size, dtype=torch.bool)
+    pillar[20:44, 28:36] = True  # a box face toward the camera, in front of the ground it hides
+    z_pillar, normals_pillar = z.clone(), normals.clone()
+    z_pillar[pillar] = float(z[44, 32])  # the depth of the ground at its foot
+    normals_pillar[pillar] = torch.tensor([0.0, 0.0, 1.0])
+    factor = visibility.shadow_factor(z_pillar, normals_pillar, ground | pillar, fov, light)
+    foot = factor[46:56, 29:35]  # the ground in front of the pillar, toward the camera: its shadow
+    beside = torch.cat([factor[46:56, 4:14], factor[46:56, 50:60]])
+    assert float(foot.mean()) < 0.5 and float(beside.mean()) > 0.95

@@ -133,19 +133,16 @@ def dominant_plane(normal: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | 
     return member if int(member.sum()) >= PLANE_MIN_PIXELS else None
 
 
-def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5) -> float | None:
-    """Vertical field of view (degrees) of one frame's (H, W, 3) camera-space normals and (H, W, 1) normalised depth,
-    read off its dominant plane; None when there is none or the fit is implausible.
+def plane_fit(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5) -> tuple[float, float] | None:
+    """(t, b t) of one frame's (H, W, 3) camera-space normals and (H, W, 1) normalised depth, read off its dominant
+    plane: t = tan of half the vertical field of view, b the depth's offset (d = a z + b for the planar depth z);
+    None when there is no plane or the fit is implausible.
 
-    Why it can be read: a plane's points z r (r = (x t, y t, -1) the camera ray through the pixel at (x, y), t = tan of
-    half the field of view) satisfy n . (z r) = c, and the normalised depth is d = a z + b with unknown a, b, so
-    (d - b)(t (x n_x + y n_y) - n_z) = a c on every pixel of the plane: linear in (t, b t, b n_z - a c), solved by
-    least squares with Cauchy reweighting. The plane's normal is its pixels' mean, which averages out normal maps
-    (which broke a per-pixel version of this fit). A fit whose median residual exceeds ``FIT_TOLERANCE`` of the
-    right-hand side's is refused. Measured on the 30 held-out clips: on the ground-truth G-buffers the relative
-    residual is below 0.006 wherever the estimate is right (within 1 degree, median error 0.05) and above 0.1 on the
-    two where it is not; on the inverse model's predicted G-buffers it is 0.013-0.05 and the estimates are no better
-    than a fixed 40 degrees (mean error 8.7 against 9.3), so those keep the fixed camera.
+    Why they can be read: a plane's points z r (r = (x t, y t, -1) the camera ray through the pixel at (x, y)) satisfy
+    n . (z r) = c, so (d - b)(t (x n_x + y n_y) - n_z) = a c on every pixel of the plane: linear in (t, b t,
+    b n_z - a c), solved by least squares with Cauchy reweighting. The plane's normal is its pixels' mean, which
+    averages out normal maps (which broke a per-pixel version of this fit). A fit whose median residual exceeds
+    ``FIT_TOLERANCE`` of the right-hand side's is refused.
     """
     n, d = normal.double(), depth[..., 0].double()
     height, width = d.shape
@@ -170,7 +167,22 @@ def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5)
         weight = 1 / (1 + (residual / (2 * scale)) ** 2)
     if float(residual.abs().median()) > FIT_TOLERANCE * float(rhs.abs().median()):
         return None  # not a clean plane: predicted G-buffers, or curved surfaces voted dominant
-    fov = math.degrees(2 * math.atan(float(solution[0]))) if float(solution[0]) > 0 else 0.0
+    return float(solution[0]), float(solution[1])
+
+
+def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5) -> float | None:
+    """Vertical field of view (degrees) of one frame's (H, W, 3) camera-space normals and (H, W, 1) normalised depth,
+    read off its dominant plane (:func:`plane_fit`); None when there is none or the fit is implausible.
+
+    Measured on the 30 held-out clips: on the ground-truth G-buffers the relative residual is below 0.006 wherever
+    the estimate is right (within 1 degree, median error 0.05) and above 0.1 on the two where it is not; on the
+    inverse model's predicted G-buffers it is 0.013-0.05 and the estimates are no better than a fixed 40 degrees
+    (mean error 8.7 against 9.3), so those keep the fixed camera.
+    """
+    fit = plane_fit(normal, depth, iterations)
+    if fit is None:
+        return None
+    fov = math.degrees(2 * math.atan(fit[0])) if fit[0] > 0 else 0.0
     return fov if FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1] else None
 
 

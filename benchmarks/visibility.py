@@ -1,0 +1,268 @@
+"""How much of the forward model's error is visibility, and how much a screen-space shadow test would recover.
+
+Per held-out clip (first frame), whole-frame PSNR against the path-traced truth of:
+* ``direct``: Mitsuba's path tracer at max depth 2 (direct light with exact shadows, no interreflection) and
+  ``one_bounce`` (max depth 3), both at ``--spp``: what a renderer that gets visibility right reaches without and
+  with one bounce of indirect light, from the scene itself (a ceiling; not something G-buffers alone can give);
+* ``hint``: the forward model's shading hint as it is (version 3: split-sum, no shadows);
+* ``hint_shadowed_oracle`` / ``hint_shadowed``: the hint times a screen-space shadow factor (:func:`shadow_factor`),
+  with the true planar depth and camera, or with the camera and depth offset fitted to the G-buffers as the hint's
+  field of view is (:func:`estimate_camera`; no shadows where the fit is refused), and ``hint_shadowed_fast``, the
+  fitted one at half resolution with half the light directions and fewer steps (what a pipeline could afford).
+
+The shadow factor is a prototype (not in the package): K light directions drawn from the environment by power, for
+each surface pixel a march along each direction through the depth buffer (a sample behind the stored surface by less
+than a thickness is blocked), and S = sum(cos x visible) / sum(cos) over the directions, which scales the hint's
+surface radiance. Why measure it: if the hint carried the shadows, the network would not have to learn them anew for
+every kind of light.
+
+Usage: python benchmarks/visibility.py DATA [DATA ...] --out results/visibility_cpu.json [--max-clips N]
+[--spp 64] [--directions 64]. Needs Mitsuba (the llvm variant). Also times the hint and the shadow factor on one
+frame (``seconds_per_frame``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from diffusion_renderer.conventions import GBUFFER_KEYS, display_rgb
+from diffusion_renderer.data import mitsuba_render
+from diffusion_renderer.data.storage import meta_path, read_clip
+from diffusion_renderer.eval.evaluate import cut_clip, lighting_conditions, list_eval_clips, metric_depth, scene_of
+from diffusion_renderer.eval.metrics import psnr
+from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.render import hint as hint_module
+from diffusion_renderer.render.splitsum import equirect_directions, equirect_solid_angles
+
+LUMA = (0.2126, 0.7152, 0.0722)
+KEYS = ("direct", "one_bounce", "hint", "hint_shadowed_oracle", "hint_shadowed", "hint_shadowed_fast")
+
+
+def light_directions(equirect: torch.Tensor, count: int) -> torch.Tensor:
+    """(count, 3) camera-frame directions drawn from an (H, W, 3) equirect by power, at evenly spaced quantiles of
+    its CDF (deterministic on any device)."""
+    height, width, _ = equirect.shape
+    power = (equirect.double() @ torch.tensor(LUMA, dtype=torch.float64)) * equirect_solid_angles(
+        height, width, dtype=torch.float64
+    )
+    cdf = power.flatten().cumsum(0)
+    quantiles = (torch.arange(count, dtype=torch.float64) + 0.5) / count * cdf[-1]
+    index = torch.searchsorted(cdf, quantiles).clamp(max=cdf.numel() - 1)
+    return equirect_directions(height, width, dtype=torch.float64).reshape(-1, 3)[index].float()
+
+
+def camera_points(z: torch.Tensor, fov_deg: float) -> torch.Tensor:
+    """(H, W) planar depth -> (H, W, 3) camera-space points (looking down -z, the hint's camera rays)."""
+    height, width = z.shape
+    t = math.tan(math.radians(fov_deg) / 2)
+    ys = (1 - 2 * (torch.arange(height) + 0.5) / height) * t
+    xs = (2 * (torch.arange(width) + 0.5) / width - 1) * t * width / height
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x * z, y * z, -z], dim=-1)
+
+
+def shadow_factor(
+    z: torch.Tensor,
+    normal: torch.Tensor,
+    surface: torch.Tensor,
+    fov_deg: float,
+    directions: torch.Tensor,
+    steps: int = 24,
+    thickness: float = 0.1,
+    reach: float = 0.5,
+) -> torch.Tensor:
+    """(H, W) share of the light reaching each surface pixel, 1 elsewhere.
+
+    ``z``: planar depth (any scale), ``normal``: (H, W, 3) unit camera-space normals, ``surface``: (H, W) bool,
+    ``directions``: (K, 3) toward the light. Marches ``steps`` geometric steps up to ``reach`` x the median depth;
+    a sample behind the depth buffer by less than ``thickness`` x the median depth is blocked."""
+    height, width = z.shape
+    t = math.tan(math.radians(fov_deg) / 2)
+    median = z[surface].median()
+    distances = torch.logspace(math.log10(0.005 * float(median)), math.log10(reach * float(median)), steps)
+    points, n, depth = camera_points(z, fov_deg)[surface], normal[surface], z[surface]  # (N, 3), (N, 3), (N,)
+    rows, cols = torch.nonzero(surface, as_tuple=True)  # each point's own pixel
+    origin = points + n * (0.002 * depth)[:, None]
+    lit, total = torch.zeros(len(points)), torch.zeros(len(points))
+    for chunk in directions.split(8):  # (k, 3): bounded memory
+        cosine = (n @ chunk.T).clamp(min=0)  # (N, k)
+        blocked = torch.zeros_like(cosine, dtype=torch.bool)
+        for distance in distances:
+            q = origin[:, None, :] + chunk[None] * distance  # (N, k, 3)
+            q_depth = -q[..., 2].clamp(max=-1e-3)
+            col = (q[..., 0] / q_depth / (t * width / height) + 1) * width / 2 - 0.5  # sub-pixel position
+            row = (1 - q[..., 1] / q_depth / t) * height / 2 - 0.5
+            inside = (-q[..., 2] > 1e-3) & (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
+            # the depth buffer read bilinearly: nearest reads made a surface seen at a grazing angle shadow itself
+            # (within a pixel its depth runs past the pixel centre's)
+            r0, c0 = row.floor().clamp(0, height - 2).long(), col.floor().clamp(0, width - 2).long()
+            fr, fc = (row - r0).clamp(0, 1), (col - c0).clamp(0, 1)
+            top = torch.lerp(z[r0, c0], z[r0, c0 + 1], fc)
+            stored = torch.lerp(top, torch.lerp(z[r0 + 1, c0], z[r0 + 1, c0 + 1], fc), fr)
+            on_surface = surface[r0, c0] & surface[r0, c0 + 1] & surface[r0 + 1, c0] & surface[r0 + 1, c0 + 1]
+            moved = ((row - rows[:, None]).abs() >= 1) | ((col - cols[:, None]).abs() >= 1)  # off its own pixel
+            behind = (q_depth > stored * 1.002) & (q_depth < stored + thickness * median)
+            blocked |= inside & on_surface & moved & behind
+        lit += (cosine * ~blocked).sum(1)
+        total += cosine.sum(1)
+    factor = torch.ones(height, width)
+    factor[surface] = torch.where(total > 0, lit / total.clamp(min=1e-8), torch.ones_like(total))
+    return factor
+
+
+def estimate_camera(normal: torch.Tensor, depth: torch.Tensor) -> tuple[float, float] | None:
+    """(field of view in degrees, offset b of the normalised depth d = a z + b) from one frame's G-buffers, by the
+    fit of ``render.hint.estimate_fov`` (which keeps only the field of view); None where that fit is refused."""
+    fov = hint_module.estimate_fov(normal, depth)
+    if fov is None:
+        return None
+    t, offset_times_t = hint_module.plane_fit(normal, depth)  # accepted: estimate_fov made the same fit
+    return fov, offset_times_t / t
+
+
+def shadowed(
+    hint: torch.Tensor, gbuffers: dict, surface: torch.Tensor, directions: torch.Tensor, fast: bool
+) -> torch.Tensor:
+    """The hint times the shadow factor with the fitted camera (the hint itself where the fit is refused)."""
+    camera = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0])
+    if camera is None:
+        return hint
+    fov, offset = camera
+    z = (gbuffers["depth"][0, ..., 0] - offset).clamp(min=1e-3)
+    normal = F.normalize(gbuffers["normal"][0], dim=-1)
+    if not fast:
+        return hint * shadow_factor(z, normal, surface, fov, directions)[..., None]
+    half = lambda x: F.avg_pool2d(x.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)  # noqa: E731
+    small = shadow_factor(
+        half(z[..., None])[..., 0],
+        F.normalize(half(normal), dim=-1),
+        half(surface[..., None].float())[..., 0] > 0.5,
+        fov,
+        directions[::2],
+        steps=16,
+    )
+    factor = F.interpolate(small[None, None], size=z.shape, mode="bilinear", align_corners=False)[0, 0]
+    return hint * torch.where(surface, factor, torch.ones_like(factor))[..., None]
+
+
+def path_traced(spec, spp: int) -> dict[str, np.ndarray]:
+    """{direct, one_bounce}: (1, H, W, 3) display frames of the first frame at max depth 2 and 3."""
+    mi = mitsuba_render.load_mitsuba(mitsuba_render.CPU_VARIANT)
+    frames = {}
+    for key, depth in (("direct", 2), ("one_bounce", 3)):
+        scene = mitsuba_render.build_scene(mi, spec, 0, max_depth=depth, spp=spp)
+        image = np.array(mi.render(scene, spp=spp, seed=12345), dtype=np.float32)[..., :3]
+        frames[key] = display_rgb(image)[None]
+    return frames
+
+
+def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
+    clip = cut_clip(read_clip(data, "val", name), 1)
+    spec = scene_of(clip.meta, meta_path(data, "val", name))
+    gbuffers = {key: torch.from_numpy(np.asarray(clip.gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
+    height, width = gbuffers["normal"].shape[1:3]
+    env_hdr = lighting_conditions(spec, height, width, 1).env_hdr.float()  # (1, H, W, 3)
+    version = hint_module.HINT_VERSION
+    hint = hint_module.shading_hint(gbuffers, env_hdr, version)[0]  # (H, W, 3) linear
+    surface = ~hint_module.background_mask(gbuffers, version)[0, ..., 0]
+    light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
+    z_true = torch.from_numpy(metric_depth(clip.gbuffers["depth"][0, ..., 0], clip.meta["depth_range"])).float()
+    normal = F.normalize(gbuffers["normal"][0], dim=-1)
+    oracle = hint * shadow_factor(z_true, normal, surface, spec.camera.fov_deg, light)[..., None]
+    frames = {
+        **path_traced(spec, spp),
+        "hint": display_rgb(hint.numpy())[None],
+        "hint_shadowed_oracle": display_rgb(oracle.numpy())[None],
+        "hint_shadowed": display_rgb(shadowed(hint, gbuffers, surface, light, fast=False).numpy())[None],
+        "hint_shadowed_fast": display_rgb(shadowed(hint, gbuffers, surface, light, fast=True).numpy())[None],
+    }
+    fitted = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0]) is not None
+    scores = {key: round(float(psnr(frames[key], clip.rgb)), 3) for key in KEYS}
+    return {"clip": name, "light": spec.lighting.name, "camera_fitted": fitted, **scores}
+
+
+def timing(data: Path, name: str, directions: int) -> dict[str, float]:
+    """Seconds for one frame of ``name`` (after a warm-up): the hint, and its shadow factor full and fast."""
+    import time
+
+    clip = cut_clip(read_clip(data, "val", name), 1)
+    spec = scene_of(clip.meta, meta_path(data, "val", name))
+    gbuffers = {key: torch.from_numpy(np.asarray(clip.gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
+    env_hdr = lighting_conditions(spec, *gbuffers["normal"].shape[1:3], 1).env_hdr.float()
+    version = hint_module.HINT_VERSION
+    surface = ~hint_module.background_mask(gbuffers, version)[0, ..., 0]
+    light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
+    runs = {
+        "hint": lambda: hint_module.shading_hint(gbuffers, env_hdr, version)[0],
+        "shadow_factor": lambda: shadowed(hint, gbuffers, surface, light, fast=False),
+        "shadow_factor_fast": lambda: shadowed(hint, gbuffers, surface, light, fast=True),
+    }
+    hint = runs["hint"]()
+    seconds = {}
+    for key, run in runs.items():
+        run()
+        start = time.perf_counter()
+        run()
+        seconds[key] = round(time.perf_counter() - start, 3)
+    return seconds
+
+
+def summary(rows: list[dict]) -> dict:
+    def mean(selected: list[dict]) -> dict:
+        return {"clips": len(selected), **{k: round(float(np.mean([r[k] for r in selected])), 3) for k in KEYS}}
+
+    lights = sorted({r["light"] for r in rows})
+    fitted = sum(r["camera_fitted"] for r in rows)
+    return {
+        **mean(rows),
+        "camera_fitted": fitted,
+        "by_light": {x: mean([r for r in rows if r["light"] == x]) for x in lights},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument("--spp", type=int, default=64)
+    parser.add_argument("--directions", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    first = args.data[0]
+    seconds = timing(first, list_eval_clips(first, "val", 1)[0], args.directions)
+    sets = {}
+    for data in args.data:
+        clips = list_eval_clips(data, "val", args.max_clips)
+        rows = [clip_row(data, name, args.spp, args.directions) for name in tqdm(clips, desc=str(data))]
+        sets[str(data)] = {"summary": summary(rows), "clips": rows}
+    record = {
+        "benchmark": "visibility",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "settings": {"spp": args.spp, "directions": args.directions, "hint_version": hint_module.HINT_VERSION},
+        "seconds_per_frame": seconds,  # 256² on this machine, one frame of the first set
+        "sets": sets,
+    }
+    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    print(
+        json.dumps(
+            {k: {kk: vv for kk, vv in v["summary"].items() if kk != "by_light"} for k, v in sets.items()}, indent=1
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
