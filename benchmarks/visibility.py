@@ -142,7 +142,10 @@ def shadowed(
     normal = F.normalize(gbuffers["normal"][0], dim=-1)
     if not fast:
         return hint * shadow_factor(z, normal, surface, fov, directions)[..., None]
-    half = lambda x: F.avg_pool2d(x.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)  # noqa: E731
+
+    def half(x: torch.Tensor) -> torch.Tensor:  # (H, W, C) -> (H/2, W/2, C), 2x2 means
+        return F.avg_pool2d(x.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
+
     small = shadow_factor(
         half(z[..., None])[..., 0],
         F.normalize(half(normal), dim=-1),
