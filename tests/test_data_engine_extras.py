@@ -120,7 +120,8 @@ def test_procedural_map_is_bright_at_its_light(elevation: float, azimuth: float)
 def test_small_procedural_lights_keep_their_power_in_the_bake(family: str) -> None:
     from diffusion_renderer.data import scenes
 
-    sample, least = {"night": (scenes.sample_night, 0.3), "key": (scenes.sample_key, 2.0)}[family]
+    # the family's sampler, its least irradiance per light, how far its lights' peaks stand above its sky at least
+    sample, least, contrast = {"night": (scenes.sample_night, 0.3, 100), "key": (scenes.sample_key, 2.0, 30)}[family]
     for seed in range(4):
         rows = sample(np.random.default_rng(seed))
         for lamp in rows[1:]:  # each lamp alone on a black sky: its irradiance at normal incidence survives
@@ -134,7 +135,7 @@ def test_small_procedural_lights_keep_their_power_in_the_bake(family: str) -> No
             irradiance = (hdr * solid_angle[..., None]).sum((0, 1))  # cosine ~1 within a few sigma
             stated = np.asarray(lamp[3:]) * 2 * math.pi * math.radians(lamp[2]) ** 2
             np.testing.assert_allclose(irradiance, stated, rtol=0.03)
-            assert stated.mean() >= least * 0.9 and hdr.max() > 30 * max(rows[0])
+            assert stated.mean() >= least * 0.9 and hdr.max() > contrast * max(rows[0])
 
 
 def test_procedural_scene_renders_and_recomputes_its_conditions() -> None:
