@@ -36,6 +36,7 @@ from diffusion_renderer.eval.evaluate import (
 )
 from diffusion_renderer.eval.metrics import psnr
 from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.models.specs import load_model
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
 
@@ -122,15 +123,18 @@ def main() -> None:
     if not args.data:
         parser.error("give at least one DATA (or --plot-only)")
     labels = dict(item.partition("=")[::2] for item in args.label)
+    splits = {item: (Path(item.partition(":")[0]), item.partition(":")[2] or "val") for item in args.data}
+    try:  # a bad set: one line, before the model loads
+        clips = {item: list_eval_clips(data, split, args.max_clips) for item, (data, split) in splits.items()}
+    except InputError as exc:
+        parser.error(str(exc))
     model = load_model(args.model, "forward")
     if not getattr(model.transformer.config, "hint_residual", False):
         parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
     pipe = ForwardRenderingPipeline.from_model(model)
     sets = {}
-    for item in args.data:
-        data, _, split = item.partition(":")
-        clips = list_eval_clips(Path(data), split or "val", args.max_clips)
-        rows = [clip_row(pipe, Path(data), split or "val", c, args.alphas) for c in tqdm(clips, desc=data)]
+    for item, (data, split) in splits.items():
+        rows = [clip_row(pipe, data, split, c, args.alphas) for c in tqdm(clips[item], desc=item)]
         sets[item] = {"label": labels.get(item, item), "summary": summary(rows, args.alphas), "clips": rows}
     record = {
         "benchmark": "correction_strength",

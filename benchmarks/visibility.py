@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import math
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,12 @@ from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import GBUFFER_KEYS, display_rgb
 from diffusion_renderer.data import mitsuba_render
-from diffusion_renderer.data.storage import meta_path, read_clip
+from diffusion_renderer.data.scenes import SceneSpec
+from diffusion_renderer.data.storage import StoredClip, meta_path, read_clip
 from diffusion_renderer.eval.evaluate import cut_clip, lighting_conditions, list_eval_clips, metric_depth, scene_of
 from diffusion_renderer.eval.metrics import psnr
 from diffusion_renderer.io.atomic import atomic_file
+from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.render import hint as hint_module
 from diffusion_renderer.render.splitsum import equirect_directions, equirect_solid_angles
 
@@ -122,19 +125,22 @@ def shadow_factor(
 
 def estimate_camera(normal: torch.Tensor, depth: torch.Tensor) -> tuple[float, float] | None:
     """(field of view in degrees, offset b of the normalised depth d = a z + b) from one frame's G-buffers, by the
-    fit of ``render.hint.estimate_fov`` (which keeps only the field of view); None where that fit is refused."""
-    fov = hint_module.estimate_fov(normal, depth)
-    if fov is None:
-        return None
-    t, offset_times_t = hint_module.plane_fit(normal, depth)  # accepted: estimate_fov made the same fit
-    return fov, offset_times_t / t
+    fit and the rule of ``render.hint.estimate_fov`` (which keeps only the field of view); None where it refuses."""
+    fit = hint_module.plane_fit(normal, depth)
+    fov = None if fit is None else hint_module.fov_from_tangent(fit[0])
+    return None if fov is None else (fov, fit[1] / fit[0])
 
 
 def shadowed(
-    hint: torch.Tensor, gbuffers: dict, surface: torch.Tensor, directions: torch.Tensor, fast: bool
+    hint: torch.Tensor,
+    gbuffers: dict,
+    surface: torch.Tensor,
+    directions: torch.Tensor,
+    camera: tuple[float, float] | None,
+    fast: bool,
 ) -> torch.Tensor:
-    """The hint times the shadow factor with the fitted camera (the hint itself where the fit is refused)."""
-    camera = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0])
+    """The hint times the shadow factor with the fitted ``camera`` (:func:`estimate_camera`; the hint itself where
+    the fit was refused)."""
     if camera is None:
         return hint
     fov, offset = camera
@@ -169,48 +175,68 @@ def path_traced(spec, spp: int) -> dict[str, np.ndarray]:
     return frames
 
 
-def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
-    clip = cut_clip(read_clip(data, "val", name), 1)
-    spec = scene_of(clip.meta, meta_path(data, "val", name))
-    gbuffers = {key: torch.from_numpy(np.asarray(clip.gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
-    height, width = gbuffers["normal"].shape[1:3]
-    env_hdr = lighting_conditions(spec, height, width, 1).env_hdr.float()  # (1, H, W, 3)
-    version = hint_module.HINT_VERSION
-    hint = hint_module.shading_hint(gbuffers, env_hdr, version)[0]  # (H, W, 3) linear
-    surface = ~hint_module.background_mask(gbuffers, version)[0, ..., 0]
-    light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
-    z_true = torch.from_numpy(metric_depth(clip.gbuffers["depth"][0, ..., 0], clip.meta["depth_range"])).float()
-    normal = F.normalize(gbuffers["normal"][0], dim=-1)
-    oracle = hint * shadow_factor(z_true, normal, surface, spec.camera.fov_deg, light)[..., None]
-    frames = {
-        **path_traced(spec, spp),
-        "hint": display_rgb(hint.numpy())[None],
-        "hint_shadowed_oracle": display_rgb(oracle.numpy())[None],
-        "hint_shadowed": display_rgb(shadowed(hint, gbuffers, surface, light, fast=False).numpy())[None],
-        "hint_shadowed_fast": display_rgb(shadowed(hint, gbuffers, surface, light, fast=True).numpy())[None],
-    }
-    fitted = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0]) is not None
-    scores = {key: round(float(psnr(frames[key], clip.rgb)), 3) for key in KEYS}
-    return {"clip": name, "light": spec.lighting.name, "camera_fitted": fitted, **scores}
+@dataclass
+class ClipInputs:
+    """What every row of one clip is made from (its first frame)."""
+
+    clip: StoredClip
+    spec: SceneSpec
+    gbuffers: dict[str, torch.Tensor]  # (1, H, W, C), the conventions' ranges
+    env_hdr: torch.Tensor  # (1, H, W, 3) camera-frame HDR condition
+    surface: torch.Tensor  # (H, W) bool: the hint's surface pixels
+    light: torch.Tensor  # (K, 3) directions toward the light
+    camera: tuple[float, float] | None  # fitted (field of view, depth offset), None where refused
 
 
-def timing(data: Path, name: str, directions: int) -> dict[str, float]:
-    """Seconds for one frame of ``name`` (after a warm-up): the hint, and its shadow factor full and fast."""
-    import time
-
+def clip_inputs(data: Path, name: str, directions: int) -> ClipInputs:
     clip = cut_clip(read_clip(data, "val", name), 1)
     spec = scene_of(clip.meta, meta_path(data, "val", name))
     gbuffers = {key: torch.from_numpy(np.asarray(clip.gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
     env_hdr = lighting_conditions(spec, *gbuffers["normal"].shape[1:3], 1).env_hdr.float()
-    version = hint_module.HINT_VERSION
-    surface = ~hint_module.background_mask(gbuffers, version)[0, ..., 0]
+    surface = ~hint_module.background_mask(gbuffers, hint_module.HINT_VERSION)[0, ..., 0]
     light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
-    runs = {
-        "hint": lambda: hint_module.shading_hint(gbuffers, env_hdr, version)[0],
-        "shadow_factor": lambda: shadowed(hint, gbuffers, surface, light, fast=False),
-        "shadow_factor_fast": lambda: shadowed(hint, gbuffers, surface, light, fast=True),
+    camera = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0])
+    return ClipInputs(clip, spec, gbuffers, env_hdr, surface, light, camera)
+
+
+def render_hint(inputs: ClipInputs) -> torch.Tensor:
+    """(H, W, 3) linear: the hint as the shipped forward model gets it."""
+    return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, hint_module.HINT_VERSION)[0]
+
+
+def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
+    inputs = clip_inputs(data, name, directions)
+    clip, spec, surface, light = inputs.clip, inputs.spec, inputs.surface, inputs.light
+    hint = render_hint(inputs)
+    z_true = torch.from_numpy(metric_depth(clip.gbuffers["depth"][0, ..., 0], clip.meta["depth_range"])).float()
+    normal = F.normalize(inputs.gbuffers["normal"][0], dim=-1)
+    oracle = hint * shadow_factor(z_true, normal, surface, spec.camera.fov_deg, light)[..., None]
+    fitted = {fast: shadowed(hint, inputs.gbuffers, surface, light, inputs.camera, fast) for fast in (False, True)}
+    frames = {
+        **path_traced(spec, spp),
+        "hint": display_rgb(hint.numpy())[None],
+        "hint_shadowed_oracle": display_rgb(oracle.numpy())[None],
+        "hint_shadowed": display_rgb(fitted[False].numpy())[None],
+        "hint_shadowed_fast": display_rgb(fitted[True].numpy())[None],
     }
-    hint = runs["hint"]()
+    scores = {key: round(float(psnr(frames[key], clip.rgb)), 3) for key in KEYS}
+    return {"clip": name, "light": spec.lighting.name, "camera_fitted": inputs.camera is not None, **scores}
+
+
+def timing(data: Path, name: str, directions: int) -> dict[str, float]:
+    """Seconds for one frame of ``name`` (after a warm-up): the hint (its camera fit included), and its shadow
+    factor full and fast (given the fit, which a hint computes anyway)."""
+    import time
+
+    inputs = clip_inputs(data, name, directions)
+    hint = render_hint(inputs)
+    runs = {
+        "hint": lambda: render_hint(inputs),
+        **{
+            key: lambda fast=fast: shadowed(hint, inputs.gbuffers, inputs.surface, inputs.light, inputs.camera, fast)
+            for key, fast in (("shadow_factor", False), ("shadow_factor_fast", True))
+        },
+    }
     seconds = {}
     for key, run in runs.items():
         run()
@@ -242,12 +268,15 @@ def main() -> None:
     parser.add_argument("--directions", type=int, default=64)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    try:  # a bad set: one line, before any work
+        clips = {data: list_eval_clips(data, "val", args.max_clips) for data in args.data}
+    except InputError as exc:
+        parser.error(str(exc))
     first = args.data[0]
-    seconds = timing(first, list_eval_clips(first, "val", 1)[0], args.directions)
+    seconds = timing(first, clips[first][0], args.directions)
     sets = {}
     for data in args.data:
-        clips = list_eval_clips(data, "val", args.max_clips)
-        rows = [clip_row(data, name, args.spp, args.directions) for name in tqdm(clips, desc=str(data))]
+        rows = [clip_row(data, name, args.spp, args.directions) for name in tqdm(clips[data], desc=str(data))]
         sets[str(data)] = {"summary": summary(rows), "clips": rows}
     record = {
         "benchmark": "visibility",

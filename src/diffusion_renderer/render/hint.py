@@ -180,9 +180,13 @@ def estimate_fov(normal: torch.Tensor, depth: torch.Tensor, iterations: int = 5)
     (mean error 8.7 against 9.3), so those keep the fixed camera.
     """
     fit = plane_fit(normal, depth, iterations)
-    if fit is None:
-        return None
-    fov = math.degrees(2 * math.atan(fit[0])) if fit[0] > 0 else 0.0
+    return None if fit is None else fov_from_tangent(fit[0])
+
+
+def fov_from_tangent(t: float) -> float | None:
+    """The vertical field of view (degrees) whose half has tangent ``t`` (:func:`plane_fit`'s), None outside
+    ``FOV_RANGE_DEG`` (an implausible fit)."""
+    fov = math.degrees(2 * math.atan(t)) if t > 0 else 0.0
     return fov if FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1] else None
 
 
