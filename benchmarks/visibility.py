@@ -7,14 +7,15 @@ Per held-out clip (first frame), whole-frame PSNR against the path-traced truth 
 * ``hint``: the forward model's shading hint as it is (version 3: split-sum, no shadows);
 * ``hint_shadowed_oracle`` / ``hint_shadowed``: the hint times a screen-space shadow factor (:func:`shadow_factor`),
   with the true planar depth and camera, or with the camera and depth offset fitted to the G-buffers as the hint's
-  field of view is (:func:`estimate_camera`; no shadows where the fit is refused), and ``hint_shadowed_fast``, the
-  fitted one at half resolution with half the light directions and fewer steps (what a pipeline could afford).
+  field of view is (:func:`estimate_camera`; no shadows where the fit is refused);
+* ``hint_v4``: the package's hint version 4, which is that at half resolution with 32 light directions and 16 steps
+  (what a pipeline can afford), its camera fitted by ``render.hint.hint_camera``.
 
-The shadow factor is a prototype (not in the package): K light directions drawn from the environment by power, for
-each surface pixel a march along each direction through the depth buffer (a sample behind the stored surface by less
-than a thickness is blocked), and S = sum(cos x visible) / sum(cos) over the directions, which scales the hint's
-surface radiance. Why measure it: if the hint carried the shadows, the network would not have to learn them anew for
-every kind of light.
+The shadow factor is ``render.shadows``: K light directions drawn from the environment by power, for each surface
+pixel a march along each direction through the depth buffer (a sample behind the stored surface by less than a
+thickness is blocked), and S = sum(cos x visible) / sum(cos) over the directions, which scales the hint's surface
+radiance. Why measure it: if the hint carried the shadows, the network would not have to learn them anew for every
+kind of light.
 
 Usage: python benchmarks/visibility.py DATA [DATA ...] --out results/visibility_cpu.json [--max-clips N]
 [--spp 64] [--directions 64]. Needs Mitsuba (the llvm variant). Also times the hint and the shadow factor on one
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,82 +45,9 @@ from diffusion_renderer.eval.metrics import psnr
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.render import hint as hint_module
-from diffusion_renderer.render.splitsum import equirect_directions, equirect_solid_angles
+from diffusion_renderer.render.shadows import light_directions, shadow_factor
 
-LUMA = (0.2126, 0.7152, 0.0722)
-KEYS = ("direct", "one_bounce", "hint", "hint_shadowed_oracle", "hint_shadowed", "hint_shadowed_fast")
-
-
-def light_directions(equirect: torch.Tensor, count: int) -> torch.Tensor:
-    """(count, 3) camera-frame directions drawn from an (H, W, 3) equirect by power, at evenly spaced quantiles of
-    its CDF (deterministic on any device)."""
-    height, width, _ = equirect.shape
-    power = (equirect.double() @ torch.tensor(LUMA, dtype=torch.float64)) * equirect_solid_angles(
-        height, width, dtype=torch.float64
-    )
-    cdf = power.flatten().cumsum(0)
-    quantiles = (torch.arange(count, dtype=torch.float64) + 0.5) / count * cdf[-1]
-    index = torch.searchsorted(cdf, quantiles).clamp(max=cdf.numel() - 1)
-    return equirect_directions(height, width, dtype=torch.float64).reshape(-1, 3)[index].float()
-
-
-def camera_points(z: torch.Tensor, fov_deg: float) -> torch.Tensor:
-    """(H, W) planar depth -> (H, W, 3) camera-space points (looking down -z, the hint's camera rays)."""
-    height, width = z.shape
-    t = math.tan(math.radians(fov_deg) / 2)
-    ys = (1 - 2 * (torch.arange(height) + 0.5) / height) * t
-    xs = (2 * (torch.arange(width) + 0.5) / width - 1) * t * width / height
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x * z, y * z, -z], dim=-1)
-
-
-def shadow_factor(
-    z: torch.Tensor,
-    normal: torch.Tensor,
-    surface: torch.Tensor,
-    fov_deg: float,
-    directions: torch.Tensor,
-    steps: int = 24,
-    thickness: float = 0.1,
-    reach: float = 0.5,
-) -> torch.Tensor:
-    """(H, W) share of the light reaching each surface pixel, 1 elsewhere.
-
-    ``z``: planar depth (any scale), ``normal``: (H, W, 3) unit camera-space normals, ``surface``: (H, W) bool,
-    ``directions``: (K, 3) toward the light. Marches ``steps`` geometric steps up to ``reach`` x the median depth;
-    a sample behind the depth buffer by less than ``thickness`` x the median depth is blocked."""
-    height, width = z.shape
-    t = math.tan(math.radians(fov_deg) / 2)
-    median = z[surface].median()
-    distances = torch.logspace(math.log10(0.005 * float(median)), math.log10(reach * float(median)), steps)
-    points, n, depth = camera_points(z, fov_deg)[surface], normal[surface], z[surface]  # (N, 3), (N, 3), (N,)
-    rows, cols = torch.nonzero(surface, as_tuple=True)  # each point's own pixel
-    origin = points + n * (0.002 * depth)[:, None]
-    lit, total = torch.zeros(len(points)), torch.zeros(len(points))
-    for chunk in directions.split(8):  # (k, 3): bounded memory
-        cosine = (n @ chunk.T).clamp(min=0)  # (N, k)
-        blocked = torch.zeros_like(cosine, dtype=torch.bool)
-        for distance in distances:
-            q = origin[:, None, :] + chunk[None] * distance  # (N, k, 3)
-            q_depth = -q[..., 2].clamp(max=-1e-3)
-            col = (q[..., 0] / q_depth / (t * width / height) + 1) * width / 2 - 0.5  # sub-pixel position
-            row = (1 - q[..., 1] / q_depth / t) * height / 2 - 0.5
-            inside = (-q[..., 2] > 1e-3) & (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
-            # the depth buffer read bilinearly: nearest reads made a surface seen at a grazing angle shadow itself
-            # (within a pixel its depth runs past the pixel centre's)
-            r0, c0 = row.floor().clamp(0, height - 2).long(), col.floor().clamp(0, width - 2).long()
-            fr, fc = (row - r0).clamp(0, 1), (col - c0).clamp(0, 1)
-            top = torch.lerp(z[r0, c0], z[r0, c0 + 1], fc)
-            stored = torch.lerp(top, torch.lerp(z[r0 + 1, c0], z[r0 + 1, c0 + 1], fc), fr)
-            on_surface = surface[r0, c0] & surface[r0, c0 + 1] & surface[r0 + 1, c0] & surface[r0 + 1, c0 + 1]
-            moved = ((row - rows[:, None]).abs() >= 1) | ((col - cols[:, None]).abs() >= 1)  # off its own pixel
-            behind = (q_depth > stored * 1.002) & (q_depth < stored + thickness * median)
-            blocked |= inside & on_surface & moved & behind
-        lit += (cosine * ~blocked).sum(1)
-        total += cosine.sum(1)
-    factor = torch.ones(height, width)
-    factor[surface] = torch.where(total > 0, lit / total.clamp(min=1e-8), torch.ones_like(total))
-    return factor
+KEYS = ("direct", "one_bounce", "hint", "hint_shadowed_oracle", "hint_shadowed", "hint_v4")
 
 
 def estimate_camera(normal: torch.Tensor, depth: torch.Tensor) -> tuple[float, float] | None:
@@ -137,31 +64,15 @@ def shadowed(
     surface: torch.Tensor,
     directions: torch.Tensor,
     camera: tuple[float, float] | None,
-    fast: bool,
 ) -> torch.Tensor:
-    """The hint times the shadow factor with the fitted ``camera`` (:func:`estimate_camera`; the hint itself where
-    the fit was refused)."""
+    """The hint times the full-resolution shadow factor with the fitted ``camera`` (:func:`estimate_camera`; the
+    hint itself where the fit was refused)."""
     if camera is None:
         return hint
     fov, offset = camera
     z = (gbuffers["depth"][0, ..., 0] - offset).clamp(min=1e-3)
     normal = F.normalize(gbuffers["normal"][0], dim=-1)
-    if not fast:
-        return hint * shadow_factor(z, normal, surface, fov, directions)[..., None]
-
-    def half(x: torch.Tensor) -> torch.Tensor:  # (H, W, C) -> (H/2, W/2, C), 2x2 means
-        return F.avg_pool2d(x.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
-
-    small = shadow_factor(
-        half(z[..., None])[..., 0],
-        F.normalize(half(normal), dim=-1),
-        half(surface[..., None].float())[..., 0] > 0.5,
-        fov,
-        directions[::2],
-        steps=16,
-    )
-    factor = F.interpolate(small[None, None], size=z.shape, mode="bilinear", align_corners=False)[0, 0]
-    return hint * torch.where(surface, factor, torch.ones_like(factor))[..., None]
+    return hint * shadow_factor(z, normal, surface, fov, directions)[..., None]
 
 
 def path_traced(spec, spp: int) -> dict[str, np.ndarray]:
@@ -193,15 +104,15 @@ def clip_inputs(data: Path, name: str, directions: int) -> ClipInputs:
     spec = scene_of(clip.meta, meta_path(data, "val", name))
     gbuffers = {key: torch.from_numpy(np.asarray(clip.gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
     env_hdr = lighting_conditions(spec, *gbuffers["normal"].shape[1:3], 1).env_hdr.float()
-    surface = ~hint_module.background_mask(gbuffers, hint_module.HINT_VERSION)[0, ..., 0]
+    surface = ~hint_module.background_mask(gbuffers, 3)[0, ..., 0]
     light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
     camera = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0])
     return ClipInputs(clip, spec, gbuffers, env_hdr, surface, light, camera)
 
 
-def render_hint(inputs: ClipInputs) -> torch.Tensor:
-    """(H, W, 3) linear: the hint as the shipped forward model gets it."""
-    return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, hint_module.HINT_VERSION)[0]
+def render_hint(inputs: ClipInputs, version: int = 3) -> torch.Tensor:
+    """(H, W, 3) linear: the hint of ``version`` (3: the shipped forward model's, 4: with the package's shadows)."""
+    return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, version)[0]
 
 
 def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
@@ -211,31 +122,29 @@ def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
     z_true = torch.from_numpy(metric_depth(clip.gbuffers["depth"][0, ..., 0], clip.meta["depth_range"])).float()
     normal = F.normalize(inputs.gbuffers["normal"][0], dim=-1)
     oracle = hint * shadow_factor(z_true, normal, surface, spec.camera.fov_deg, light)[..., None]
-    fitted = {fast: shadowed(hint, inputs.gbuffers, surface, light, inputs.camera, fast) for fast in (False, True)}
+    fitted = shadowed(hint, inputs.gbuffers, surface, light, inputs.camera)
     frames = {
         **path_traced(spec, spp),
         "hint": display_rgb(hint.numpy())[None],
         "hint_shadowed_oracle": display_rgb(oracle.numpy())[None],
-        "hint_shadowed": display_rgb(fitted[False].numpy())[None],
-        "hint_shadowed_fast": display_rgb(fitted[True].numpy())[None],
+        "hint_shadowed": display_rgb(fitted.numpy())[None],
+        "hint_v4": display_rgb(render_hint(inputs, 4).numpy())[None],
     }
     scores = {key: round(float(psnr(frames[key], clip.rgb)), 3) for key in KEYS}
     return {"clip": name, "light": spec.lighting.name, "camera_fitted": inputs.camera is not None, **scores}
 
 
 def timing(data: Path, name: str, directions: int) -> dict[str, float]:
-    """Seconds for one frame of ``name`` (after a warm-up): the hint (its camera fit included), and its shadow
-    factor full and fast (given the fit, which a hint computes anyway)."""
+    """Seconds for one frame of ``name`` (after a warm-up): the hint of versions 3 and 4 (their camera fits
+    included), and the full-resolution shadow factor (given the fit)."""
     import time
 
     inputs = clip_inputs(data, name, directions)
     hint = render_hint(inputs)
     runs = {
         "hint": lambda: render_hint(inputs),
-        **{
-            key: lambda fast=fast: shadowed(hint, inputs.gbuffers, inputs.surface, inputs.light, inputs.camera, fast)
-            for key, fast in (("shadow_factor", False), ("shadow_factor_fast", True))
-        },
+        "hint_v4": lambda: render_hint(inputs, 4),
+        "shadow_factor": lambda: shadowed(hint, inputs.gbuffers, inputs.surface, inputs.light, inputs.camera),
     }
     seconds = {}
     for key, run in runs.items():
@@ -283,7 +192,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "settings": {"spp": args.spp, "directions": args.directions, "hint_version": hint_module.HINT_VERSION},
+        "settings": {"spp": args.spp, "directions": args.directions, "hint_versions": [3, 4]},
         "seconds_per_frame": seconds,  # 256² on this machine, one frame of the first set
         "sets": sets,
     }

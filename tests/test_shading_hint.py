@@ -99,11 +99,12 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     # the hint reaches the DiT: a different hint, a different frame
     import diffusion_renderer.render.hint as hint_module
 
-    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e, version, fov_deg: torch.zeros(1, SIZE, SIZE, 3))
+    monkeypatch.setattr(hint_module, "shading_hint", lambda g, e, version, camera: torch.zeros(1, SIZE, SIZE, 3))
     assert not np.allclose(pipe(gbuffers, raw, **kwargs).images[0], first)
     # the hint's camera is read once per set of G-buffers, not once per lighting
     cameras = []
-    monkeypatch.setattr(hint_module, "hint_fov", lambda g, version, known=None: cameras.append(version) or 40.0)
+    fixed = hint_module.HintCamera()
+    monkeypatch.setattr(hint_module, "hint_camera", lambda g, version, known=None: cameras.append(version) or fixed)
     assert len(pipe(gbuffers, [raw, raw[:, ::-1].copy()], **kwargs).images) == 2 and cameras == [1]
     # precomputed conditions carry their HDR map; bare encodings cannot make a hint
     env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
@@ -163,8 +164,8 @@ def test_version_2_background_keeps_clipped_surfaces() -> None:
     one, two = shading_hint(gbuffers, condition, version=1), shading_hint(gbuffers, condition, version=2)
     assert torch.equal(one[:, 4:8], two[:, 4:8]) and torch.equal(one[:, 12:], two[:, 12:])
     assert not torch.allclose(one[:, 8:12], two[:, 8:12])  # version 2 shades the clipped surfaces
-    with pytest.raises(ValueError, match="unknown shading hint version 4"):
-        shading_hint(gbuffers, condition, version=4)
+    with pytest.raises(ValueError, match="unknown shading hint version 5"):
+        shading_hint(gbuffers, condition, version=5)
 
 
 def test_residual_model_denoises_the_difference_from_the_hint() -> None:
@@ -302,20 +303,20 @@ def test_a_known_camera_is_seen_through_the_padding(fov: float) -> None:
 
 def test_shards_store_the_hint_through_the_fixed_camera_too() -> None:
     """The data engine stores each clip's hint twice: through the camera read off its G-buffers, and through the
-    fixed camera that inference falls back to (what the forward trainer mixes in)."""
+    fixed camera (no shadows) that inference falls back to (what the forward trainer mixes in)."""
     from diffusion_renderer.data.shards import FIXED_CAMERA_HINT, encode_clip
-    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, hint_fov
+    from diffusion_renderer.render.hint import HINT_VERSION, HintCamera, hint_camera
 
     frames = plane_gbuffers(55.0)  # (1, 64, 64, C)
     ground = frames["normal"].norm(dim=-1, keepdim=True) > 0.5
     frames |= {"basecolor": torch.full((1, 64, 64, 3), 0.6), "roughness": torch.full((1, 64, 64, 1), 0.4)}
     frames["metallic"] = torch.zeros(1, 64, 64, 1)
     env_hdr = process_environment_map(smooth_panorama(1), 64, 64).env_hdr  # (1, 64, 64, 3)
-    fov = hint_fov(frames, 3)
-    assert abs(fov - 55.0) < 1.5
+    camera = hint_camera(frames, HINT_VERSION)
+    assert abs(camera.fov_deg - 55.0) < 1.5 and camera.depth_offset is not None  # read off the G-buffers
     stored = encode_clip(np.ones((1, 64, 64, 3)), {**frames, "mask": ground.float()}, env_hdr)
-    for key, camera in (("shading", fov), (FIXED_CAMERA_HINT, DEFAULT_FOV_DEG)):
-        hint = shading_hint(frames, env_hdr, 3, fov_deg=camera)[0].permute(2, 0, 1)  # (3, H, W)
+    for key, seen in (("shading", camera), (FIXED_CAMERA_HINT, HintCamera())):
+        hint = shading_hint(frames, env_hdr, HINT_VERSION, seen)[0].permute(2, 0, 1)  # (3, H, W)
         assert torch.allclose(stored[f"{key}_linear"][0].float(), hint, rtol=2e-3, atol=1e-4), key
     own, fixed = stored["shading_linear"].float(), stored[f"{FIXED_CAMERA_HINT}_linear"].float()
     assert (own - fixed).abs().mean() > 0.01 * own.mean()  # the cameras differ, so do the hints
@@ -334,9 +335,9 @@ def test_pipeline_shades_the_hint_with_a_known_camera(monkeypatch: pytest.Monkey
     cameras: list[float] = []
     real = hint_module.shading_hint
 
-    def recorded(gbuffers, env_hdr, version, fov_deg):
-        cameras.append(fov_deg)
-        return real(gbuffers, env_hdr, version, fov_deg)
+    def recorded(gbuffers, env_hdr, version, camera):
+        cameras.append(camera.fov_deg)
+        return real(gbuffers, env_hdr, version, camera)
 
     monkeypatch.setattr(hint_module, "shading_hint", recorded)
     kwargs = {"num_inference_steps": 1, "generator": None, "progress": False, "processing_resolution": (96, 96)}
@@ -453,29 +454,105 @@ def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path
     assert (tmp_path / "chart.png").stat().st_size > 1000
 
 
-def test_visibility_benchmarks_shadow_test_darkens_the_ground_behind_an_occluder() -> None:
-    """`benchmarks/visibility.py`'s screen-space shadow factor: an open ground plane is fully lit, and a pillar
-    standing on it shades the ground on the side away from the light."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import visibility
-
-    fov, size = 50.0, 64
+def pillar_scene(fov: float, size: int = 64) -> tuple[torch.Tensor, ...]:
+    """:func:`plane_depth`'s ground with a pillar standing on it: planar depth (H, W) (1e3 on the sky), unit normals
+    (H, W, 3), the ground and pillar masks (H, W)."""
     normal, z = plane_depth(fov, size)
     ground = (z > 0) & (z < 60)
-    normals = normal.float().expand(size, size, 3).clone()
-    z = torch.where(ground, z, torch.full_like(z, 1e3)).float()
-    light = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0, -1.5]]), dim=-1)  # high, from beyond the ground
-    # seen at a grazing angle, the plane must not shadow itself (a nearest-pixel depth read made it: to min 0)
-    assert torch.equal(visibility.shadow_factor(z, normals, ground, fov, light), torch.ones(size, size))
     pillar = torch.zeros(size, size, dtype=torch.bool)
     pillar[20:44, 28:36] = True  # a box face toward the camera, in front of the ground it hides
-    z_pillar, normals_pillar = z.clone(), normals.clone()
-    z_pillar[pillar] = float(z[44, 32])  # the depth of the ground at its foot
-    normals_pillar[pillar] = torch.tensor([0.0, 0.0, 1.0])
-    factor = visibility.shadow_factor(z_pillar, normals_pillar, ground | pillar, fov, light)
+    z = torch.where(ground, z, torch.full_like(z, 1e3)).float()
+    z[pillar] = float(z[44, 32])  # the depth of the ground at its foot
+    normals = normal.float().expand(size, size, 3).clone()
+    normals[pillar] = torch.tensor([0.0, 0.0, 1.0])
+    return z, normals, ground & ~pillar, pillar
+
+
+HIGH_BEHIND = (0.0, 1.0, -1.5)  # a light high up, from beyond the ground: the pillar's shadow falls toward us
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_shadow_factor_darkens_the_ground_behind_an_occluder_and_nothing_else(fast: bool) -> None:
+    """An open ground plane is fully lit (seen at a grazing angle it must not shadow itself: a nearest-pixel depth
+    read made it), and a pillar standing on it shades the ground on the side away from the light."""
+    from diffusion_renderer.render.shadows import shadow_factor, shadow_factor_fast
+
+    factor_of = shadow_factor_fast if fast else shadow_factor
+    fov = 50.0
+    z, normals, ground, pillar = pillar_scene(fov)
+    light = torch.nn.functional.normalize(torch.tensor([HIGH_BEHIND]), dim=-1)
+    open_ground = factor_of(torch.where(pillar, torch.full_like(z, 1e3), z), normals, ground, fov, light)
+    assert float(open_ground.min()) > 0.99
+    factor = factor_of(z, normals, ground | pillar, fov, light)
     foot = factor[46:56, 29:35]  # the ground in front of the pillar, toward the camera: its shadow
     beside = torch.cat([factor[46:56, 4:14], factor[46:56, 50:60]])
     assert float(foot.mean()) < 0.5 and float(beside.mean()) > 0.95
+    assert torch.equal(factor[~(ground | pillar)], torch.ones_like(factor[~(ground | pillar)]))  # sky untouched
+
+
+def test_light_directions_follow_the_power() -> None:
+    """Directions are drawn by power (radiance x solid angle), the same on every call."""
+    from diffusion_renderer.render.shadows import light_directions
+    from diffusion_renderer.render.splitsum import equirect_directions, equirect_solid_angles
+
+    directions = equirect_directions(32, 64)
+    sun = torch.nn.functional.normalize(torch.tensor(HIGH_BEHIND), dim=0)
+    radiance = 1 + 50 * torch.exp((directions @ sun - 1) / 0.01)  # (H, W): a sky and a sun
+    drawn = light_directions(radiance[..., None].expand(-1, -1, 3), 64)
+    assert drawn.shape == (64, 3) and torch.equal(drawn, light_directions(radiance[..., None].expand(-1, -1, 3), 64))
+    power = radiance * equirect_solid_angles(32, 64)
+    share = float((power * (directions @ sun > 0.9)).sum() / power.sum())  # of the power near the sun
+    assert 0.2 < share < 0.8 and abs(float((drawn @ sun > 0.9).float().mean()) - share) < 0.05
+
+
+def condition_with_light(toward: tuple[float, float, float], size: int = 32) -> torch.Tensor:
+    """(1, size, 2 size, 3) camera-frame environment condition: a dim sky and a bright sun ``toward`` (camera
+    frame), the inverse of ``equirect_from_condition`` up to its half-texel row shift."""
+    from diffusion_renderer.render.splitsum import equirect_directions
+
+    sun = torch.nn.functional.normalize(torch.tensor(toward), dim=0)
+    cosine = equirect_directions(size, 2 * size) @ sun
+    equirect = (0.3 + 300 * torch.exp((cosine - 1) / 0.005))[..., None].expand(-1, -1, 3)
+    return equirect.roll(-size, dims=1).flip(1)[None].contiguous()
+
+
+def test_version_4_hint_casts_the_shadows_its_camera_fit_allows() -> None:
+    """Version 4 is version 3 times the shadow factor where the camera and depth offset are read off the G-buffers;
+    where that fit is refused it is version 3 exactly."""
+    from diffusion_renderer.conventions import normalize_depth
+    from diffusion_renderer.render.hint import hint_camera
+
+    fov = 50.0
+    z, normals, ground, pillar = pillar_scene(fov)
+    surface = ground | pillar
+    frames = {
+        "normal": (normals * surface[..., None])[None],
+        "depth": normalize_depth(z, surface)[None, ..., None],
+        "basecolor": torch.full((1, 64, 64, 3), 0.6),
+        "roughness": torch.full((1, 64, 64, 1), 0.8),
+        "metallic": torch.zeros(1, 64, 64, 1),
+    }
+    camera = hint_camera(frames, 4)
+    assert abs(camera.fov_deg - fov) < 1.0 and camera.depth_offset is not None
+    assert hint_camera(frames, 3).depth_offset is None  # version 3 never shadows
+    env = condition_with_light(HIGH_BEHIND)
+    v3, v4 = shading_hint(frames, env, 3)[0], shading_hint(frames, env, 4)[0]
+    assert torch.equal(v4, shading_hint(frames, env, 4)[0])  # deterministic
+    ratio = (v4 / v3.clamp(min=1e-6)).mean(-1)  # (H, W): the shadow factor
+    assert float(ratio[46:56, 29:35].mean()) < 0.6 and float(ratio[46:56, 4:14].mean()) > 0.95
+    assert float(ratio.max()) <= 1 + 1e-5 and torch.equal(v4[~surface], v3[~surface])  # the sky as it was
+    g = torch.Generator().manual_seed(1)
+    noisy = {**frames, "depth": frames["depth"] + 0.02 * torch.randn(frames["depth"].shape, generator=g)}
+    refused = hint_camera(noisy, 4, known_fov=fov)  # a predicted depth's noise: no offset, no shadows
+    assert refused.fov_deg == fov and refused.depth_offset is None
+    assert torch.equal(shading_hint(noisy, env, 4, refused), shading_hint(noisy, env, 3, refused))
+
+
+@pytest.mark.parametrize("fov", [32.0, 55.0])
+def test_the_plane_fit_with_a_known_camera_recovers_the_offset(fov: float) -> None:
+    from diffusion_renderer.render.hint import plane_fit
+
+    flat = plane_gbuffers(fov)
+    t = math.tan(math.radians(fov) / 2)
+    free, known = plane_fit(flat["normal"][0], flat["depth"][0]), plane_fit(flat["normal"][0], flat["depth"][0], t=t)
+    assert known[0] == t and known[1] / t == pytest.approx(free[1] / free[0], abs=0.01)

@@ -584,13 +584,13 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
 def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
 
-    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 3 hints (render/hint.py)
+    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 4 hints (render/hint.py)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
     args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1", "--init", "tiny"]
-    assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "run")]) == 0
-    model = load_model(str(tmp_path / "run"), "forward").transformer  # from the shipped forward-medium-residual
-    assert model.config.hint_residual and model.hint_version == 3 and model.condition_channels == 9 * 193
-    mixed = [*args, "--model-config", "medium-residual", "--hint-fixed-camera", "0.5"]
+    assert main([*args, "--model-config", "medium-shadow", "--out", str(tmp_path / "run")]) == 0
+    model = load_model(str(tmp_path / "run"), "forward").transformer  # the shipped version-3 model, moved to 4
+    assert model.config.hint_residual and model.hint_version == 4 and model.condition_channels == 9 * 193
+    mixed = [*args, "--model-config", "medium-shadow", "--hint-fixed-camera", "0.5"]
     assert main([*mixed, "--out", str(tmp_path / "mixed")]) == 0
     assert load_model(str(tmp_path / "mixed"), "forward").record["train_config"]["hint_fixed_camera"] == 0.5
     # with exposure augmentation the bank keeps only the hints' HDR form (it once refused these shards: run 31)
@@ -603,10 +603,12 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
         assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
-    # a model of hint version 1 is not trained on version 3 hints
-    assert main([*args, "--model-config", "medium-hint", "--out", str(tmp_path / "v1")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "data: these shards hold version 3 shading hints; this model takes version 1" in err[0]
+    # models of earlier hint versions are not trained on version 4 hints
+    for config, version in (("medium-hint", 1), ("medium-residual", 3)):
+        assert main([*args, "--model-config", config, "--out", str(tmp_path / f"v{version}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        message = f"these shards hold version 4 shading hints; this model takes version {version}"
+        assert len(err) == 1 and message in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the fixed-camera hint
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}, meta)
@@ -616,6 +618,6 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)
-    assert main([*args, "--model-config", "medium-residual", "--out", str(tmp_path / "old")]) == 2
+    assert main([*args, "--model-config", "medium-shadow", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data: this model takes the shading hint; these shards have none" in err[0]

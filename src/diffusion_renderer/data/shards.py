@@ -22,9 +22,10 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
   that take it; display-encoded like ``rgb``, and linear for the exposure augmentation. Older shards lack them.
   The metadata's ``hint_version`` says which version of the hint they hold (absent: version 1).
 * ``shading_fixed`` uint8 and ``shading_fixed_linear`` float16: the same hint shaded through the fixed
-  ``DEFAULT_FOV_DEG`` camera instead of the clip's own field of view. It is what a version-3 hint falls back to
-  when the field of view cannot be read off the G-buffers, as on the inverse model's predictions: the forward
-  trainer mixes it in (``--hint-fixed-camera``) so the model learns to render from both. Older shards lack it.
+  ``DEFAULT_FOV_DEG`` camera instead of the clip's own field of view (and, version 4, without shadows). It is what
+  a hint falls back to when the camera cannot be read off the G-buffers, as on the inverse model's predictions:
+  the forward trainer mixes it in (``--hint-fixed-camera``) so the model learns to render from both. Older shards
+  lack it.
 
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
@@ -118,8 +119,7 @@ def encode_clip(
     ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions and the shading
     hint are stored too)."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
-    from diffusion_renderer.render.hint import HINT_VERSION, hint_fov, shading_hints
-    from diffusion_renderer.render.splitsum import DEFAULT_FOV_DEG
+    from diffusion_renderer.render.hint import HINT_VERSION, HintCamera, hint_camera, shading_hints
 
     rgb_linear = np.asarray(rgb_linear, dtype=np.float32)
     tensors = {"rgb": quantize("rgb", display_rgb(rgb_linear)), "rgb_linear": store_hdr(rgb_linear)}
@@ -133,8 +133,9 @@ def encode_clip(
         tensors["env_hdr"] = store_hdr(env_hdr)
         device = hint_device()
         frames = {key: torch.as_tensor(np.asarray(gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
-        fov = hint_fov(frames, HINT_VERSION)  # DEFAULT_FOV_DEG when the fit fails: then the two hints are one
-        cameras = [fov] if fov == DEFAULT_FOV_DEG else [fov, DEFAULT_FOV_DEG]
+        # the fixed camera (no shadows) is what inference falls back to where the fit fails; then the two are one
+        camera, fixed = hint_camera(frames, HINT_VERSION), HintCamera()
+        cameras = [camera] if camera == fixed else [camera, fixed]
         hints = shading_hints(frames, env_hdr.to(device), HINT_VERSION, cameras)  # (T, H, W, 3) linear each
         for key, value in (("shading", hints[0]), (FIXED_CAMERA_HINT, hints[-1])):
             value = value.cpu()

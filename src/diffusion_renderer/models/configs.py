@@ -124,6 +124,11 @@ OFFICIAL_NETS["forward-medium-residual"] = {
     "shading_hint": 3,
     "hint_residual": True,
 }
+# The same with the hint's version 4 (render/hint.py: screen-space shadows where the camera is read off the
+# G-buffers). Why: shadows are the largest error of the hint the model corrects (benchmarks/visibility.py: the hint
+# alone 22.3 -> 23.8 dB on held-out maps). Fine-tuned from a forward-medium-residual file with its weights as they are
+# (training.trainer.adapt_to_config: only the hint's version differs).
+OFFICIAL_NETS["forward-medium-shadow"] = {**OFFICIAL_NETS["forward-medium-residual"], "shading_hint": 4}
 # Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
 # ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
 # and at int4 twice the blocks fit the 16 MiB budget (forward 20 x 256 and inverse 12 x 192: about 10.6 + 4.7 MB, the

@@ -14,6 +14,7 @@ three lighting conditions out, and the model invents plausible lighting (officia
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from diffusion_renderer.pipelines.pipeline_output import ForwardRenderingOutput
 from diffusion_renderer.pipelines.sampling import ConditionInputs, sample_edm_euler_windows
 from diffusion_renderer.pipelines.video_stages import RendererPipelineMixin, decode_windows, encode_windows
 from diffusion_renderer.pipelines.windows import TemporalPlan
+
+if TYPE_CHECKING:
+    from diffusion_renderer.render.hint import HintCamera
 
 Lighting = np.ndarray | torch.Tensor | EnvironmentConditions | None
 
@@ -153,30 +157,30 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
 
     def prepare_hint_gbuffers(
         self, videos: Mapping[str, torch.Tensor], fit: FitPlan, fov_deg: float | None = None
-    ) -> tuple[dict[str, torch.Tensor], float] | None:
+    ) -> tuple[dict[str, torch.Tensor], HintCamera] | None:
         """Model-range G-buffer videos {key: (1, 3, N, H, W)} -> ({key: (N, H, W, C)} in the conventions' ranges,
-        the hint's field of view), once per call (shared by every lighting); None for a model without the hint.
+        the hint's camera), once per call (shared by every lighting); None for a model without the hint.
         ``fov_deg``: the input camera's, when known (seen through the padding ``fit`` adds)."""
-        from diffusion_renderer.render.hint import hint_fov, padded_fov
+        from diffusion_renderer.render.hint import hint_camera, padded_fov
 
         if not self.shading_hint:
             return None
         frames = {key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in videos.items()}
         known = None if fov_deg is None else padded_fov(fov_deg, fit.resized_size[0], fit.processing_size[0])
-        return frames, hint_fov(frames, self.shading_hint, known)
+        return frames, hint_camera(frames, self.shading_hint, known)
 
     def prepare_shading_hint(
-        self, hint_gbuffers: tuple[dict[str, torch.Tensor], float], env_hdr: torch.Tensor
+        self, hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera], env_hdr: torch.Tensor
     ) -> torch.Tensor:
         """:meth:`prepare_hint_gbuffers`' output, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
         from diffusion_renderer.render.hint import shading_hint
 
-        frames, fov = hint_gbuffers
+        frames, camera = hint_gbuffers
         count = next(iter(frames.values())).shape[0]
         if 1 < env_hdr.shape[0] < count:  # chunk_mode "first": frames past the output are encoded, never shown
             env_hdr = torch.cat([env_hdr, env_hdr[-1:].expand(count - env_hdr.shape[0], -1, -1, -1)])
         env_hdr = env_hdr.to(self._execution_device)
-        linear = shading_hint(frames, env_hdr, self.shading_hint, fov_deg=fov)  # (N, H, W, 3)
+        linear = shading_hint(frames, env_hdr, self.shading_hint, camera=camera)  # (N, H, W, 3)
         return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
 
     def encode_conditions(
