@@ -608,7 +608,7 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
         assert main([*args, "--model-config", config, "--out", str(tmp_path / f"v{version}")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         message = f"these shards hold version 4 shading hints; this model takes version {version}"
-        assert len(err) == 1 and message in err[0]
+        assert len(err) == 1 and message in err[0] and "(--model-config medium-shadow takes them)" in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the fixed-camera hint
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}, meta)

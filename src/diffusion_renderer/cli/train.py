@@ -185,8 +185,14 @@ def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:
     if not bank.has(SHADING_HINT_KEY):  # with exposure augmentation the bank holds only its HDR form
         raise InputError(data, "this model takes the shading hint; these shards have none (make them anew)")
     if bank.hint_version != version:
+        from diffusion_renderer.models.configs import OFFICIAL_NETS
+
+        takers = [name.removeprefix("forward-") for name, net in OFFICIAL_NETS.items() if name.startswith("forward-")]
+        takers = [name for name in takers if OFFICIAL_NETS[f"forward-{name}"].get("shading_hint") == bank.hint_version]
+        advice = f" (--model-config {' or '.join(takers)} takes them)" if takers else ""
         raise InputError(
-            data, f"these shards hold version {bank.hint_version} shading hints; this model takes version {version}"
+            data,
+            f"these shards hold version {bank.hint_version} shading hints; this model takes version {version}{advice}",
         )
 
 
