@@ -187,8 +187,11 @@ def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:
     if bank.hint_version != version:
         from diffusion_renderer.models.configs import OFFICIAL_NETS
 
-        takers = [name.removeprefix("forward-") for name, net in OFFICIAL_NETS.items() if name.startswith("forward-")]
-        takers = [name for name in takers if OFFICIAL_NETS[f"forward-{name}"].get("shading_hint") == bank.hint_version]
+        takers = [
+            name.removeprefix("forward-")
+            for name, net in OFFICIAL_NETS.items()
+            if name.startswith("forward-") and net.get("shading_hint") == bank.hint_version
+        ]
         advice = f" (--model-config {' or '.join(takers)} takes them)" if takers else ""
         raise InputError(
             data,

@@ -125,9 +125,10 @@ OFFICIAL_NETS["forward-medium-residual"] = {
     "hint_residual": True,
 }
 # The same with the hint's version 4 (render/hint.py: screen-space shadows where the camera is read off the
-# G-buffers). Why: shadows are the largest error of the hint the model corrects (benchmarks/visibility.py: the hint
-# alone 22.3 -> 23.8 dB on held-out maps). Fine-tuned from a forward-medium-residual file with its weights as they are
-# (training.trainer.adapt_to_config: only the hint's version differs).
+# G-buffers). Why: split-sum has no shadows, and the network had to learn them anew for each kind of light; with them
+# the hint alone scores 23.7 dB on held-out maps, against 22.3 (benchmarks/visibility.py). Fine-tuned from a
+# forward-medium-residual file with its weights as they are (training.trainer.adapt_to_config: only the hint's
+# version differs).
 OFFICIAL_NETS["forward-medium-shadow"] = {**OFFICIAL_NETS["forward-medium-residual"], "shading_hint": 4}
 # Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
 # ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
