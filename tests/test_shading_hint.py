@@ -258,18 +258,18 @@ def plane_gbuffers(fov_deg: float, size: int = 64, bumps: float = 0.0) -> dict[s
 
 @pytest.mark.parametrize("fov", [32.0, 55.0])
 def test_field_of_view_is_read_off_the_dominant_plane(fov: float) -> None:
-    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_fov
+    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_camera
 
     flat = plane_gbuffers(fov)
     assert abs(estimate_fov(flat["normal"][0], flat["depth"][0]) - fov) < 0.5
     bumpy = plane_gbuffers(fov, bumps=0.1)  # a normal map: the per-pixel normals are off by ~10 degrees
-    assert abs(hint_fov(bumpy, 3) - fov) < 1.5
-    assert hint_fov(bumpy, 2) == DEFAULT_FOV_DEG  # versions 1-2 keep the fixed camera
+    assert abs(hint_camera(bumpy, 3).fov_deg - fov) < 1.5
+    assert hint_camera(bumpy, 2).fov_deg == DEFAULT_FOV_DEG  # versions 1-2 keep the fixed camera
     g = torch.Generator().manual_seed(1)
     noisy = flat["depth"] + 0.02 * torch.randn(flat["depth"].shape, generator=g)  # a predicted depth's noise
     assert estimate_fov(flat["normal"][0], noisy[0]) is None  # a poor fit keeps the fixed camera
     sky = {k: v * 0 for k, v in flat.items()}  # no surface: no estimate, the fixed camera
-    assert estimate_fov(sky["normal"][0], sky["depth"][0]) is None and hint_fov(sky, 3) == DEFAULT_FOV_DEG
+    assert estimate_fov(sky["normal"][0], sky["depth"][0]) is None and hint_camera(sky, 3).fov_deg == DEFAULT_FOV_DEG
 
 
 @pytest.mark.parametrize("fov", [32.0, 55.0])
@@ -290,15 +290,16 @@ def test_the_plane_fit_recovers_the_depths_offset(fov: float) -> None:
 
 @pytest.mark.parametrize("fov", [32.0, 55.0])
 def test_a_known_camera_is_seen_through_the_padding(fov: float) -> None:
-    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_fov, padded_fov
+    from diffusion_renderer.render.hint import DEFAULT_FOV_DEG, estimate_fov, hint_camera, padded_fov
 
     frame = plane_gbuffers(fov, size=96)
     content = {k: v[:, 24:72] for k, v in frame.items()}  # the centre half: what a 96-row frame pads back to 96
     inner = estimate_fov(content["normal"][0], content["depth"][0])
     assert inner is not None and inner < fov - 10  # the content alone is seen through a narrower angle
     assert abs(padded_fov(inner, 48, 96) - fov) < 0.05 and padded_fov(fov, 96, 96) == pytest.approx(fov)
-    assert hint_fov(content, 3, known_fov=inner) == inner  # a known camera wins over the estimate
-    assert hint_fov(content, 2, known_fov=inner) == DEFAULT_FOV_DEG  # models trained on the fixed camera keep it
+    assert hint_camera(content, 3, known_fov=inner).fov_deg == inner  # a known camera wins over the estimate
+    # models trained on the fixed camera keep it
+    assert hint_camera(content, 2, known_fov=inner).fov_deg == DEFAULT_FOV_DEG
 
 
 def test_shards_store_the_hint_through_the_fixed_camera_too() -> None:

@@ -226,11 +226,6 @@ def padded_fov(fov_deg: float, content_height: int, frame_height: int) -> float:
     return math.degrees(2 * math.atan(math.tan(math.radians(fov_deg) / 2) * frame_height / content_height))
 
 
-def hint_fov(gbuffers: Mapping[str, torch.Tensor | None], version: int, known_fov: float | None = None) -> float:
-    """The field of view a hint of ``version`` is shaded with: :func:`hint_camera`'s."""
-    return hint_camera(gbuffers, version, known_fov).fov_deg
-
-
 def hint_camera(
     gbuffers: Mapping[str, torch.Tensor | None], version: int, known_fov: float | None = None
 ) -> HintCamera:

@@ -20,9 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from diffusion_renderer.lighting.white_balance import LUMA
 from diffusion_renderer.render.splitsum import camera_rays, equirect_directions, equirect_solid_angles
 
-LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709: a light's power is its luminance
 NEAR_STEP = 0.005  # the march's first step, in median depths of the frame's surfaces
 REACH = 0.5  # its last: an occluder farther than half the scene's depth casts no shadow here
 THICKNESS = 0.1  # a sample at most this far behind the stored depth (median depths) is blocked: surfaces have depth
@@ -35,7 +35,7 @@ def light_directions(equirect: torch.Tensor, count: int) -> torch.Tensor:
     """(count, 3) directions toward the light of an (H, W, 3) equirect (split-sum's frame), drawn by power at
     evenly spaced quantiles of its CDF. Computed in float64 on the CPU, so every device draws the same ones."""
     height, width, _ = equirect.shape
-    luma = equirect.detach().cpu().double() @ torch.tensor(LUMA, dtype=torch.float64)  # (H, W)
+    luma = equirect.detach().cpu().double() @ torch.from_numpy(LUMA).double()  # (H, W): a light's power
     cdf = (luma.clamp(min=0) * equirect_solid_angles(height, width, dtype=torch.float64)).flatten().cumsum(0)
     quantiles = (torch.arange(count, dtype=torch.float64) + 0.5) / count * cdf[-1]
     index = torch.searchsorted(cdf, quantiles).clamp(max=cdf.numel() - 1)
