@@ -7,9 +7,9 @@ Per held-out clip (first frame), whole-frame PSNR against the path-traced truth 
 * ``hint``: the forward model's shading hint as it is (version 3: split-sum, no shadows);
 * ``hint_shadowed_oracle`` / ``hint_shadowed``: the hint times a screen-space shadow factor (:func:`shadow_factor`),
   with the true planar depth and camera, or with the camera and depth offset fitted to the G-buffers as the hint's
-  field of view is (:func:`estimate_camera`; no shadows where the fit is refused);
+  field of view is (``render.hint.hint_camera``, as version 4 fits it; no shadows where the fit is refused);
 * ``hint_v4``: the package's hint version 4, which is that at half resolution with 32 light directions and 16 steps
-  (what a pipeline can afford), its camera fitted by ``render.hint.hint_camera``.
+  (what a pipeline can afford), through the same camera.
 
 The shadow factor is ``render.shadows``: K light directions drawn from the environment by power, for each surface
 pixel a march along each direction through the depth buffer (a sample behind the stored surface by less than a
@@ -50,29 +50,20 @@ from diffusion_renderer.render.shadows import light_directions, shadow_factor
 KEYS = ("direct", "one_bounce", "hint", "hint_shadowed_oracle", "hint_shadowed", "hint_v4")
 
 
-def estimate_camera(normal: torch.Tensor, depth: torch.Tensor) -> tuple[float, float] | None:
-    """(field of view in degrees, offset b of the normalised depth d = a z + b) from one frame's G-buffers, by the
-    fit and the rule of ``render.hint.estimate_fov`` (which keeps only the field of view); None where it refuses."""
-    fit = hint_module.plane_fit(normal, depth)
-    fov = None if fit is None else hint_module.fov_from_tangent(fit[0])
-    return None if fov is None else (fov, fit[1] / fit[0])
-
-
 def shadowed(
     hint: torch.Tensor,
     gbuffers: dict,
     surface: torch.Tensor,
     directions: torch.Tensor,
-    camera: tuple[float, float] | None,
+    camera: hint_module.HintCamera,
 ) -> torch.Tensor:
-    """The hint times the full-resolution shadow factor with the fitted ``camera`` (:func:`estimate_camera`; the
-    hint itself where the fit was refused)."""
-    if camera is None:
+    """The hint times the full-resolution shadow factor through the fitted ``camera`` (``hint_camera``, as version 4
+    fits it; the hint itself where it has no depth offset)."""
+    if camera.depth_offset is None:
         return hint
-    fov, offset = camera
-    z = (gbuffers["depth"][0, ..., 0] - offset).clamp(min=1e-3)
+    z = (gbuffers["depth"][0, ..., 0] - camera.depth_offset).clamp(min=1e-3)
     normal = F.normalize(gbuffers["normal"][0], dim=-1)
-    return hint * shadow_factor(z, normal, surface, fov, directions)[..., None]
+    return hint * shadow_factor(z, normal, surface, camera.fov_deg, directions)[..., None]
 
 
 def path_traced(spec, spp: int) -> dict[str, np.ndarray]:
@@ -96,7 +87,7 @@ class ClipInputs:
     env_hdr: torch.Tensor  # (1, H, W, 3) camera-frame HDR condition
     surface: torch.Tensor  # (H, W) bool: the hint's surface pixels
     light: torch.Tensor  # (K, 3) directions toward the light
-    camera: tuple[float, float] | None  # fitted (field of view, depth offset), None where refused
+    camera: hint_module.HintCamera  # fitted as version 4 fits it; no depth offset where refused
 
 
 def clip_inputs(data: Path, name: str, directions: int) -> ClipInputs:
@@ -106,13 +97,14 @@ def clip_inputs(data: Path, name: str, directions: int) -> ClipInputs:
     env_hdr = lighting_conditions(spec, *gbuffers["normal"].shape[1:3], 1).env_hdr.float()
     surface = ~hint_module.background_mask(gbuffers, 3)[0, ..., 0]
     light = light_directions(hint_module.equirect_from_condition(env_hdr[0]), directions)
-    camera = estimate_camera(gbuffers["normal"][0], gbuffers["depth"][0])
+    camera = hint_module.hint_camera(gbuffers, 4)
     return ClipInputs(clip, spec, gbuffers, env_hdr, surface, light, camera)
 
 
 def render_hint(inputs: ClipInputs, version: int = 3) -> torch.Tensor:
     """(H, W, 3) linear: the hint of ``version`` (3: the shipped forward model's, 4: with the package's shadows)."""
-    return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, version)[0]
+    camera = inputs.camera if version >= 4 else None  # version 3's own camera (no depth offset) otherwise
+    return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, version, camera)[0]
 
 
 def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
@@ -131,7 +123,12 @@ def clip_row(data: Path, name: str, spp: int, directions: int) -> dict:
         "hint_v4": display_rgb(render_hint(inputs, 4).numpy())[None],
     }
     scores = {key: round(float(psnr(frames[key], clip.rgb)), 3) for key in KEYS}
-    return {"clip": name, "light": spec.lighting.name, "camera_fitted": inputs.camera is not None, **scores}
+    return {
+        "clip": name,
+        "light": spec.lighting.name,
+        "camera_fitted": inputs.camera.depth_offset is not None,
+        **scores,
+    }
 
 
 def timing(data: Path, name: str, directions: int) -> dict[str, float]:
