@@ -96,7 +96,7 @@ OFFICIAL_NETS["forward-small"] = {
     "additional_concat_ch": 8 * (SMALL_LATENT_CHANNELS + 1),  # 8 keys x (latent + mask), the official layout
     "use_context_embedding": False,
 }
-# Medium: the shipped `tiny` forward model's size (as forward-medium-residual, below). The small layout widened to
+# Medium: the shipped `tiny` forward model's size (as forward-medium-shadow, below). The small layout widened to
 # 256 (4 heads of 64) and deepened to 10 blocks, about 11M parameters (forward: 11.4 MB as int8, which with the 4 MB
 # small inverse fits the 16 MiB weight budget). Why: the 6 x 192 forward model plateaued at 15.5-15.8 dB on held-out
 # maps over 17k steps, below split-sum's 23 dB, even on new scenes under its own training maps (19 dB): it underfits
@@ -128,7 +128,7 @@ OFFICIAL_NETS["forward-medium-residual"] = {
 # G-buffers). Why: split-sum has no shadows, and the network had to learn them anew for each kind of light; with them
 # the hint alone scores 23.7 dB on held-out maps, against 22.3 (benchmarks/visibility.py). Fine-tuned from a
 # forward-medium-residual file with its weights as they are (training.trainer.adapt_to_config: only the hint's
-# version differs).
+# version differs). The shipped `tiny` forward model since run 35 (5,985 steps from run 31): 24.1 -> 25.0 dB.
 OFFICIAL_NETS["forward-medium-shadow"] = {**OFFICIAL_NETS["forward-medium-residual"], "shading_hint": 4}
 # Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
 # ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
