@@ -10,6 +10,12 @@ Usage: python benchmarks/correction_strength.py DATA[:SPLIT] [DATA[:SPLIT] ...] 
 [--model tiny] [--max-clips N] [--alphas 0 0.25 ...] [--label DATA=NAME ...]. First frame of each clip; SPLIT
 defaults to val. It also draws ``X.png``: PSNR against alpha, one panel per set, one line per light.
 ``--plot-only`` redraws the chart from an existing ``X.json``.
+
+Exposure: per clip it also fits one exposure gain (``eval.metrics.exposure_gain``: least squares in linear light
+over the unclipped truth) to the hint and to the model's frame, and records it as log2 (stops; > 0: the frame is
+too dark) with the PSNR after it (``psnr_exposure``). This splits the correction into the part that sets the
+frame's overall brightness and the part that shapes it: where the model's mean |log2 gain| is above its hint's, the
+correction has moved the exposure away from the truth.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from diffusion_renderer.eval.evaluate import (
     render_forward,
     scene_of,
 )
-from diffusion_renderer.eval.metrics import psnr
+from diffusion_renderer.eval.metrics import exposure_gain, exposure_psnr, psnr
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.models.specs import load_model
@@ -66,11 +72,31 @@ def clip_row(pipe: ForwardRenderingPipeline, data: Path, split: str, name: str, 
         "psnr": [psnr(blend, clip.rgb) for blend in blends],
         "psnr_fg": [psnr(blend, clip.rgb, mask) for blend in blends],
     }
+    exposure = {  # the whole frame: one gain each, the truth's clipped pixels left out of the fit
+        f"{key}_{stat}": round(value, 3)
+        for key, image in (("hint", hint), ("model", frame))
+        for stat, value in (
+            ("log2_gain", float(np.log2(exposure_gain(image, clip.rgb)))),
+            ("psnr_exposure", exposure_psnr(image, clip.rgb)),
+        )
+    }
     return {
         "clip": name,
         "light": spec.lighting.name,
         **{k: [round(float(s), 3) for s in v] for k, v in scores.items()},
+        "exposure": exposure,
     }
+
+
+EXPOSURE_KEYS = ("hint_log2_gain", "model_log2_gain", "hint_psnr_exposure", "model_psnr_exposure")
+
+
+def exposure_summary(rows: list[dict]) -> dict[str, float]:
+    """Mean gains (a bias), mean |gains| (an error) and mean PSNRs after the gain, of the hint and the model."""
+    means = {key: float(np.mean([r["exposure"][key] for r in rows])) for key in EXPOSURE_KEYS}
+    for key in ("hint", "model"):
+        means[f"{key}_abs_log2_gain"] = float(np.mean([abs(r["exposure"][f"{key}_log2_gain"]) for r in rows]))
+    return {key: round(value, 3) for key, value in means.items()}
 
 
 def summary(rows: list[dict], alphas: list[float]) -> dict:
@@ -78,7 +104,8 @@ def summary(rows: list[dict], alphas: list[float]) -> dict:
 
     def entry(selected: list[dict]) -> dict:
         means = {key: np.mean([r[key] for r in selected], axis=0).round(3).tolist() for key in ("psnr", "psnr_fg")}
-        return {"clips": len(selected), **means, "best_alpha": alphas[int(np.argmax(means["psnr"]))]}
+        best = alphas[int(np.argmax(means["psnr"]))]
+        return {"clips": len(selected), **means, "best_alpha": best, "exposure": exposure_summary(selected)}
 
     lights = sorted({r["light"] for r in rows})
     return {**entry(rows), "by_light": {light: entry([r for r in rows if r["light"] == light]) for light in lights}}

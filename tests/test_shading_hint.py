@@ -447,9 +447,16 @@ def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path
         {"clip": f"c{i}", "light": light, "psnr": psnr, "psnr_fg": psnr}
         for i, (light, psnr) in enumerate([("a", [20.0, 22.0, 21.0]), ("a", [20.0, 23.0, 22.0]), ("b", [18, 19, 24])])
     ]
+    for row, gain in zip(rows, (0.2, -0.2, 0.5), strict=True):  # light a: no bias, 0.2 stops off either way
+        row["exposure"] = {"hint_log2_gain": 0.1, "model_log2_gain": gain, "hint_psnr_exposure": 20.0}
+        row["exposure"]["model_psnr_exposure"] = 21.0
     summary = correction_strength.summary(rows, alphas)
     assert summary["by_light"]["a"]["best_alpha"] == 0.5 and summary["by_light"]["b"]["best_alpha"] == 1.0
     assert summary["psnr"] == pytest.approx([58 / 3, 64 / 3, 67 / 3], abs=1e-3) and summary["best_alpha"] == 1.0
+    exposure = summary["by_light"]["a"]["exposure"]
+    assert exposure["model_log2_gain"] == 0.0 and exposure["model_abs_log2_gain"] == 0.2
+    assert summary["exposure"]["model_log2_gain"] == pytest.approx(0.5 / 3, abs=1e-3)
+    assert summary["exposure"]["hint_abs_log2_gain"] == 0.1 and summary["exposure"]["model_psnr_exposure"] == 21.0
     record = {"alphas": alphas, "sets": {"set": {"label": "a set", "summary": summary, "clips": rows}}}
     correction_strength.draw_chart(record, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 1000
