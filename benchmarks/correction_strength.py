@@ -76,7 +76,7 @@ def clip_row(pipe: ForwardRenderingPipeline, data: Path, split: str, name: str, 
         f"{key}_{stat}": round(value, 3)
         for key, image in (("hint", hint), ("model", frame))
         for stat, value in (
-            ("log2_gain", float(np.log2(exposure_gain(image, clip.rgb)))),
+            ("log2_gain", float(np.log2(max(exposure_gain(image, clip.rgb), 2.0**-20)))),  # a black frame: finite
             ("psnr_exposure", exposure_psnr(image, clip.rgb)),
         )
     }

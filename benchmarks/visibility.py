@@ -4,7 +4,7 @@ Per held-out clip (first frame), whole-frame PSNR against the path-traced truth 
 * ``direct``: Mitsuba's path tracer at max depth 2 (direct light with exact shadows, no interreflection) and
   ``one_bounce`` (max depth 3), both at ``--spp``: what a renderer that gets visibility right reaches without and
   with one bounce of indirect light, from the scene itself (a ceiling; not something G-buffers alone can give);
-* ``hint``: the forward model's shading hint as it is (version 3: split-sum, no shadows);
+* ``hint``: the shading hint of version 3 (split-sum, no shadows; the shipped forward model's until run 35);
 * ``hint_shadowed_oracle`` / ``hint_shadowed``: the hint times a screen-space shadow factor (:func:`shadow_factor`),
   with the true planar depth and camera, or with the camera and depth offset fitted to the G-buffers as the hint's
   field of view is (``render.hint.hint_camera``, as version 4 fits it; no shadows where the fit is refused);
@@ -102,7 +102,8 @@ def clip_inputs(data: Path, name: str, directions: int) -> ClipInputs:
 
 
 def render_hint(inputs: ClipInputs, version: int = 3) -> torch.Tensor:
-    """(H, W, 3) linear: the hint of ``version`` (3: the shipped forward model's, 4: with the package's shadows)."""
+    """(H, W, 3) linear: the hint of ``version`` (3: no shadows, 4: with the package's shadows, as the shipped
+    forward model takes it since run 35)."""
     camera = inputs.camera if version >= 4 else None  # version 3's own camera (no depth offset) otherwise
     return hint_module.shading_hint(inputs.gbuffers, inputs.env_hdr, version, camera)[0]
 
