@@ -88,7 +88,9 @@ import torch
 
 from diffusion_renderer.conventions import linear_to_srgb, srgb_to_linear
 from diffusion_renderer.data.scenes import (
+    AREA_ROW,
     GROUND_HALF_SIZE,
+    LOBE_ROW,
     LightingSpec,
     MaterialSpec,
     ObjectSpec,
@@ -96,6 +98,8 @@ from diffusion_renderer.data.scenes import (
     make_normal_map,
     make_texture,
     object_mesh,
+    superellipse_radius,
+    superellipse_solid_angle,
 )
 from diffusion_renderer.data.shards import display_rgb
 from diffusion_renderer.lighting.envmap import HDR_MAX, prepare_hdr, project_envmap, rotate_y, sample_latlong
@@ -302,10 +306,11 @@ def bake_procedural(
     """(H, W, 3) float32 equirect HDR *file* of a procedural ``LightingSpec`` (package convention, rotation 0).
 
     Radiance toward world direction d (the texel's, :func:`file_directions`): the sky-to-ground gradient
-    ``lerp(ground, zenith, (d_y + 1) / 2)`` plus, per light, ``colour * exp(-angle(d, light)² / 2 sigma²)``.
-    Light i sits at ``(cos e sin a, sin e, cos e cos a)``, the sun-sky convention. Each lobe's texels are scaled
-    so that they hold the lobe's exact power (:func:`gaussian_lobe_solid_angle`): a lamp narrower than a texel
-    would otherwise gain or lose power by where it falls between texel centres (wide lobes move by < 1 %).
+    ``lerp(ground, zenith, (d_y + 1) / 2)`` plus each light's: a Gaussian lobe ``colour * exp(-angle(d, light)² /
+    2 sigma²)`` or an area light, ``colour`` inside its superellipse (:func:`area_light_mask`). Light i sits at
+    ``(cos e sin a, sin e, cos e cos a)``, the sun-sky convention. Each light's texels are scaled so that they hold
+    its exact power (:func:`gaussian_lobe_solid_angle`, ``scenes.superellipse_solid_angle``): a lamp narrower than
+    a texel would otherwise gain or lose power by where it falls between texel centres (wide ones move by < 1 %).
     """
     if not lighting.procedural:
         raise ValueError("a procedural light without its sky and lights")
@@ -314,14 +319,56 @@ def bake_procedural(
     sky = np.asarray(lighting.procedural[0], dtype=np.float64)
     t = (d[..., 1:2] + 1) / 2
     hdr = sky[3:] * (1 - t) + sky[:3] * t
-    for azimuth, elevation, sigma, *colour in lighting.procedural[1:]:
-        e, a = math.radians(elevation), math.radians(azimuth)
-        direction = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
-        angle = np.arccos(np.clip(d @ direction, -1.0, 1.0))
-        lobe = np.exp(-0.5 * (angle / math.radians(sigma)) ** 2)  # (H, W)
-        lobe *= gaussian_lobe_solid_angle(math.radians(sigma)) / float((lobe * texel_sr).sum())
-        hdr = hdr + lobe[..., None] * np.asarray(colour)
+    for row in lighting.procedural[1:]:
+        if len(row) == LOBE_ROW:
+            azimuth, elevation, sigma, *colour = row
+            angle = np.arccos(np.clip(d @ light_direction(azimuth, elevation), -1.0, 1.0))
+            shape = np.exp(-0.5 * (angle / math.radians(sigma)) ** 2)  # (H, W)
+            solid_angle = gaussian_lobe_solid_angle(math.radians(sigma))
+        elif len(row) == AREA_ROW:
+            *geometry, r, g, b = row
+            colour = [r, g, b]
+            shape = area_light_mask(d, *geometry, texel_rad=math.pi / height)
+            solid_angle = superellipse_solid_angle(*geometry[2:5])
+        else:
+            raise ValueError(f"a procedural light row of {len(row)} values (lobes have {LOBE_ROW}, areas {AREA_ROW})")
+        shape *= solid_angle / max(float((shape * texel_sr).sum()), 1e-30)
+        hdr = hdr + shape[..., None] * np.asarray(colour)
     return np.minimum(hdr, HDR_MAX).astype(np.float32)
+
+
+def light_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """(3,) world direction of a procedural light (the sun-sky convention: azimuth from +z toward +x)."""
+    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
+    return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+
+
+def area_light_mask(
+    d: np.ndarray,
+    azimuth_deg: float,
+    elevation_deg: float,
+    half_width_deg: float,
+    half_height_deg: float,
+    roll_deg: float,
+    exponent: float,
+    texel_rad: float,
+) -> np.ndarray:
+    """(...) coverage in [0, 1] of directions d (..., 3) by an area light: the superellipse of
+    ``scenes.superellipse_solid_angle`` about the light's axis, its width along the horizontal tangent turned by
+    ``roll_deg``. The edge ramps over one texel (``texel_rad``) so that a sharp edge does not alias."""
+    axis = light_direction(azimuth_deg, elevation_deg)
+    horizontal = np.cross(np.array([0.0, 1.0, 0.0]), axis)
+    if np.linalg.norm(horizontal) < 1e-9:  # a light at the zenith or nadir: any tangent is horizontal
+        horizontal = np.array([1.0, 0.0, 0.0])
+    horizontal /= np.linalg.norm(horizontal)
+    vertical = np.cross(axis, horizontal)
+    roll = math.radians(roll_deg)
+    u = math.cos(roll) * horizontal + math.sin(roll) * vertical
+    v = np.cross(axis, u)
+    theta = np.arccos(np.clip(d @ axis, -1.0, 1.0))  # angle from the axis
+    phi = np.arctan2(d @ v, d @ u)
+    edge = superellipse_radius(phi, math.radians(half_width_deg), math.radians(half_height_deg), exponent)
+    return np.clip(0.5 + (edge - theta) / texel_rad, 0.0, 1.0)
 
 
 def gaussian_lobe_solid_angle(sigma: float) -> float:

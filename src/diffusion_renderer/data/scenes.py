@@ -32,7 +32,9 @@ Frames and units
   ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps near the horizon, :func:`sample_night`), the
   light the forward model rendered worst (the held-out street_lamp map, too dark by ~4x); else, with probability
   ``KEY_P`` = 0.25, by a procedural **key-light** map (``procedural_key``: a dim room and 1-3 small, bright studio
-  lights, :func:`sample_key`); with probability
+  lights, :func:`sample_key`); else, with probability ``AREA_P`` = 0.3, by a procedural **area-light** map
+  (``procedural_area``: a sky of any brightness and 1-4 sharp-edged lights of random shapes, :func:`sample_area`);
+  with probability
   ``LIGHT_TINT_P`` = 0.7 the map's white point moves to a colour temperature of 3,500-10,000 K (uniform in
   mireds; a unit-luminance gain, ``lighting/white_balance.py``), and with probability 1/2 it is mirrored
   left-right. All are applied to the map itself (``mitsuba_render.read_environment``), so the render and the
@@ -112,6 +114,10 @@ NIGHT_P = 0.2  # probability that a training scene not given a procedural map ge
 NIGHT_LAMPS = (2, 6)  # lamps of a procedural night map (inclusive)
 KEY_P = 0.25  # probability that a training scene given neither gets a procedural key-light map
 KEY_LIGHTS = (1, 3)  # lights of a key-light map: key, fill, rim (inclusive)
+AREA_P = 0.3  # probability that a training scene given none of the above gets a procedural area-light map
+AREA_LIGHTS = (1, 4)  # sharp-edged lights of an area-light map (inclusive)
+LOBE_ROW = 6  # values of a Gaussian lobe's row in ``LightingSpec.procedural``
+AREA_ROW = 9  # values of an area light's row
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
 # irradiance of 0.4-1.5 (sun at 15-70°) against a median of 2.7 over the bundled HDRIs (0.3 night - 14 studio), so
@@ -234,8 +240,10 @@ class LightingSpec:
     sky_albedo: float = 0.3  # ground albedo of the sky model
     kelvin: float = REFERENCE_KELVIN  # colour temperature the map's white is moved to (reference: unchanged)
     mirror: bool = False  # the map mirrored left-right before anything else
-    # procedural: [zenith r, g, b, ground r, g, b], then per light [azimuth°, elevation°, sigma°, r, g, b] (peak
-    # radiance of the lobe), in the world frame at light rotation 0
+    # procedural: [zenith r, g, b, ground r, g, b], then per light either a Gaussian lobe [azimuth°, elevation°,
+    # sigma°, r, g, b] (peak radiance) or a sharp-edged area light [azimuth°, elevation°, half width°, half height°,
+    # roll°, exponent, r, g, b] (radiance inside; :func:`superellipse_solid_angle`), in the world frame at light
+    # rotation 0
     procedural: list[list[float]] | None = None
 
     def gain(self) -> np.ndarray:
@@ -847,9 +855,10 @@ def sample_scene(
 
 def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
     """A procedural map (probability ``PROCEDURAL_P``), else a procedural night map (``NIGHT_P``), else a key-light
-    map (``KEY_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2) for a scene's light. Every value is
-    drawn whatever the outcome, so each keeps its own random stream; each family added later draws after the
-    others, so the scenes of a seed that it does not change are the ones drawn before it existed."""
+    map (``KEY_P``), else an area-light map (``AREA_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2)
+    for a scene's light. Every value is drawn whatever the outcome, so each keeps its own random stream; each family
+    added later draws after the others, so the scenes of a seed that it does not change are the ones drawn before it
+    existed."""
     procedural = sample_procedural(rng)
     use_procedural = rng.random() < PROCEDURAL_P
     tint = rng.random() < LIGHT_TINT_P
@@ -860,12 +869,16 @@ def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> Lighti
     use_night = rng.random() < NIGHT_P
     key = sample_key(rng)
     use_key = rng.random() < KEY_P
+    area = sample_area(rng)
+    use_area = rng.random() < AREA_P
     if use_procedural:
         lighting = replace(lighting, name="procedural", path="", kind="procedural", procedural=procedural)
     elif use_night:
         lighting = replace(lighting, name="procedural_night", path="", kind="procedural", procedural=night)
     elif use_key:
         lighting = replace(lighting, name="procedural_key", path="", kind="procedural", procedural=key)
+    elif use_area:
+        lighting = replace(lighting, name="procedural_area", path="", kind="procedural", procedural=area)
     return replace(lighting, kelvin=_f(kelvin), mirror=mirror)
 
 
@@ -920,22 +933,29 @@ KEY_MAP = LobeMapRanges(  # a photo studio: a dim room, a key light and perhaps 
 )
 
 
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def _sky_row(rng: np.random.Generator, ranges: LobeMapRanges | AreaMapRanges) -> list[float]:
+    """``[zenith rgb, ground rgb]`` of a procedural map: the ground 5-40 % of the zenith's mean radiance."""
+    zenith = white_balance_gain(rng.uniform(*ranges.zenith_kelvin)) * _log_uniform(rng, *ranges.zenith_radiance)
+    ground = white_balance_gain(rng.uniform(*ranges.ground_kelvin)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
+    return [_f(v) for v in (*zenith, *ground)]
+
+
 def sample_lobe_map(rng: np.random.Generator, ranges: LobeMapRanges) -> list[list[float]]:
     """Rows of a procedural map drawn from ``ranges``: ``[zenith rgb, ground rgb]``, then one
     ``[azimuth°, elevation°, sigma°, peak rgb]`` per lobe, peak radiance = irradiance / 2π sigma² (what
     ``mitsuba_render.bake_procedural`` integrates back to the irradiance)."""
 
-    def log_uniform(low: float, high: float) -> float:
-        return math.exp(rng.uniform(math.log(low), math.log(high)))
-
-    zenith = white_balance_gain(rng.uniform(*ranges.zenith_kelvin)) * log_uniform(*ranges.zenith_radiance)
-    ground = white_balance_gain(rng.uniform(*ranges.ground_kelvin)) * float(np.mean(zenith)) * rng.uniform(0.05, 0.4)
-    rows = [[_f(v) for v in (*zenith, *ground)]]
+    rows = [_sky_row(rng, ranges)]
     for _ in range(int(rng.integers(ranges.lobes[0], ranges.lobes[1] + 1))):
         azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(*ranges.sin_elevation)))
-        sigma = log_uniform(*ranges.sigma_deg)
-        draw = log_uniform if ranges.irradiance_log_uniform else rng.uniform
-        power = draw(*ranges.irradiance) / (2 * math.pi * math.radians(sigma) ** 2)
+        sigma = _log_uniform(rng, *ranges.sigma_deg)
+        low, high = ranges.irradiance
+        irradiance = _log_uniform(rng, low, high) if ranges.irradiance_log_uniform else rng.uniform(low, high)
+        power = irradiance / (2 * math.pi * math.radians(sigma) ** 2)
         colour = white_balance_gain(rng.uniform(*ranges.lobe_kelvin)) * power
         rows.append([_f(v) for v in (azimuth, elevation, sigma, *colour)])
     return rows
@@ -979,3 +999,78 @@ def sample_key(rng: np.random.Generator) -> list[list[float]]:
     (``benchmarks/correction_strength.py``).
     """
     return sample_lobe_map(rng, KEY_MAP)
+
+
+@dataclass(frozen=True)
+class AreaMapRanges:
+    """What a procedural area-light map draws from: the sky of :class:`LobeMapRanges` and sharp-edged superellipse
+    lights (``LightingSpec.procedural`` rows of ``AREA_ROW`` values). Log-uniform unless named uniform."""
+
+    zenith_kelvin: tuple[float, float]  # uniform
+    zenith_radiance: tuple[float, float]
+    ground_kelvin: tuple[float, float]  # uniform
+    lights: tuple[int, int]  # inclusive
+    sin_elevation: tuple[float, float]  # uniform
+    half_width_deg: tuple[float, float]
+    aspect: tuple[float, float]  # half height / half width
+    min_half_deg: float  # no side narrower: sub-degree hot lights make glossy caustics, noisy at 32 spp
+    exponent: tuple[float, float]  # of the superellipse: 1 a diamond, 2 an ellipse, 16 nearly a rectangle
+    irradiance: tuple[float, float]  # at normal incidence, per light
+    kelvin: tuple[float, float]  # uniform
+
+
+AREA_MAP = AreaMapRanges(  # windows, softboxes, panels and lamps before a sky of any brightness
+    zenith_kelvin=(4000.0, 12000.0),
+    zenith_radiance=(0.02, 1.0),
+    ground_kelvin=(3000.0, 6500.0),
+    lights=AREA_LIGHTS,
+    sin_elevation=(0.1, 0.95),
+    half_width_deg=(2.0, 25.0),
+    aspect=(0.2, 1.0),
+    min_half_deg=1.0,
+    exponent=(1.0, 16.0),
+    irradiance=(1.0, 12.0),
+    kelvin=(2700.0, 7500.0),
+)
+
+
+def superellipse_radius(phi: np.ndarray, half_width: float, half_height: float, exponent: float) -> np.ndarray:
+    """Distance from the centre to the edge of the superellipse ``|x / a|^p + |y / b|^p = 1`` along the angle phi
+    (radians from +x): ``(|cos phi / a|^p + |sin phi / b|^p)^(-1/p)``, in the units of a and b."""
+    c, s = np.abs(np.cos(phi)) / half_width, np.abs(np.sin(phi)) / half_height
+    big = np.maximum(c, s)  # factored out: p up to 16 would overflow small sides' powers otherwise
+    return 1.0 / (big * ((c / big) ** exponent + (s / big) ** exponent) ** (1.0 / exponent))
+
+
+def superellipse_solid_angle(half_width_deg: float, half_height_deg: float, exponent: float) -> float:
+    """Solid angle of an area light's shape: a superellipse of half sizes a, b (degrees) drawn in the azimuthal
+    equidistant projection about the light's axis (x, y = theta cos phi, theta sin phi, theta the angle from the
+    axis), so each direction's angle from the axis is exact. ∫ (1 - cos r(phi)) dphi, r the edge's angle."""
+    phi = (np.arange(4096) + 0.5) * (2 * math.pi / 4096)
+    edge = superellipse_radius(phi, math.radians(half_width_deg), math.radians(half_height_deg), exponent)
+    return float((1 - np.cos(np.minimum(edge, math.pi))).mean() * 2 * math.pi)
+
+
+def sample_area(rng: np.random.Generator) -> list[list[float]]:
+    """Sky and lights of a procedural area-light map (``LightingSpec.procedural``; :data:`AREA_MAP`).
+
+    Sky: zenith radiance 0.02-1 (dusk to day) at 4,000-12,000 K, ground 5-40 % of it. Lights: 1-4 sharp-edged
+    superellipses (exponent 1-16: diamonds, ellipses, rounded rectangles and nearly square-cornered panels), half
+    width 2-25° and half height 0.2-1 of it (at least 1°), turned by a random roll, 6-72° up, at 2,700-7,500 K, each
+    delivering 1-12 units of irradiance at normal incidence, log-uniform; radiance = that / the shape's solid angle.
+    Why the family: under the held-out studio map (rectangular softboxes) and street_lamp map (hot lamps beside a lit
+    sky) the forward model darkened its frames (``benchmarks/correction_strength.py``: +0.22 and +0.63 stops against
+    its hint's +0.03 and +0.30), and every other family draws its lights as round Gaussian lobes over a sky of one
+    brightness class; real lights are windows, panels and boxes with hard edges, before skies of any brightness.
+    """
+    ranges = AREA_MAP
+    rows = [_sky_row(rng, ranges)]
+    for _ in range(int(rng.integers(ranges.lights[0], ranges.lights[1] + 1))):
+        azimuth, elevation = rng.uniform(0.0, 360.0), math.degrees(math.asin(rng.uniform(*ranges.sin_elevation)))
+        half_width = _log_uniform(rng, *ranges.half_width_deg)
+        half_height = max(half_width * _log_uniform(rng, *ranges.aspect), ranges.min_half_deg)
+        roll, exponent = rng.uniform(0.0, 180.0), _log_uniform(rng, *ranges.exponent)
+        radiance = _log_uniform(rng, *ranges.irradiance) / superellipse_solid_angle(half_width, half_height, exponent)
+        colour = white_balance_gain(rng.uniform(*ranges.kelvin)) * radiance
+        rows.append([_f(v) for v in (azimuth, elevation, half_width, half_height, roll, exponent, *colour)])
+    return rows
