@@ -85,7 +85,13 @@ def test_training_only_maps_light_training_clips_only(tmp_path) -> None:
     argv = ["--scenes", "16", "--val-fraction", "0.5", "--hdri-dir", str(tmp_path / "maps")]
     assert make_data(out, *argv, "--train-hdri-dir", str(tmp_path / "extra")) == 0
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
-    analytic = {"sunsky", "procedural", "procedural_night", "procedural_key"}  # lights that are no map
+    analytic = {
+        "sunsky",
+        "procedural",
+        "procedural_night",
+        "procedural_key",
+        "procedural_area",
+    }  # lights that are no map
     val = {r["hdri"] for r in records if r["split"] == "val"} - analytic
     train = {r["hdri"] for r in records if r["split"] == "train"} - analytic
     assert len(val) == 1 and val < {"m0", "m1"}  # validation: the held-out map only

@@ -116,12 +116,16 @@ def test_procedural_map_is_bright_at_its_light(elevation: float, azimuth: float)
     np.testing.assert_allclose(tinted, hdr[:, ::-1] * white_balance_gain(3500.0).astype(np.float32), rtol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["night", "key"])
+@pytest.mark.parametrize("family", ["night", "key", "area"])
 def test_small_procedural_lights_keep_their_power_in_the_bake(family: str) -> None:
     from diffusion_renderer.data import scenes
 
     # the family's sampler, its least irradiance per light, how far its lights' peaks stand above its sky at least
-    sample, least, contrast = {"night": (scenes.sample_night, 0.3, 100), "key": (scenes.sample_key, 2.0, 30)}[family]
+    sample, least, contrast = {
+        "night": (scenes.sample_night, 0.3, 100),
+        "key": (scenes.sample_key, 2.0, 30),
+        "area": (scenes.sample_area, 1.0, 1),
+    }[family]
     for seed in range(4):
         rows = sample(np.random.default_rng(seed))
         for lamp in rows[1:]:  # each lamp alone on a black sky: its irradiance at normal incidence survives
@@ -133,9 +137,42 @@ def test_small_procedural_lights_keep_their_power_in_the_bake(family: str) -> No
             theta = (np.arange(height) + 0.5) / height * np.pi
             solid_angle = np.sin(theta)[:, None] * (np.pi / height) * (2 * np.pi / width)  # (H, 1) per texel
             irradiance = (hdr * solid_angle[..., None]).sum((0, 1))  # cosine ~1 within a few sigma
-            stated = np.asarray(lamp[3:]) * 2 * math.pi * math.radians(lamp[2]) ** 2
+            if family == "area":  # radiance over the superellipse
+                stated = np.asarray(lamp[6:]) * scenes.superellipse_solid_angle(*lamp[2:5])
+            else:  # peak radiance of a small Gaussian lobe
+                stated = np.asarray(lamp[3:]) * 2 * math.pi * math.radians(lamp[2]) ** 2
             np.testing.assert_allclose(irradiance, stated, rtol=0.03)
             assert stated.mean() >= least * 0.9 and hdr.max() > contrast * max(rows[0])
+
+
+def test_superellipse_solid_angles_match_their_closed_forms() -> None:
+    from diffusion_renderer.data.scenes import superellipse_solid_angle
+
+    a, b = 12.0, 5.0
+    cap = 2 * math.pi * (1 - math.cos(math.radians(a)))  # a circle of angular radius a: a spherical cap
+    assert superellipse_solid_angle(a, a, 2.0) == pytest.approx(cap, rel=1e-6)
+    small = math.radians(a) * math.radians(b)  # small shapes: the plane areas of a diamond, ellipse and rectangle
+    assert superellipse_solid_angle(a, b, 1.0) == pytest.approx(2 * small, rel=0.01)
+    assert superellipse_solid_angle(a, b, 2.0) == pytest.approx(math.pi * small, rel=0.01)
+    assert superellipse_solid_angle(a, b, 400.0) == pytest.approx(4 * small, rel=0.01)
+
+
+@pytest.mark.parametrize("roll", [0.0, 90.0])
+def test_an_area_light_is_sharp_edged_and_turned_by_its_roll(roll: float) -> None:
+    """A 20° x 8° half-size rectangle 30° up: 13° to the side it covers (width along the horizon at roll 0), 13°
+    higher it does not; at roll 90° the other way round. Its edge ramps over one texel."""
+    elevation, texel = 30.0, math.radians(0.5)
+    axis = render.light_direction(0.0, elevation)
+    side = render.light_direction(13.0 / math.cos(math.radians(elevation)), elevation)  # ~13° along the horizon
+    up = render.light_direction(0.0, elevation + 13.0)
+    d = np.stack([axis, side, up, -axis])
+    mask = render.area_light_mask(d, 0.0, elevation, 20.0, 8.0, roll, 16.0, texel)
+    assert mask[0] == 1.0 and mask[3] == 0.0
+    assert (mask[1], mask[2]) == ((1.0, 0.0) if roll == 0.0 else (0.0, 1.0))
+    # along the width, across the edge at 20°: 0.25° inside 1, on it 1/2, 0.25° outside 0
+    turned = [render.light_direction(0.0, elevation + t) for t in (19.75, 20.0, 20.25)]
+    edge = render.area_light_mask(np.stack(turned), 0.0, elevation, 20.0, 8.0, 90.0, 16.0, texel)
+    np.testing.assert_allclose(edge, [1.0, 0.5, 0.0], atol=1e-6)
 
 
 def test_procedural_scene_renders_and_recomputes_its_conditions() -> None:

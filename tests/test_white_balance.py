@@ -49,8 +49,9 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     procedural = [s for s in specs if s.lighting.name == "procedural"]
     night = [s for s in specs if s.lighting.name == "procedural_night"]
     key = [s for s in specs if s.lighting.name == "procedural_key"]
-    assert 3 <= len(procedural) <= 20 and 1 <= len(night) <= 16 and 1 <= len(key) <= 12
-    assert all(s.lighting.kind == "procedural" for s in procedural + night + key)
+    area = [s for s in specs if s.lighting.name == "procedural_area"]
+    assert 3 <= len(procedural) <= 20 and 1 <= len(night) <= 16 and 1 <= len(key) <= 12 and 1 <= len(area) <= 12
+    assert all(s.lighting.kind == "procedural" for s in procedural + night + key + area)
     for spec in procedural:
         sky, *lights = spec.lighting.procedural
         assert len(sky) == 6 and 1 <= len(lights) <= 4 and all(len(row) == 6 for row in lights)
@@ -63,6 +64,12 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
         sky, *lights = spec.lighting.procedural
         assert len(sky) == 6 and max(sky) <= 0.3 * 1.5 and 1 <= len(lights) <= 3
         assert all(1 <= row[2] <= 6 and 15 <= row[1] <= 60.5 and min(row[3:]) > 30 * max(sky) for row in lights)
+    for spec in area:  # 1-4 sharp-edged lights of 1-25° half sizes, 6-72° up, far brighter than the sky
+        sky, *lights = spec.lighting.procedural
+        assert len(sky) == 6 and max(sky) <= 1.5 and 1 <= len(lights) <= 4 and all(len(row) == 9 for row in lights)
+        for azimuth, elevation, half_width, half_height, roll, exponent, *colour in lights:
+            assert 0 <= azimuth <= 360 and 5.7 <= elevation <= 72 and 0 <= roll <= 180 and 1 <= exponent <= 16
+            assert 2 <= half_width <= 25 and 1 <= half_height <= half_width and min(colour) > max(sky)
     for seed, spec in enumerate(specs[:12]):
         plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_augment=False)
         assert plain.lighting.kelvin == REFERENCE_KELVIN and not plain.lighting.mirror
@@ -82,16 +89,22 @@ def test_scenes_draw_light_variations_independently_of_the_rest() -> None:
     assert SceneSpec.from_dict(old).lighting.kelvin == REFERENCE_KELVIN  # specs written before still load
 
 
-def test_the_key_light_family_leaves_the_other_scenes_of_a_seed_as_they_were(monkeypatch) -> None:
-    """Families added later draw after the others: without key-light maps every other scene is drawn the same."""
+@pytest.mark.parametrize(("share", "name"), [("KEY_P", "procedural_key"), ("AREA_P", "procedural_area")])
+def test_a_later_light_family_leaves_the_other_scenes_of_a_seed_as_they_were(
+    monkeypatch, share: str, name: str
+) -> None:
+    """Families added later draw after the others: without one family every other scene is drawn the same."""
     from diffusion_renderer.data import scenes
 
     specs = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(40)]
-    monkeypatch.setattr(scenes, "KEY_P", 0.0)
+    monkeypatch.setattr(scenes, share, 0.0)
     without = [sample_scene(s, resolution=(16, 16), hdri_paths=HDRIS) for s in range(40)]
-    changed = [a.lighting.name == "procedural_key" for a in specs]
+    changed = [a.lighting.name == name for a in specs]
     assert 1 <= sum(changed) <= 12
-    for spec, plain, is_key in zip(specs, without, changed, strict=True):
-        assert (spec.to_dict() == plain.to_dict()) != is_key
-        if is_key:  # only the map differs: what the light does over the clip stays
-            assert plain.lighting.kind in ("hdri", "sunsky") and spec.lighting.kelvin == plain.lighting.kelvin
+    for spec, plain, is_changed in zip(specs, without, changed, strict=True):
+        unchanged = spec.to_dict() == plain.to_dict()
+        # without key lights a key-light scene may become an area-light one (the family drawn after it)
+        assert unchanged != is_changed
+        if is_changed:  # only the map differs: what the light does over the clip stays
+            assert plain.lighting.name not in ("procedural", "procedural_night", name)
+            assert spec.lighting.kelvin == plain.lighting.kelvin
