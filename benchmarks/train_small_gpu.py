@@ -116,6 +116,9 @@ def main() -> None:
     if args.mode == "generate":
         generate(args)
         return
+    if args.train_hdri_dir and not args.train_hdri_dir.is_dir() and args.generators:
+        # a device call that did not carry the maps: every generator would die and the call train on old clips
+        parser.error(f"--train-hdri-dir {args.train_hdri_dir}: no such folder")
 
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "4"}
@@ -139,10 +142,13 @@ def main() -> None:
         if all(g.poll() is not None for g in generators):
             break
         time.sleep(2)
+    failed = [g.returncode for g in generators if g.poll() not in (None, 0)]  # exited before being stopped
     for generator in generators:
         generator.terminate()
         generator.wait()
     gen_s = time.perf_counter() - start
+    if failed:
+        print(f"{len(failed)} of {len(generators)} data-engine processes failed (logs: generate*.log)", flush=True)
     trainers = {}
     for role in args.roles if args.minutes > 0 else ():  # --minutes 0: a call that only renders
         kept_state = args.state / f"{role}.train_state.safetensors" if args.state else None
@@ -181,6 +187,7 @@ def main() -> None:
         "extra": args.extra,
         "role_extra": role_extra,
         "generators": args.generators,
+        "failed_generators": len(failed),
         "gen_threads": args.gen_threads or None,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

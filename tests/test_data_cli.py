@@ -98,6 +98,14 @@ def test_training_only_maps_light_training_clips_only(tmp_path) -> None:
     assert train & extra and not train & val  # training: its share of the maps plus the extra ones
 
 
+def test_a_light_family_lights_the_training_clips_only(tmp_path) -> None:
+    out = tmp_path / "area"
+    assert make_data(out, "--scenes", "4", "--val-fraction", "0.25", "--light-family", "procedural_area") == 0
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["hdri"] for r in records if r["split"] == "train"] == ["procedural_area"] * 3
+    assert [r["hdri"] for r in records if r["split"] == "val"] != ["procedural_area"]  # a held-out map as it is
+
+
 def test_a_held_out_map_among_the_training_maps_is_refused(tmp_path, capsys) -> None:
     _maps(tmp_path / "maps", ["m0", "m1"], 0.5)
     (tmp_path / "extra").mkdir()

@@ -119,3 +119,14 @@ def test_each_role_gets_its_own_flags_after_the_common_ones(tmp_path: Path) -> N
     assert all(p.lr == 1e-4 and p.init == str(tmp_path / "w" / f"{p.role}.safetensors") for p in parsed.values())
     resumed = build_parser().parse_args(train_small_gpu.train_command(args, "inverse", True, [])[3:])
     assert resumed.resume and resumed.init is None
+
+
+def test_a_call_without_its_training_maps_stops_before_rendering(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A device call that did not carry ``--train-hdri-dir`` once rendered nothing (every generator died on the
+    missing folder) and trained on the last call's clips: it now stops at once, with the folder named."""
+    argv = ["train_small_gpu.py", "--out", str(tmp_path / "o"), "--train-hdri-dir", str(tmp_path / "maps")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        train_small_gpu.main()
+    assert stop.value.code == 2 and "maps: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

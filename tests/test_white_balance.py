@@ -108,3 +108,24 @@ def test_a_later_light_family_leaves_the_other_scenes_of_a_seed_as_they_were(
         if is_changed:  # only the map differs: what the light does over the clip stays
             assert plain.lighting.name not in ("procedural", "procedural_night", name)
             assert spec.lighting.kelvin == plain.lighting.kelvin
+
+
+def test_a_light_family_lights_every_scene_as_the_seed_would_have_drawn_it() -> None:
+    """``light_family`` (``make-data --light-family``): every scene gets that family's map, the very rows the seed
+    draws for it, and the rest of the scene (the colour temperature and mirror too) stays as it was."""
+    from diffusion_renderer.data.scenes import LIGHT_FAMILIES
+
+    for family in LIGHT_FAMILIES:
+        for seed in range(12):
+            plain = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS)
+            forced = sample_scene(seed, resolution=(16, 16), hdri_paths=HDRIS, light_family=family)
+            assert forced.lighting.name == family and forced.lighting.kind == "procedural"
+            a, b = plain.to_dict(), forced.to_dict()
+            la, lb = a.pop("lighting"), b.pop("lighting")
+            assert a == b and la["kelvin"] == lb["kelvin"] and la["mirror"] == lb["mirror"]
+            if plain.lighting.name == family:
+                assert la == lb
+    with pytest.raises(ValueError, match="light_family"):
+        sample_scene(0, resolution=(16, 16), hdri_paths=HDRIS, light_family="sunsky")
+    with pytest.raises(ValueError, match="light_family"):
+        sample_scene(0, resolution=(16, 16), hdri_paths=HDRIS, light_family="procedural", light_augment=False)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffusion_renderer.cli.render import check_output_dir
+from diffusion_renderer.data.scenes import LIGHT_FAMILIES
 
 
 def cmd_make_data(args: argparse.Namespace) -> int:
@@ -29,6 +30,7 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         map_seed=args.map_seed,
         layout=args.layout,
         only_split=args.only_split,
+        light_family=args.light_family,
         progress=not args.quiet,
     )
     print(
@@ -62,6 +64,12 @@ def add_data_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of clips and of env maps")
     p.add_argument("--only-split", choices=("train", "val"), default=None, help="render only this split's clips")
     p.add_argument("--map-seed", type=int, default=0, help="seed of the held-out map choice (not tied to --seed)")
+    p.add_argument(
+        "--light-family",
+        choices=LIGHT_FAMILIES,
+        default=None,
+        help="light every training clip with this procedural family (a test set of one kind of light)",
+    )
     p.add_argument(
         "--layout", choices=("folder", "shards"), default="folder", help="PNG/EXR folders or training shards"
     )

@@ -104,6 +104,7 @@ def make_dataset(
     map_seed: int = 0,
     layout: str = "folder",
     only_split: str | None = None,
+    light_family: str | None = None,
     progress: bool = True,
 ) -> MakeDataReport:
     """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable).
@@ -113,6 +114,8 @@ def make_dataset(
     (PNG/EXR files, see data/storage.py) or ``shards`` (training shards, see data/shards.py; no image codecs).
     ``only_split``: render only the clips of that split (the others are counted as skipped).
     ``train_hdri_dir``: more maps for the training clips only (added to the training share of ``hdri_dir``).
+    ``light_family``: light every training clip with that procedural family (``scenes.LIGHT_FAMILIES``; validation
+    clips keep the held-out maps).
     """
     from diffusion_renderer.data.mitsuba_render import environment_hdr, render_clip
     from diffusion_renderer.data.scenes import sample_scene
@@ -148,6 +151,7 @@ def make_dataset(
             num_frames=frames,
             hdri_paths=val_maps if split == "val" else train_maps,
             light_augment=split == "train",  # validation: the held-out maps as they are
+            light_family=light_family if split == "train" else None,
         )
         buffers = render_clip(spec, variant=VARIANTS[variant], spp=spp)
         z, mask = torch.from_numpy(buffers.depth), torch.from_numpy(buffers.mask)

@@ -118,6 +118,7 @@ AREA_P = 0.3  # probability that a training scene given none of the above gets a
 AREA_LIGHTS = (1, 4)  # sharp-edged lights of an area-light map (inclusive)
 LOBE_ROW = 6  # values of a Gaussian lobe's row in ``LightingSpec.procedural``
 AREA_ROW = 9  # values of an area light's row
+LIGHT_FAMILIES = ("procedural", "procedural_night", "procedural_key", "procedural_area")  # procedural map names
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
 # irradiance of 0.4-1.5 (sun at 15-70°) against a median of 2.7 over the bundled HDRIs (0.3 night - 14 studio), so
@@ -816,11 +817,14 @@ def sample_scene(
     motion: str | None = None,
     spp: int = DEFAULT_SPP,
     light_augment: bool = True,
+    light_family: str | None = None,
 ) -> SceneSpec:
     """Random scene of ``num_frames`` frames at ``resolution`` (H, W), fully determined by ``seed``.
 
     ``light_augment``: the light variations of training clips (a procedural map, colour temperature, mirror; module
-    doc); False keeps the maps as they are.
+    doc); False keeps the maps as they are. ``light_family`` (one of :data:`LIGHT_FAMILIES`, with ``light_augment``)
+    lights every scene with that procedural family, drawn as it would be where the seed picks it: a test set of one
+    kind of light.
 
     ``motion``: one of :data:`MOTIONS`, or None for a seeded random choice. ``hdri_paths``: the environment
     maps to choose from (e.g. the bundled presets: ``[resolve_envmap(n)[1] for n in list_presets()]``).
@@ -829,6 +833,8 @@ def sample_scene(
         raise ValueError("hdri_paths is empty")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if light_family is not None and (light_family not in LIGHT_FAMILIES or not light_augment):
+        raise ValueError(f"light_family must be one of {', '.join(LIGHT_FAMILIES)} with light_augment")
     rng = np.random.default_rng(seed)
     chosen = str(rng.choice(MOTIONS))  # drawn even when given, so the rest of the scene does not depend on it
     motion = chosen if motion is None else motion
@@ -839,7 +845,7 @@ def sample_scene(
     camera = _camera(rng, objects, num_frames, motion)
     lighting = _lighting(rng, hdri_paths, num_frames, motion)
     if light_augment:
-        lighting = _light_variation(np.random.default_rng([seed, 1]), lighting)
+        lighting = _light_variation(np.random.default_rng([seed, 1]), lighting, light_family)
     return SceneSpec(
         seed=int(seed),
         resolution=[int(resolution[0]), int(resolution[1])],
@@ -853,12 +859,12 @@ def sample_scene(
     )
 
 
-def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> LightingSpec:
+def _light_variation(rng: np.random.Generator, lighting: LightingSpec, family: str | None = None) -> LightingSpec:
     """A procedural map (probability ``PROCEDURAL_P``), else a procedural night map (``NIGHT_P``), else a key-light
     map (``KEY_P``), else an area-light map (``AREA_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2)
     for a scene's light. Every value is drawn whatever the outcome, so each keeps its own random stream; each family
     added later draws after the others, so the scenes of a seed that it does not change are the ones drawn before it
-    existed."""
+    existed. ``family`` (one of :data:`LIGHT_FAMILIES`) takes that family's map whatever the draws say."""
     procedural = sample_procedural(rng)
     use_procedural = rng.random() < PROCEDURAL_P
     tint = rng.random() < LIGHT_TINT_P
@@ -871,14 +877,15 @@ def _light_variation(rng: np.random.Generator, lighting: LightingSpec) -> Lighti
     use_key = rng.random() < KEY_P
     area = sample_area(rng)
     use_area = rng.random() < AREA_P
-    if use_procedural:
-        lighting = replace(lighting, name="procedural", path="", kind="procedural", procedural=procedural)
-    elif use_night:
-        lighting = replace(lighting, name="procedural_night", path="", kind="procedural", procedural=night)
-    elif use_key:
-        lighting = replace(lighting, name="procedural_key", path="", kind="procedural", procedural=key)
-    elif use_area:
-        lighting = replace(lighting, name="procedural_area", path="", kind="procedural", procedural=area)
+    drawn = {  # in order of precedence
+        "procedural": (procedural, use_procedural),
+        "procedural_night": (night, use_night),
+        "procedural_key": (key, use_key),
+        "procedural_area": (area, use_area),
+    }
+    name = family or next((name for name, (_, use) in drawn.items() if use), None)
+    if name is not None:
+        lighting = replace(lighting, name=name, path="", kind="procedural", procedural=drawn[name][0])
     return replace(lighting, kelvin=_f(kelvin), mirror=mirror)
 
 
