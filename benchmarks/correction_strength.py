@@ -16,6 +16,12 @@ over the unclipped truth) to the hint and to the model's frame, and records it a
 too dark) with the PSNR after it (``psnr_exposure``). This splits the correction into the part that sets the
 frame's overall brightness and the part that shapes it: where the model's mean |log2 gain| is above its hint's, the
 correction has moved the exposure away from the truth.
+
+Following the light (``--light-stops -1 1``): per clip it also renders the hint and the model with the light's
+intensity scaled by 2^s, and fits one gain from that frame to its frame at the clip's light times 2^s (linear
+light, pixels clipped in neither left out; log2, > 0: the frame at the changed light is too dark for it). Light
+transport is linear, so a renderer that follows the light scores 0; the hint does, up to its clipping. A model that
+keeps its frame's brightness when the light changes scores s. This needs no truth at the other intensities.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ import argparse
 import datetime as dt
 import json
 import platform
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.conventions import GBUFFER_KEYS, srgb_to_linear
+from diffusion_renderer.data.scenes import SceneSpec
 from diffusion_renderer.data.storage import MASK_KEY, meta_path, read_clip
 from diffusion_renderer.eval.evaluate import (
     EvalConfig,
@@ -40,7 +49,7 @@ from diffusion_renderer.eval.evaluate import (
     render_forward,
     scene_of,
 )
-from diffusion_renderer.eval.metrics import exposure_gain, exposure_psnr, psnr
+from diffusion_renderer.eval.metrics import CLIPPED, exposure_gain, exposure_psnr, psnr
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.models.specs import load_model
@@ -58,14 +67,38 @@ def render_hint(pipe: ForwardRenderingPipeline, gbuffers: dict[str, np.ndarray],
     return pipe.postprocess(hint, fit, "np")
 
 
-def clip_row(pipe: ForwardRenderingPipeline, data: Path, split: str, name: str, alphas: list[float]) -> dict:
-    """One clip's PSNR at each alpha, and its light."""
+def follow_error(frame: np.ndarray, base: np.ndarray, stops: float) -> float:
+    """How far a frame rendered under the light scaled by 2^stops misses ``base`` (the frame under the light itself)
+    scaled by as much: log2 of the least-squares gain k with k * frame ~ base * 2^stops in linear light, over the
+    pixels that neither sRGB frame clips. 0: the frame follows the light; > 0: it is too dark for it."""
+    keep = (frame < CLIPPED).all(axis=-1) & (base < CLIPPED).all(axis=-1)
+    ours, target = srgb_to_linear(frame[keep].astype(np.float64)), srgb_to_linear(base[keep].astype(np.float64))
+    target = target * 2.0**stops
+    return float(np.log2(max((ours * target).sum(), 1e-20) / max((ours * ours).sum(), 1e-20)))
+
+
+def render_pair(
+    pipe: ForwardRenderingPipeline, gbuffers: dict[str, np.ndarray], spec: SceneSpec, config: EvalConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(1, H, W, 3) each: the model's frame (its defaults) and its hint under the clip's light."""
+    frame = render_forward(pipe, gbuffers, spec, config)
+    return frame, render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame)))
+
+
+def clip_row(
+    pipe: ForwardRenderingPipeline,
+    data: Path,
+    split: str,
+    name: str,
+    alphas: list[float],
+    light_stops: Sequence[float] = (),
+) -> dict:
+    """One clip's PSNR at each alpha, its exposure gains (and how it follows the light), and its light."""
     clip = cut_clip(read_clip(data, split, name), 1)
     spec = scene_of(clip.meta, meta_path(data, split, name))
     gbuffers = {key: clip.gbuffers[key] for key in GBUFFER_KEYS}
     config = EvalConfig(data=data, out=Path("."), mode="forward", model="", seed=SEED, progress=False)
-    frame = render_forward(pipe, gbuffers, spec, config)  # (1, H, W, 3), the model's defaults
-    hint = render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame)))
+    frame, hint = render_pair(pipe, gbuffers, spec, config)
     mask = clip.gbuffers[MASK_KEY]
     blends = [np.clip(hint + a * (frame - hint), 0, 1) for a in alphas]
     scores = {  # the eval's two PSNRs: the whole frame (its headline) and the foreground
@@ -80,6 +113,11 @@ def clip_row(pipe: ForwardRenderingPipeline, data: Path, split: str, name: str, 
             ("psnr_exposure", exposure_psnr(image, clip.rgb)),
         )
     }
+    for stops in light_stops:  # the same clip under a brighter or dimmer light: no truth needed
+        light = replace(spec.lighting, intensity=spec.lighting.intensity * 2.0**stops)
+        scaled = render_pair(pipe, gbuffers, replace(spec, lighting=light), config)
+        for key, image, base in (("hint", scaled[1], hint), ("model", scaled[0], frame)):
+            exposure[f"{key}_follow_{stops:+g}"] = round(follow_error(image, base, stops), 3)
     return {
         "clip": name,
         "light": spec.lighting.name,
@@ -93,7 +131,8 @@ EXPOSURE_KEYS = ("hint_log2_gain", "model_log2_gain", "hint_psnr_exposure", "mod
 
 def exposure_summary(rows: list[dict]) -> dict[str, float]:
     """Mean gains (a bias), mean |gains| (an error) and mean PSNRs after the gain, of the hint and the model."""
-    means = {key: float(np.mean([r["exposure"][key] for r in rows])) for key in EXPOSURE_KEYS}
+    follow = [key for key in rows[0]["exposure"] if "_follow_" in key]  # --light-stops, when it was given
+    means = {key: float(np.mean([r["exposure"][key] for r in rows])) for key in (*EXPOSURE_KEYS, *follow)}
     for key in ("hint", "model"):
         means[f"{key}_abs_log2_gain"] = float(np.mean([abs(r["exposure"][f"{key}_log2_gain"]) for r in rows]))
     return {key: round(value, 3) for key, value in means.items()}
@@ -143,6 +182,9 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
     parser.add_argument("--label", nargs="+", default=[], metavar="DATA=NAME", help="a set's name in the chart")
     parser.add_argument("--plot-only", action="store_true", help="redraw the chart of an existing --out")
+    parser.add_argument(
+        "--light-stops", type=float, nargs="+", default=[], help="also render each clip under its light x 2^s"
+    )
     args = parser.parse_args()
     if args.plot_only:
         draw_chart(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
@@ -161,7 +203,7 @@ def main() -> None:
     pipe = ForwardRenderingPipeline.from_model(model)
     sets = {}
     for item, (data, split) in splits.items():
-        rows = [clip_row(pipe, data, split, c, args.alphas) for c in tqdm(clips[item], desc=item)]
+        rows = [clip_row(pipe, data, split, c, args.alphas, args.light_stops) for c in tqdm(clips[item], desc=item)]
         sets[item] = {"label": labels.get(item, item), "summary": summary(rows, args.alphas), "clips": rows}
     record = {
         "benchmark": "correction_strength",
@@ -170,6 +212,7 @@ def main() -> None:
         "torch": torch.__version__,
         "model": args.model,
         "alphas": args.alphas,
+        "light_stops": args.light_stops,
         "sets": sets,
     }
     with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file

@@ -462,6 +462,27 @@ def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path
     assert (tmp_path / "chart.png").stat().st_size > 1000
 
 
+def test_correction_strength_follow_error_is_zero_for_a_frame_that_follows_the_light() -> None:
+    import sys
+    from pathlib import Path
+
+    from diffusion_renderer.conventions import linear_to_srgb, srgb_to_linear
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import correction_strength
+
+    base = np.random.default_rng(0).uniform(0.05, 0.7, (1, 16, 16, 3))  # sRGB
+    for stops in (-1.0, 1.0):
+        follows = linear_to_srgb(np.clip(srgb_to_linear(base) * 2.0**stops, 0, 1))
+        assert correction_strength.follow_error(follows, base, stops) == pytest.approx(0.0, abs=1e-9)
+        assert correction_strength.follow_error(base, base, stops) == pytest.approx(stops)  # ignores the change
+    clipped = base.copy()
+    clipped[0, :4] = 1.0  # a clipped row says nothing about the exposure, in either frame
+    follows = linear_to_srgb(srgb_to_linear(base) * 0.5)
+    assert correction_strength.follow_error(follows, clipped, -1.0) == pytest.approx(0.0, abs=1e-9)
+    assert correction_strength.follow_error(clipped, base, 0.0) == pytest.approx(0.0, abs=1e-9)
+
+
 def pillar_scene(fov: float, size: int = 64) -> tuple[torch.Tensor, ...]:
     """:func:`plane_depth`'s ground with a pillar standing on it: planar depth (H, W) (1e3 on the sky), unit normals
     (H, W, 3), the ground and pillar masks (H, W)."""
