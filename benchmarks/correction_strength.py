@@ -7,8 +7,8 @@ held-out maps and on one lit by training maps (``make-data --only-split train --
 ``--split train``): the difference between the two is what lights the model has not seen cost its correction.
 
 Usage: python benchmarks/correction_strength.py DATA[:SPLIT] [DATA[:SPLIT] ...] --out results/X.json
-[--model tiny] [--max-clips N] [--alphas 0 0.25 ...] [--label DATA=NAME ...]. First frame of each clip; SPLIT
-defaults to val. It also draws ``X.png``: PSNR against alpha, one panel per set, one line per light.
+[--model tiny] [--max-clips N] [--alphas 0 0.25 ...] [--label DATA=NAME ...] [--light-stops -1 1]. First frame of
+each clip; SPLIT defaults to val. It also draws ``X.png``: PSNR against alpha, one panel per set, one line per light.
 ``--plot-only`` redraws the chart from an existing ``X.json``.
 
 Exposure: per clip it also fits one exposure gain (``eval.metrics.exposure_gain``: least squares in linear light
