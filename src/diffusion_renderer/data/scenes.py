@@ -1069,6 +1069,8 @@ def sample_area(rng: np.random.Generator) -> list[list[float]]:
     sky) the forward model darkened its frames (``benchmarks/correction_strength.py``: +0.22 and +0.63 stops against
     its hint's +0.03 and +0.30), and every other family draws its lights as round Gaussian lobes over a sky of one
     brightness class; real lights are windows, panels and boxes with hard edges, before skies of any brightness.
+    It was not the cause: a model that had never seen this family rendered it without darkening. The model follows
+    only part of a change in the light's level (``correction_strength.py --light-stops``; benchmarks/README.md).
     """
     ranges = AREA_MAP
     rows = [_sky_row(rng, ranges)]
