@@ -23,6 +23,7 @@ from diffusion_renderer.data.scenes import (
     ObjectSpec,
     SceneSpec,
     euler_matrix,
+    light_direction,
     look_at,
     make_normal_map,
     object_mesh,
@@ -162,15 +163,15 @@ def test_an_area_light_is_sharp_edged_and_turned_by_its_roll(roll: float) -> Non
     """A 20° x 8° half-size rectangle 30° up: 13° to the side it covers (width along the horizon at roll 0), 13°
     higher it does not; at roll 90° the other way round. Its edge ramps over one texel."""
     elevation, texel = 30.0, math.radians(0.5)
-    axis = render.light_direction(0.0, elevation)
-    side = render.light_direction(13.0 / math.cos(math.radians(elevation)), elevation)  # ~13° along the horizon
-    up = render.light_direction(0.0, elevation + 13.0)
+    axis = light_direction(0.0, elevation)
+    side = light_direction(13.0 / math.cos(math.radians(elevation)), elevation)  # ~13° along the horizon
+    up = light_direction(0.0, elevation + 13.0)
     d = np.stack([axis, side, up, -axis])
     mask = render.area_light_mask(d, 0.0, elevation, 20.0, 8.0, roll, 16.0, texel)
     assert mask[0] == 1.0 and mask[3] == 0.0
     assert (mask[1], mask[2]) == ((1.0, 0.0) if roll == 0.0 else (0.0, 1.0))
     # along the width, across the edge at 20°: 0.25° inside 1, on it 1/2, 0.25° outside 0
-    turned = [render.light_direction(0.0, elevation + t) for t in (19.75, 20.0, 20.25)]
+    turned = [light_direction(0.0, elevation + t) for t in (19.75, 20.0, 20.25)]
     edge = render.area_light_mask(np.stack(turned), 0.0, elevation, 20.0, 8.0, 90.0, 16.0, texel)
     np.testing.assert_allclose(edge, [1.0, 0.5, 0.0], atol=1e-6)
 

@@ -95,6 +95,7 @@ from diffusion_renderer.data.scenes import (
     MaterialSpec,
     ObjectSpec,
     SceneSpec,
+    light_direction,
     make_normal_map,
     make_texture,
     object_mesh,
@@ -241,8 +242,7 @@ def _bake_sunsky_cached(
     elevation_deg: float, azimuth_deg: float, turbidity: float, albedo: float, height: int, width: int
 ) -> np.ndarray:
     mi = load_mitsuba(mi_variant_for_baking())
-    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
-    sun = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+    sun = light_direction(azimuth_deg, elevation_deg)
     local = _WORLD_TO_SUNSKY  # world -> the emitter's frame (its zenith is local +z)
     params = {"type": "sunsky", "sun_direction": (local @ sun).tolist(), "turbidity": turbidity, "albedo": albedo}
     sky = mi.load_dict({**params, "sun_scale": 0.0})
@@ -335,12 +335,6 @@ def bake_procedural(
         shape *= solid_angle / max(float((shape * texel_sr).sum()), 1e-30)
         hdr = hdr + shape[..., None] * np.asarray(colour)
     return np.minimum(hdr, HDR_MAX).astype(np.float32)
-
-
-def light_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    """(3,) world direction of a procedural light (the sun-sky convention: azimuth from +z toward +x)."""
-    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
-    return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
 
 
 def area_light_mask(

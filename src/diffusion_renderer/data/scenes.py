@@ -218,6 +218,13 @@ class CameraSpec:
     c2w: list[list[list[float]]]  # (T, 4, 4) camera-to-world, OpenGL axes (+x right, +y up, looks along -z)
 
 
+def light_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """(3,) float64 world direction at ``elevation_deg`` above the ground and ``azimuth_deg`` from +z toward +x:
+    ``(cos e sin a, sin e, cos e cos a)``, the sun's and every procedural light's."""
+    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
+    return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+
+
 @dataclass
 class LightingSpec:
     """Environment lighting: an HDRI file (``kind="hdri"``), Mitsuba's analytic sun and sky (``"sunsky"``) or a
@@ -253,8 +260,7 @@ class LightingSpec:
 
     def sun_direction(self) -> np.ndarray:
         """(3,) float64 world direction toward the sun at light rotation 0 (sunsky)."""
-        e, a = math.radians(self.sun_elevation_deg), math.radians(self.sun_azimuth_deg)
-        return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+        return light_direction(self.sun_azimuth_deg, self.sun_elevation_deg)
 
     def angles_deg(self) -> np.ndarray:
         """(T,) float64 total light rotation about +y per frame, degrees (``rotations`` of ``project_envmap``)."""
