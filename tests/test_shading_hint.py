@@ -585,3 +585,80 @@ def test_the_plane_fit_with_a_known_camera_recovers_the_offset(fov: float) -> No
     t = math.tan(math.radians(fov) / 2)
     free, known = plane_fit(flat["normal"][0], flat["depth"][0]), plane_fit(flat["normal"][0], flat["depth"][0], t=t)
     assert known[0] == t and known[1] / t == pytest.approx(free[1] / free[0], abs=0.01)
+
+
+# ------------------------------------------------------------------------------------------ exposure normalisation
+
+
+def test_hint_level_scales_with_the_light_and_ignores_a_few_hot_pixels() -> None:
+    from diffusion_renderer.render.hint import hint_level
+
+    hints = torch.rand(3, 2, 32, 32, 3, generator=torch.Generator().manual_seed(0))  # (B, T, H, W, 3)
+    level = hint_level(hints, channel_dim=-1)
+    assert level.shape == (3,) and torch.allclose(hint_level(hints * 7.5, channel_dim=-1), level * 7.5)
+    assert torch.allclose(hint_level(hints.movedim(-1, 2), channel_dim=2), level)  # the bank's (B, T, 3, H, W)
+    hot = hints.clone()
+    hot[0, 0, :2, :2] = 1e4  # a sun in the background: 4 of 2,048 pixels
+    assert abs(float(hint_level(hot, channel_dim=-1)[0] / level[0]) - 1) < 0.02
+    assert float(hot[0].mean() / hints[0].mean()) > 30  # which would set a plain mean
+
+
+def test_normalizing_gain_dims_any_amount_and_brightens_at_most_one_stop() -> None:
+    from diffusion_renderer.render.hint import MAX_EXPOSURE_GAIN, normalizing_gain
+
+    gain = normalizing_gain(torch.tensor([2.0, 0.2, 0.15, 0.01, 0.0]), 0.2)
+    assert torch.allclose(gain, torch.tensor([0.1, 1.0, 0.2 / 0.15, MAX_EXPOSURE_GAIN, MAX_EXPOSURE_GAIN]))
+
+
+def test_scale_display_is_the_frame_of_scaled_radiance() -> None:
+    from diffusion_renderer.conventions import scale_display
+
+    radiance = torch.rand(4, 8, 8, 3, generator=torch.Generator().manual_seed(1)) * 0.9
+    for factor in (0.25, 1.0, 3.0):
+        assert torch.allclose(scale_display(display_rgb(radiance), factor), display_rgb(radiance * factor), atol=1e-5)
+
+
+def test_a_normalising_model_follows_the_lights_strength_exactly() -> None:
+    """The pipeline brings each light to the model's hint level and scales the frame back, so a light twice as
+    strong renders a frame of twice the radiance (where neither is clipped), whatever the network does; the same
+    network without the normalisation does not."""
+    from diffusion_renderer.conventions import srgb_to_linear
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+    model = load_model("random:forward-medium-normalized", "forward")
+    torch.nn.init.normal_(model.transformer.proj_out.weight, std=0.05)  # a trained model's correction is not zero
+    pipe = ForwardRenderingPipeline.from_model(model)
+    gbuffers = {k: v.numpy() for k, v in random_gbuffers(3).items()}
+    raw = smooth_panorama(2).numpy()
+    gains: list[float] = []
+    exposure_gain = pipe.exposure_gain
+    pipe.exposure_gain = lambda hint, fit: gains.append(exposure_gain(hint, fit)) or gains[-1]
+
+    def radiance(strength: float) -> np.ndarray:
+        kwargs = {"num_inference_steps": 1, "processing_resolution": SIZE, "progress": False}
+        frame = pipe(gbuffers, raw * strength, generator=torch.Generator().manual_seed(0), **kwargs).images[0]
+        return srgb_to_linear(frame.astype(np.float64))
+
+    def follow_error(low: np.ndarray, high: np.ndarray) -> float:
+        seen = (high < 0.95) & (low > 1e-3)  # neither clipped nor black
+        assert seen.mean() > 0.3
+        return float(np.abs(np.log2(high[seen] / (2 * low[seen]))).max())
+
+    low, high = radiance(1.0), radiance(2.0)
+    assert pipe.exposure_level > 0 and max(gains) < 1 and gains[0] == pytest.approx(2 * gains[1], rel=1e-4)
+    assert follow_error(low, high) < 0.01
+    pipe.transformer.register_to_config(exposure_level=0.0)
+    assert follow_error(radiance(1.0), radiance(2.0)) > 0.1 and gains[-1] == 1.0
+
+
+def test_a_shadow_model_adapts_to_normalised_exposure_with_its_weights() -> None:
+    from diffusion_renderer.models.configs import EXPOSURE_LEVEL
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.training.trainer import TrainConfig, adapt_to_config
+
+    shadow = load_model("random:forward-medium-shadow", "forward").transformer
+    adapted = adapt_to_config(shadow, TrainConfig(role="forward", model_config="medium-normalized"))
+    assert adapted.config.exposure_level == EXPOSURE_LEVEL and shadow.config.exposure_level == 0.0
+    state = adapted.state_dict()
+    assert all(torch.equal(value, state[key]) for key, value in shadow.state_dict().items())

@@ -276,6 +276,32 @@ def test_exposure_scales_frame_and_light_by_one_gain(bank):
         old.sample(2, 1, torch.Generator(), exposure_stops=1.0)
 
 
+def test_exposure_normalisation_brings_every_light_to_the_models_hint_level(bank):
+    """With an exposure level, each example's light is scaled so that its hint has that level, and its frame with
+    it: the batch does not depend on the light's strength (a bank four times as bright draws the same batch, and so
+    does exposure augmentation), while without it the brighter bank draws brighter frames."""
+    from diffusion_renderer.render.hint import hint_level
+
+    frames = bank.tensors["shading_linear"].float().flatten(0, 1)[:, None]  # (N T, 1, 3, H, W): one clip a frame
+    level = 0.25 * float(hint_level(frames, channel_dim=2).min())  # every example is dimmed: no bound reached
+    bright = FrameBank({k: v * 4 if k in HDR_KEYS else v for k, v in bank.tensors.items()}, bank.names)
+    keys = ("rgb", "env_ldr", "env_log", "shading")
+
+    def draw(source: FrameBank, **kwargs) -> dict[str, torch.Tensor]:
+        return source.sample(8, FRAMES, torch.Generator().manual_seed(4), flip=False, keys=keys, **kwargs)
+
+    normal = draw(bank, exposure_level=level)
+    for other in (draw(bright, exposure_level=level), draw(bank, exposure_level=level, exposure_stops=1.5)):
+        assert all(torch.allclose(normal[k], other[k], atol=1e-4) for k in keys)
+    hint = srgb_to_linear((normal["shading"] + 1) / 2)  # (B, 3, T, H, W)
+    assert torch.allclose(hint_level(hint, channel_dim=1), torch.full((8,), level), rtol=1e-3)
+    plain, brighter = draw(bank, exposure_stops=1e-9), draw(bright, exposure_stops=1e-9)  # re-made from the HDR
+    assert not torch.allclose(plain["rgb"], brighter["rgb"], atol=0.05)
+    old = FrameBank({k: v for k, v in bank.tensors.items() if k not in HDR_KEYS}, bank.names)
+    with pytest.raises(ValueError, match="exposure normalisation needs env_hdr"):
+        old.sample(2, 1, torch.Generator(), exposure_level=level)
+
+
 @pytest.mark.parametrize("stops", [0.0, 1.0])
 def test_a_share_of_hints_comes_through_the_fixed_camera(bank, stops):
     """With a fixed-camera share, each example's hint is either its own or the fixed-camera one (re-exposed like
@@ -581,6 +607,28 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert len(err) == 1 and "--exposure-stops needs env_hdr, rgb_linear, shading_linear in" in err[0]
 
 
+def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(tmp_path, capsys):
+    """``--model-config medium-normalized`` from the shipped shadow model: its file records the hint level, its
+    validation samples are drawn at that level, and shards without the HDR tensors are refused in one line."""
+    from diffusion_renderer.cli.main import main
+    from diffusion_renderer.models.configs import EXPOSURE_LEVEL
+
+    write_synthetic_data(tmp_path / "data", seed=5, train=2, val=1)
+    args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
+    args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "1", "--val-steps", "1", "--steps", "1"]
+    args += ["--init", "tiny", "--model-config", "medium-normalized"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert load_model(str(tmp_path / "run"), "forward").transformer.config.exposure_level == EXPOSURE_LEVEL
+    assert list((tmp_path / "run" / "forward.val").glob("step_*.png"))
+    for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the HDR tensors were stored
+        tensors, meta = read_shard(shard)
+        write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "old")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "forward-medium-normalized normalises exposure: it needs env_hdr" in err[0]
+
+
 def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
 
@@ -608,7 +656,8 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
         assert main([*args, "--model-config", config, "--out", str(tmp_path / f"v{version}")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         message = f"these shards hold version 4 shading hints; this model takes version {version}"
-        assert len(err) == 1 and message in err[0] and "(--model-config medium-shadow takes them)" in err[0]
+        takers = "(--model-config medium-shadow or medium-normalized takes them)"
+        assert len(err) == 1 and message in err[0] and takers in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the fixed-camera hint
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if not k.startswith(FIXED_CAMERA_HINT)}, meta)

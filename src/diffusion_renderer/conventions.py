@@ -157,6 +157,12 @@ def srgb_to_linear(x: Array) -> Array:
     return _where(x <= 0.04045, x / 12.92, ((x.clip(0.04045, None) + 0.055) / 1.055) ** 2.4)
 
 
+def scale_display(frame: torch.Tensor, factor: float) -> torch.Tensor:
+    """A display frame (:func:`display_rgb`) of radiance L -> the display frame of ``factor`` x L. Exact but
+    where the frame is clipped: a value at 1 stays at (at least) ``factor`` before the new clip."""
+    return display_rgb(srgb_to_linear(frame.clamp(0.0, 1.0)) * factor)
+
+
 def display_rgb(linear: Array) -> Array:
     """Linear HDR radiance -> the sRGB [0, 1] frame the models see (exposure 1, clipped, sRGB curve); arrays come
     back float32, tensors in their dtype (the data engine's frames, the exposure augmentation, the shading hint)."""

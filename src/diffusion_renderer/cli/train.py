@@ -114,10 +114,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         val_bank = None
     else:
-        keys = bank_keys(args.role, args.exposure_stops, args.hint_fixed_camera)
+        level = exposure_level_of(args)
+        keys = bank_keys(args.role, args.exposure_stops, args.hint_fixed_camera, level)
         bank = load_frame_bank(Path(args.data), "train", bank_device, progress, keys=keys, auto_device=auto)
         try:
-            val_keys = bank_keys(args.role)  # sampled as they are: no exposure, no fixed-camera hint
+            # sampled as they are (no exposure augmentation, no fixed-camera hint), normalised as the model is
+            val_keys = bank_keys(args.role, exposure_level=level)
             val_bank = load_frame_bank(
                 Path(args.data), "val", bank_device, progress, first_frames=1, keys=val_keys, auto_device=auto
             )
@@ -125,6 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_bank = None
     if args.exposure_stops > 0 and (missing := bank.missing_hdr()):
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
+    if args.real is None and exposure_level_of(args) > 0 and (missing := bank.missing_hdr()):
+        message = f"{args.role}-{args.model_config} normalises exposure: it needs {', '.join(missing)} in the shards"
+        raise InputError(Path(args.data), message)
     if args.hint_fixed_camera > 0 and not bank.has(FIXED_CAMERA_HINT):
         raise InputError(Path(args.data), "--hint-fixed-camera needs shards with the fixed-camera hint (re-make them)")
     model, inherited = None, {}
@@ -172,6 +177,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def exposure_level_of(args: argparse.Namespace) -> float:
+    """The hint level ``--model-config`` sees every light at (0: none; render/hint.py, exposure normalisation)."""
+    from diffusion_renderer.models.configs import dit_config
+
+    return float(dit_config(f"{args.role}-{args.model_config}").get("exposure_level", 0.0))
 
 
 INHERITED_RECORD = ("default_steps", "default_ensemble")  # record keys a fine-tune keeps from its --init file

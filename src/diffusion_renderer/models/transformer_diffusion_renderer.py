@@ -219,6 +219,8 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
     the split-sum shading hint (``conventions.forward_condition_keys``) computed with that version of
     ``render/hint.py`` (files written when it was a bool hold ``true``: version 1); only the pipelines read it.
     ``hint_residual`` makes the network denoise the frame's difference from the hint: see :meth:`forward`.
+    ``exposure_level`` > 0: the pipelines scale each light so that the hint's level is this, and the frame back
+    (``render.hint.hint_level``); the network never sees the light's strength.
     ``pos_embed_blocks`` (this project's grown models): the blocks that add the per-block position embedding,
     ``None`` for all (official). A model grown by a copy after each block (``training.trainer.grown_blocks``)
     keeps it at the original blocks only, so that it computes what the smaller model did.
@@ -260,11 +262,14 @@ class DiffusionRendererTransformer3DModel(CosmosTransformer3DModel):
         shading_hint: int = 0,
         hint_residual: bool = False,
         pos_embed_blocks: tuple[int, ...] | None = None,
+        exposure_level: float = 0.0,
     ) -> None:
         if pos_embed_blocks is not None and not all(0 <= i < num_layers for i in pos_embed_blocks):
             raise ValueError(f"pos_embed_blocks must index the {num_layers} blocks, got {list(pos_embed_blocks)}")
         if hint_residual and not shading_hint:
             raise ValueError("hint_residual needs a shading hint (shading_hint > 0)")
+        if exposure_level and (not shading_hint or not exposure_level > 0):
+            raise ValueError(f"exposure_level is a hint level > 0 of a model with the hint, got {exposure_level}")
         if extra_pos_embed_type not in SUPPORTED_EXTRA_POS_EMBED:
             raise ValueError(f"extra_pos_embed_type must be one of {SUPPORTED_EXTRA_POS_EMBED}")
         if in_channels < out_channels:
@@ -575,6 +580,7 @@ def official_net_to_config(net: dict[str, Any]) -> dict[str, Any]:
         "qk_norm_eps": 1e-6,
         "shading_hint": int(net.get("shading_hint", 0)),  # never in official configs
         "hint_residual": bool(net.get("hint_residual", False)),
+        "exposure_level": float(net.get("exposure_level", 0.0)),  # never in official configs
         # never in official configs: which blocks add the per-block position embedding (default: all, official)
         **({"pos_embed_blocks": tuple(net["pos_embed_blocks"])} if "pos_embed_blocks" in net else {}),
     }

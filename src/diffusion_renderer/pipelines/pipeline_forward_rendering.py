@@ -30,6 +30,7 @@ from diffusion_renderer.conventions import (
     forward_condition_keys,
     from_model,
     is_valid_fov,
+    scale_display,
     to_model,
 )
 from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
@@ -140,13 +141,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 method=envmap_method,
                 device=self._execution_device,
             )
-        videos = {}
-        for key in ("env_ldr", "env_log", "env_nrm"):
-            value = getattr(env, key)  # (T, H, W, 3)
-            if tuple(value.shape[1:3]) != (height, width) or value.shape[0] not in (1, frames):
-                raise ValueError(f"{key} is {tuple(value.shape)}, expected ({frames}, {height}, {width}, 3)")
-            value = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, T, H, W), T = 1 or N
-            videos[key] = value.expand(-1, -1, frames, -1, -1)  # a fixed light stays one frame in memory
+        videos = self.lighting_videos(env, fit, plan)
         if not self.shading_hint:
             return videos, None
         if env.env_hdr is None:
@@ -154,6 +149,20 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 "this model takes the shading hint, which needs the HDR map (EnvironmentConditions.from_hdr)"
             )
         return videos, env.env_hdr
+
+    @staticmethod
+    def lighting_videos(env: EnvironmentConditions, fit: FitPlan, plan: TemporalPlan) -> dict[str, torch.Tensor]:
+        """{env_ldr, env_log, env_nrm: (1, 3, N, H, W) model-range video} of one lighting's conditions."""
+        height, width = fit.processing_size
+        frames = plan.output_frames
+        videos = {}
+        for key in ("env_ldr", "env_log", "env_nrm"):
+            value = getattr(env, key)  # (T, H, W, 3)
+            if tuple(value.shape[1:3]) != (height, width) or value.shape[0] not in (1, frames):
+                raise ValueError(f"{key} is {tuple(value.shape)}, expected ({frames}, {height}, {width}, 3)")
+            value = to_model(key, value.permute(3, 0, 1, 2).unsqueeze(0).float())  # (1, 3, T, H, W), T = 1 or N
+            videos[key] = value.expand(-1, -1, frames, -1, -1)  # a fixed light stays one frame in memory
+        return videos
 
     def prepare_hint_gbuffers(
         self, videos: Mapping[str, torch.Tensor], fit: FitPlan, fov_deg: float | None = None
@@ -169,10 +178,10 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         known = None if fov_deg is None else padded_fov(fov_deg, fit.resized_size[0], fit.processing_size[0])
         return frames, hint_camera(frames, self.shading_hint, known)
 
-    def prepare_shading_hint(
+    def shade_hint(
         self, hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera], env_hdr: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`prepare_hint_gbuffers`' output, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
+        """:meth:`prepare_hint_gbuffers`' output, (T, H, W, 3) HDR -> (N, H, W, 3) linear hint."""
         from diffusion_renderer.render.hint import shading_hint
 
         frames, camera = hint_gbuffers
@@ -180,8 +189,52 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         if 1 < env_hdr.shape[0] < count:  # chunk_mode "first": frames past the output are encoded, never shown
             env_hdr = torch.cat([env_hdr, env_hdr[-1:].expand(count - env_hdr.shape[0], -1, -1, -1)])
         env_hdr = env_hdr.to(self._execution_device)
-        linear = shading_hint(frames, env_hdr, self.shading_hint, camera=camera)  # (N, H, W, 3)
+        return shading_hint(frames, env_hdr, self.shading_hint, camera=camera)
+
+    @staticmethod
+    def hint_video(linear: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) linear hint -> its condition video (1, 3, N, H, W), display-encoded like ``rgb``."""
         return to_model(SHADING_HINT_KEY, display_rgb(linear).permute(3, 0, 1, 2).unsqueeze(0))
+
+    def prepare_shading_hint(
+        self, hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera], env_hdr: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`prepare_hint_gbuffers`' output, (T, H, W, 3) HDR -> hint video (1, 3, N, H, W)."""
+        return self.hint_video(self.shade_hint(hint_gbuffers, env_hdr))
+
+    @property
+    def exposure_level(self) -> float:
+        """The hint level a normalising model sees every light at (DiT ``exposure_level``); 0 for other models."""
+        return float(getattr(self.transformer.config, "exposure_level", 0.0) or 0.0)
+
+    def exposure_gain(self, hint: torch.Tensor, fit: FitPlan) -> float:
+        """The factor on one lighting that brings its (N, H, W, 3) linear hint to the model's level, measured on
+        the content (not the padding); 1 for a model without ``exposure_level``."""
+        from diffusion_renderer.render.hint import hint_level, normalizing_gain
+
+        if not self.exposure_level:
+            return 1.0
+        top, bottom, left, right = fit.content_box
+        level = hint_level(hint[None, :, top:bottom, left:right], channel_dim=-1)
+        return float(normalizing_gain(level, self.exposure_level))
+
+    def prepare_hint(
+        self,
+        hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera],
+        env_hdr: torch.Tensor,
+        env_videos: dict[str, torch.Tensor],
+        fit: FitPlan,
+        plan: TemporalPlan,
+    ) -> float:
+        """Shade the hint of one lighting into ``env_videos`` (at the model's level, with the lighting videos
+        re-made from the HDR map scaled alike, for a normalising model); returns that scale, the exposure gain."""
+        linear = self.shade_hint(hint_gbuffers, env_hdr)  # (N, H, W, 3)
+        gain = self.exposure_gain(linear, fit)
+        if gain != 1.0:
+            env_videos.update(self.lighting_videos(EnvironmentConditions.from_hdr(env_hdr * gain), fit, plan))
+            linear = linear * gain
+        env_videos[SHADING_HINT_KEY] = self.hint_video(linear)
+        return gain
 
     def encode_conditions(
         self, videos: Mapping[str, torch.Tensor], plan: TemporalPlan
@@ -242,6 +295,8 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             gbuffers: {basecolor, normal, depth, roughness, metallic} -> frames (any subset; see module doc).
             envmap: an (H0, W0, 3) linear HDR equirect (array or tensor), precomputed
                 :class:`EnvironmentConditions`, ``None`` (random lighting) or a list of these (one result each).
+                A model with ``exposure_level`` sees each lighting scaled so that its hint has that level, its
+                conditions re-encoded from ``env_hdr``, and the frame scaled back (``output_latent``: at its level).
             rotate_light: one full turn of the light about the vertical axis over the clip (official
                 ``--rotate_light``); ``light_angle``: a fixed rotation in degrees.
             fixed_frame: use this G-buffer frame for every frame (official ``--use_fixed_frame_ind``).
@@ -271,9 +326,9 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         for lighting in lightings:
             # the lighting videos are dropped once encoded: they would sit beside the DiT's activations
             env_videos, env_hdr = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
-            hint = None
+            hint, gain = None, 1.0
             if env_hdr is not None:
-                env_videos[SHADING_HINT_KEY] = self.prepare_shading_hint(hint_gbuffers, env_hdr)
+                gain = self.prepare_hint(hint_gbuffers, env_hdr, env_videos, fit, plan)
                 hint = env_videos[SHADING_HINT_KEY].cpu() if sigma > 0 else None  # off the GPU while it denoises
             latents = {**gbuffer_latents, **self.encode_conditions(env_videos, plan)}
             del env_videos
@@ -293,6 +348,8 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             clip = decode_windows(self.tokenizer, samples, plan)
             if hint is not None:
                 clip = smooth_correction(clip, hint, sigma)
+            if gain != 1.0:  # back from the model's level: the light was scaled by gain, so was the frame
+                clip = to_model("rgb", scale_display(from_model("rgb", clip), 1.0 / gain))
             images.append(self.postprocess(clip, fit, output_type))
             all_latents.append(samples)
         self.maybe_free_model_hooks()

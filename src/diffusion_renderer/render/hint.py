@@ -74,6 +74,9 @@ FOV_RANGE_DEG = (15.0, 100.0)  # estimate_fov: estimates outside this are refuse
 FIT_TOLERANCE = 0.01  # estimate_fov: a median residual above this share of the median right-hand side is refused
 SHADOW_DIRECTIONS = 32  # version 4: light directions of the shadow test (benchmarks/visibility.py: as good as 64)
 SHADOW_STEPS = 16  # version 4: steps of its march along each
+# Exposure normalisation (models with ``exposure_level`` > 0; :func:`hint_level`): part of such a model's input too.
+LEVEL_QUANTILE = 0.98  # hint_level: brightness above this quantile of the clip's is clipped to it
+MAX_EXPOSURE_GAIN = 2.0  # normalizing_gain: at most one stop brighter (see there)
 
 
 @dataclass(frozen=True)
@@ -324,3 +327,32 @@ def shadows(
     surface = torch.ones_like(depth, dtype=torch.bool) if background is None else ~background[t, ..., 0]
     normal = frames["normal"][t] * surface[..., None]  # no normal off the surfaces: half resolution averages them
     return shadow_factor_fast(z, normal, surface, camera.fov_deg, light, SHADOW_STEPS)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Exposure normalisation
+#
+# Why: a forward model trained at the data's light levels follows a change of the light's strength only in part
+# (benchmarks/correction_strength.py --light-stops: 15-55 % of a stop missed), so it renders the brightest held-out
+# maps too dark. Light transport is linear: the same scene under k times the light is k times the frame. A model
+# with ``exposure_level`` L sees every light scaled so that its hint's level is L and its frame is scaled back
+# after it, so its output follows the light's strength by construction (training and the pipeline alike).
+
+
+def hint_level(linear: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """(B, ...) linear shading hints (a clip each; channels at ``channel_dim``) -> (B,) their level: the mean
+    channel-mean brightness over pixels and frames, each pixel clipped at the clip's ``LEVEL_QUANTILE`` quantile.
+    Homogeneous (k x hint -> k x level), so a normalised input does not depend on the light's strength; the clip
+    keeps a few hot pixels (the sun or a lamp seen in the background) from setting it."""
+    brightness = linear.float().mean(channel_dim).flatten(1)  # (B, N)
+    k = max(1, math.ceil(LEVEL_QUANTILE * brightness.shape[1]))
+    ceiling = brightness.kthvalue(k, dim=1, keepdim=True).values  # (B, 1)
+    return torch.minimum(brightness, ceiling).mean(1)
+
+
+def normalizing_gain(level: torch.Tensor, target: float) -> torch.Tensor:
+    """(B,) factors on the light that bring hints of ``level`` to ``target``: any dimming, but at most
+    ``MAX_EXPOSURE_GAIN`` brightening. Why the bound: frames are clipped at 1, so a frame rendered g times too
+    bright and scaled back cannot hold values above 1/g (its highlights); dimming loses nothing. Dark clips (a
+    black hint: g = the bound) keep a level below ``target``."""
+    return (target / level.clamp(min=1e-12)).clamp(max=MAX_EXPOSURE_GAIN)

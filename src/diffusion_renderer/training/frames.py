@@ -26,11 +26,16 @@ Augmentations (all exact but the hint's camera):
   log encodings), so the models cannot learn a light's
   power from which map it is and must read it from the conditions. The data engine's light ``intensity``
   (x0.5-2 per clip) does the same at render time, once per clip; this draws a new k at every visit.
+
+Exposure normalisation (``exposure_level`` > 0, a forward model's setting, not an augmentation): after any
+exposure gain, each example's light is scaled once more, so that its shading hint's level is the model's
+(``render.hint.normalizing_gain``; the hint the example is given, own or fixed-camera), and its frame with it. The
+network then sees every light at one level, as the pipeline gives it (it scales the frame back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +54,7 @@ from diffusion_renderer.data.shards import (
 )
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.lighting.envmap import env_ldr, env_log, envmap_directions
+from diffusion_renderer.render.hint import hint_level, normalizing_gain
 
 MODEL_KEYS = (*(k for k in SHARD_KEYS if k != "mask"), "env_nrm", *HINT_KEYS)
 # key -> its HDR source
@@ -64,13 +70,16 @@ INVERSE_KEYS = ("rgb", *INVERSE_PASSES)  # what an inverse trainer reads: the fr
 GPU_BANK_SHARE = 0.35  # of the free GPU memory a bank may take: two side by side, and room for activations
 
 
-def bank_keys(role: str, exposure_stops: float = 0.0, fixed_camera_share: float = 0.0) -> frozenset[str]:
+def bank_keys(
+    role: str, exposure_stops: float = 0.0, fixed_camera_share: float = 0.0, exposure_level: float = 0.0
+) -> frozenset[str]:
     """The shard tensors a trainer of ``role`` reads: its model's inputs (in their HDR form with exposure
-    augmentation, whose display encodings are re-made from it) and the fixed-camera hint when it mixes it in."""
+    augmentation or normalisation, whose display encodings are re-made from it) and the fixed-camera hint when it
+    mixes it in."""
     keys = set(INVERSE_KEYS) if role == "inverse" else {k for k in MODEL_KEYS if k != "env_nrm"}
     if fixed_camera_share > 0 and role != "inverse":
         keys.add(FIXED_CAMERA_HINT)
-    if exposure_stops > 0:
+    if exposure_stops > 0 or (exposure_level > 0 and role != "inverse"):
         keys |= {EXPOSED_FROM[k] for k in keys if k in EXPOSED_FROM}
     return frozenset(keys)
 
@@ -160,6 +169,27 @@ class FrameBank:
             self.tensors[key] = torch.cat([self.tensors[key], indexable(clips[key]).to(self.device)])
         self.names.extend(names)
 
+    def normalized_gain(
+        self,
+        take: Callable[[str], torch.Tensor],
+        gain: torch.Tensor | None,
+        fixed: torch.Tensor | None,
+        level: float,
+    ) -> torch.Tensor:
+        """(B, 1, 1, 1, 1) factors on each example's light (``gain``, the exposure augmentation's, included) that
+        bring the hint it is given to ``level``. ``take(key)``: its (B, T, C, H, W) stored values."""
+        if missing := self.missing_hdr():
+            raise ValueError(f"exposure normalisation needs {', '.join(missing)} in the shards")
+        source = EXPOSED_FROM[HINT_KEYS[0]]
+        if source not in self.tensors:
+            raise ValueError("exposure normalisation needs the shading hint in the shards")
+        hint = take(source).float()
+        if fixed is not None:
+            hint = torch.where(fixed[:, None, None, None, None], take(EXPOSED_FROM[FIXED_CAMERA_HINT]).float(), hint)
+        gain = torch.ones(()) if gain is None else gain
+        gain = gain.to(hint.device)
+        return gain * normalizing_gain(hint_level(hint * gain, channel_dim=2), level).view(-1, 1, 1, 1, 1)
+
     def sample(
         self,
         batch_size: int,
@@ -170,10 +200,12 @@ class FrameBank:
         exposure_stops: float = 0.0,
         clips: torch.Tensor | None = None,
         fixed_camera_share: float = 0.0,
+        exposure_level: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """A batch {key: (B, 3, T, H, W)} in [-1, 1]: random clips, random start, random mirror, with
-        ``exposure_stops`` > 0 a random exposure, and with ``fixed_camera_share`` > 0 that share of the hints
-        through the fixed default camera (module docstring).
+        ``exposure_stops`` > 0 a random exposure, with ``fixed_camera_share`` > 0 that share of the hints
+        through the fixed default camera, and with ``exposure_level`` > 0 every light brought to that hint level
+        (module docstring).
 
         ``keys``: default every stored quantity (env_nrm with the lighting; a real-domain bank has none).
         ``clips``: (B,) clip indices to take instead of random ones (``batch_size`` must match).
@@ -209,6 +241,9 @@ class FrameBank:
 
         def take(key: str) -> torch.Tensor:  # (B, T, C, H, W) stored values, on the draws' device
             return self.tensors[key][rows, cols].to(device)
+
+        if exposure_level > 0:
+            gain = self.normalized_gain(take, gain, fixed, exposure_level)
 
         def gather(key: str) -> torch.Tensor:  # (B, T, C, H, W) in the key's range
             if key in self.tensors and (gain is None or key not in EXPOSED_FROM):

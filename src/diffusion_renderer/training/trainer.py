@@ -137,7 +137,7 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in config.items()}
 
 
-HINT_SETTINGS = ("in_channels", "shading_hint", "hint_residual")  # what adapt_to_config may change
+HINT_SETTINGS = ("in_channels", "shading_hint", "hint_residual", "exposure_level")  # what adapt_to_config may change
 ADAPTABLE = (*HINT_SETTINGS, "num_layers", "pos_embed_blocks")
 BLOCK_OUTPUTS = ("attn1.to_out.", "attn2.to_out.", "ff.net.2.")  # what a block adds to the residual stream
 
@@ -181,12 +181,14 @@ def adapt_to_config(
       the padding mask's.
     * To ``hint_residual``: the output projection is zeroed, so it starts by rendering the hint exactly (the DiT's
       ``forward``); the trunk keeps what it learned.
-    * Another hint version: the weights as they are (the inputs change a little; training adapts to them).
+    * Another hint version or exposure level: the weights as they are (the inputs change a little; training
+      adapts to them).
     * More blocks: :func:`grown_blocks`, the same function.
     """
     target = _comparable(dit_config(f"{config.role}-{config.model_config}"))
     current = _comparable(dict(model.config))  # a renderer file's config holds lists where dit_config has tuples
     current["hint_residual"] = bool(current.get("hint_residual", False))  # files from before it existed
+    current["exposure_level"] = float(current.get("exposure_level", 0.0) or 0.0)  # likewise
     same_size = all(current.get(k) == v for k, v in target.items() if k not in ADAPTABLE)
     if not same_size or target["in_channels"] < current["in_channels"]:
         return model
@@ -364,7 +366,13 @@ class Trainer:
             keys=keys,
             exposure_stops=cfg.exposure_stops,
             fixed_camera_share=cfg.hint_fixed_camera,
+            exposure_level=self.exposure_level,
         )
+
+    @property
+    def exposure_level(self) -> float:
+        """The hint level a forward model sees every light at (render/hint.py; 0: the data's own levels)."""
+        return float(getattr(self.model.config, "exposure_level", 0.0) or 0.0)
 
     def forward_kwargs(self) -> dict[str, Any]:
         """The forward examples' options: the real-footage domain's lighting drop and the model's condition keys."""
@@ -574,7 +582,7 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(1234)
         count = min(VAL_SAMPLES, self.val_bank.num_clips)
         clips = torch.linspace(0, self.val_bank.num_clips - 1, count).round().long()
-        batch = self.val_bank.sample(count, 1, generator, flip=False, clips=clips)
+        batch = self.val_bank.sample(count, 1, generator, flip=False, clips=clips, exposure_level=self.exposure_level)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
