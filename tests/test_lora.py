@@ -257,3 +257,17 @@ def test_cli_refuses_a_lora_of_the_other_role(tmp_path: Path, capsys) -> None:
     assert str(adapter) in lines[0] and "inverse" in lines[0]
     code, err = forward_cli(capsys, root, tmp_path / "out", "--lora", str(tmp_path / "nowhere.safetensors"))
     assert code == 2 and "no such LoRA file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_a_real_footage_lora_on_the_shipped_forward_model(tmp_path: Path) -> None:
+    """The real domain has no lighting, so a model with exposure normalisation (the shipped forward model) trains
+    its LoRA on real frames as they are: nothing to normalise, and no HDR tensors asked of pseudo-labelled clips."""
+    from diffusion_renderer.cli.main import main
+    from diffusion_renderer.models.specs import load_model
+
+    assert load_model("tiny", "forward").transformer.config.exposure_level > 0
+    image = Path(__file__).resolve().parents[1] / "examples" / "coffee.png"
+    args = ["train", "forward", "--real", str(image), "--real-size", "64", "--init", "tiny", "--lora", "2"]
+    args += ["--batch-size", "2", "--clip-frames", "1", "--steps", "1", "--warmup", "1", "--quiet", "--device", "cpu"]
+    assert main([*args, "--val-every", "0", "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "forward.lora.safetensors").is_file()

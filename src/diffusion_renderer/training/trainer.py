@@ -371,7 +371,10 @@ class Trainer:
 
     @property
     def exposure_level(self) -> float:
-        """The hint level a forward model sees every light at (render/hint.py; 0: the data's own levels)."""
+        """The hint level a forward model sees every light at (render/hint.py; 0: the data's own levels). 0 in
+        the real-footage domain: it has no lighting, and the pipeline normalises none without it."""
+        if self.config.drop_lighting:
+            return 0.0
         return float(getattr(self.model.config, "exposure_level", 0.0) or 0.0)
 
     def forward_kwargs(self) -> dict[str, Any]:
