@@ -106,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except RuntimeError as error:  # torch's message lists the device types
         raise ValueError(f"train: --bank-device {args.bank_device!r}: {error}") from None
     progress = not args.quiet and ranks.is_main
+    level = 0.0 if args.real is not None else exposure_level_of(args)  # the real domain has no lighting
     if args.real is not None:
         from diffusion_renderer.training.real_domain import pseudo_label_bank
 
@@ -114,7 +115,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         val_bank = None
     else:
-        level = exposure_level_of(args)
         keys = bank_keys(args.role, args.exposure_stops, args.hint_fixed_camera, level)
         bank = load_frame_bank(Path(args.data), "train", bank_device, progress, keys=keys, auto_device=auto)
         try:
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_bank = None
     if args.exposure_stops > 0 and (missing := bank.missing_hdr()):
         raise InputError(Path(args.data), f"--exposure-stops needs {', '.join(missing)} in the shards (re-make them)")
-    if args.real is None and exposure_level_of(args) > 0 and (missing := bank.missing_hdr()):
+    if level > 0 and (missing := bank.missing_hdr()):
         message = f"{args.role}-{args.model_config} normalises exposure: it needs {', '.join(missing)} in the shards"
         raise InputError(Path(args.data), message)
     if args.hint_fixed_camera > 0 and not bank.has(FIXED_CAMERA_HINT):

@@ -239,8 +239,12 @@ class FrameBank:
 
         rows, cols = clip[:, None].to(self.device), index.to(self.device)
 
+        taken: dict[str, torch.Tensor] = {}  # the normalisation reads the hint before it is gathered
+
         def take(key: str) -> torch.Tensor:  # (B, T, C, H, W) stored values, on the draws' device
-            return self.tensors[key][rows, cols].to(device)
+            if key not in taken:
+                taken[key] = self.tensors[key][rows, cols].to(device)
+            return taken[key]
 
         if exposure_level > 0:
             gain = self.normalized_gain(take, gain, fixed, exposure_level)
