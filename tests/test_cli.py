@@ -85,6 +85,14 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, capsys) -> None:
     files = [tmp_path / n / "gbuffer_frames" / "astronaut" / "0000.0000.basecolor.png" for n in "abc"]
     assert files[0].read_bytes() == files[1].read_bytes()
     assert files[0].read_bytes() != files[2].read_bytes()
+    # another basecolor detail, another basecolor; a bad one stops the command in one line
+    argv = ["inverse", image, "--passes", "basecolor", "--seed", 7, *FAST]
+    assert run_cli(capsys, *argv, "--out", tmp_path / "d", "--basecolor-detail", 4)[0] == 0
+    assert (tmp_path / "d" / files[0].relative_to(tmp_path / "a")).read_bytes() != files[0].read_bytes()
+    code, lines = run_cli(capsys, *argv, "--out", tmp_path / "e", "--basecolor-detail", -1)
+    assert code != 0 and cli_errors(lines) == [
+        "diffusion-renderer: error: --basecolor-detail must be a finite number of pixels >= 0, got -1.0"
+    ]
 
 
 @needs_examples

@@ -104,13 +104,15 @@ def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:
     assert 0.0 <= record["mean"]["depth_delta1"] <= 1.0 and 0.0 <= record["mean"]["normal_angle_mean"] <= 180.0
     assert record["settings"]["ensemble"] == 1  # random:tiny records no default: one sample, no views
     assert record["settings"]["ensemble_mirror"] is False and record["settings"]["ensemble_shift"] is False
+    assert record["settings"]["basecolor_detail"] == 0.0  # and no basecolor detail
     mirrored = tmp_path / "mirrored"
     args = ("--model", "random:tiny", "--ensemble", "2", "--ensemble-mirror", "--no-ensemble-shift", *FAST)
+    args += ("--basecolor-detail", "2")
     code, lines = run_cli(capsys, "eval", "inverse", dataset, "--out", mirrored, *args)
     assert code == 0, lines
     other = json.loads((mirrored / "metrics.json").read_text())
     assert other["settings"]["ensemble"] == 2 and other["settings"]["ensemble_mirror"] is True
-    assert other["settings"]["ensemble_shift"] is False
+    assert other["settings"]["ensemble_shift"] is False and other["settings"]["basecolor_detail"] == 2.0
     assert other["mean"]["normal_angle_mean"] != record["mean"]["normal_angle_mean"]
 
 
@@ -191,6 +193,10 @@ def test_bad_input_is_one_line(dataset: Path, tmp_path: Path, capsys, monkeypatc
     assert code == 2 and len(lines) == 1 and "only renders" in lines[0], lines
     code, lines = run_cli(capsys, "eval", "forward", dataset, "--out", out, "--model", "tiny", "--correction-blur", -1)
     assert code == 2 and len(lines) == 1 and "--correction-blur must be a finite number of pixels >= 0" in lines[0]
+    code, lines = run_cli(
+        capsys, "eval", "inverse", dataset, "--out", out, "--model", "tiny", "--basecolor-detail", -1
+    )
+    assert code == 2 and len(lines) == 1 and "--basecolor-detail must be a finite number of pixels >= 0" in lines[0]
     assert not out.exists() or not list(out.iterdir())
     monkeypatch.setitem(sys.modules, "mitsuba", None)  # as if Mitsuba were not installed
     code, lines = run_cli(capsys, "eval", "relight", dataset, "--out", out, "--model", "random:tiny", *FAST)

@@ -476,6 +476,48 @@ def test_a_model_records_its_default_ensemble() -> None:
             InverseRenderingPipeline.from_model(model)
 
 
+def test_transfer_detail_moves_only_the_guides_fine_structure() -> None:
+    """The target keeps its coarse structure and takes the guide's detail: a guide that differs from the target by a
+    constant gives the target back exactly; a fine checkerboard on a flat guide is added to a flat target."""
+    from diffusion_renderer.pipelines.image_processor import transfer_detail
+
+    target = torch.rand(2, 3, 24, 32, generator=seeded(3))  # (N, C, H, W)
+    torch.testing.assert_close(transfer_detail(target, target + 0.2, 2.0), target, atol=1e-6, rtol=0)
+    assert transfer_detail(target, target + 0.2, 0.0) is target
+    yy, xx = torch.meshgrid(torch.arange(24), torch.arange(32), indexing="ij")
+    checker = ((yy + xx) % 2).float() * 0.2 - 0.1  # zero mean, period 2 px: all of it finer than sigma 2
+    flat = torch.full((1, 3, 24, 32), 0.4)
+    detailed = transfer_detail(flat, 0.6 + checker.expand(1, 3, -1, -1), 2.0)
+    torch.testing.assert_close(detailed[..., 4:-4, 4:-4], (flat + checker)[..., 4:-4, 4:-4], atol=2e-3, rtol=0)
+
+
+def test_basecolor_detail_is_the_models_default_and_applies_at_the_input_size(inverse) -> None:
+    """``basecolor_detail`` gives the combined basecolor the input's detail at the input's own size (sigma scaled from
+    processing pixels); other passes are untouched; the model's record sets the default; a bad value is refused."""
+    from diffusion_renderer.pipelines.image_processor import transfer_detail
+
+    image = torch.rand(1, 3, 64, 96, generator=seeded(21))  # twice the processing size: sigma 2 -> 4 px
+    kwargs = {"passes": ["basecolor", "roughness"], "output_type": "pt", **FAST}
+    plain = inverse(image, generator=seeded(4), basecolor_detail=0, **kwargs).gbuffers
+    detailed = inverse(image, generator=seeded(4), basecolor_detail=2, **kwargs).gbuffers
+    expected = transfer_detail(plain["basecolor"], image, 4.0).clamp(*VALUE_RANGE["basecolor"])
+    torch.testing.assert_close(detailed["basecolor"], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(detailed["roughness"], plain["roughness"], atol=0, rtol=0)
+    assert (detailed["basecolor"] - plain["basecolor"]).abs().max() > 0.05
+    model = load_model("random:tiny", "inverse")
+    assert InverseRenderingPipeline.from_model(model).default_basecolor_detail == 0.0  # official models: off
+    model.record = {"default_basecolor_detail": 2}
+    by_record = InverseRenderingPipeline.from_model(model)
+    by_default = by_record(image, generator=seeded(4), **kwargs).gbuffers
+    torch.testing.assert_close(by_default["basecolor"], detailed["basecolor"], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="basecolor_detail must be a finite number of pixels >= 0"):
+        inverse(image, basecolor_detail=-1, **kwargs)
+    for bad in (-1, "2", True, float("nan")):
+        model.record = {"default_basecolor_detail": bad}
+        with pytest.raises(ValueError, match="random:tiny: its record's default_basecolor_detail is not"):
+            InverseRenderingPipeline.from_model(model)
+
+
 @pytest.mark.parametrize("spec", ["random:tiny", "tiny"], ids=["cosmos", "space-to-depth"])
 def test_a_fixed_light_is_encoded_from_one_frame(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The forward pipeline's fixed-light conditions (one frame expanded in time) take the one-frame encode, and

@@ -241,7 +241,9 @@ def test_train_command_grows_the_shipped_inverse_and_trains_it_for_int4(tmp_path
     assert len(grown.transformer_blocks) == 2 * len(shipped.transformer_blocks)
     record = load_model(str(out), "inverse").record  # the shipped file's inference defaults hold for its fine-tunes
     assert record["default_steps"] == 1 and record["init"] == "tiny"
-    assert record["default_ensemble"] == load_model("tiny", "inverse").record["default_ensemble"]
+    shipped_record = load_model("tiny", "inverse").record
+    for key in ("default_ensemble", "default_basecolor_detail"):
+        assert record[key] == shipped_record[key], key
     torch.testing.assert_close(model_output(grown, "inverse"), model_output(shipped, "inverse"), atol=0, rtol=0)
     assert main([*args, "--steps", "1", "--model-config", "small-deep", "--qat", "int4", "--out", str(out)]) == 0
     _, meta = read_renderer_file(out / "inverse.safetensors")

@@ -620,6 +620,13 @@ def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     assert load_model(str(tmp_path / "run"), "forward").transformer.config.exposure_level == EXPOSURE_LEVEL
     assert list((tmp_path / "run" / "forward.val").glob("step_*.png"))
+    first = load_model(str(tmp_path / "run"), "forward").record
+    # a resumed call (no --init) keeps the first call's provenance: its file still samples at the shipped 1 step
+    again = [*args[: args.index("--steps")], "--steps", "2", "--model-config", "medium-normalized", "--resume"]
+    assert main([*again, "--out", str(tmp_path / "run")]) == 0
+    resumed = load_model(str(tmp_path / "run"), "forward").record
+    assert resumed["steps"] == 2 and resumed["init"] == first["init"] == "tiny"
+    assert resumed["default_steps"] == first["default_steps"] == 1
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the HDR tensors were stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HDR_KEYS}, meta)

@@ -349,4 +349,5 @@ def add_render_options(p: argparse.ArgumentParser, func: Callable, set_defaults:
         ensemble=None,  # the model's default ensemble
         ensemble_mirror=None,
         ensemble_shift=None,
+        basecolor_detail=None,
     )

@@ -11,7 +11,7 @@ from diffusion_renderer.cli.render import (
     add_correction_blur_argument,
     add_ensemble_options,
     build_pipeline,
-    check_correction_blur,
+    check_blur_options,
     check_output_dir,
     classical_renderer,
     log_error,
@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    check_correction_blur(args.correction_blur)
+    check_blur_options(args)
     resolution = processing_resolution(args)
     config = EvalConfig(
         data=Path(args.data),
@@ -60,6 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         ensemble_mirror=args.ensemble_mirror,
         ensemble_shift=args.ensemble_shift,
+        basecolor_detail=args.basecolor_detail,
         variant=args.variant,
         spp=args.spp,
         envmap_method=args.envmap_method,
@@ -117,7 +118,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
     p.add_argument("--max-frames", type=int, default=None, help="the first N frames of each clip")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; 15, official)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="noise seed, the same for every clip")
-    add_ensemble_options(p.add_argument_group("inverse ensemble (inverse, relight)"))
+    add_ensemble_options(p.add_argument_group("inverse step (inverse, relight)"))
     p.add_argument("--fp8", action="store_true", help="FP8 matrix products in the DiTs' blocks (models/fp8.py)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bf16 on GPU")

@@ -413,6 +413,7 @@ def run_inverse_clip(pipe, clip: InputClip, out: Path, args) -> tuple[np.ndarray
         ensemble_size=args.ensemble,
         ensemble_mirror=args.ensemble_mirror,
         ensemble_shift=args.ensemble_shift,
+        basecolor_detail=args.basecolor_detail,
         **pipeline_options(args),
     )
     fps = clip_fps(args, source_fps)
@@ -424,6 +425,7 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     lora_files(args, ("inverse",))  # a wrong --lora file: one line, before any work
+    check_blur_options(args)
     out, summary = start_batch(args)
     clips = input_clips(args, summary)
     pipe = None
@@ -454,7 +456,7 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
 
     if args.fov is not None and not is_valid_fov(args.fov):
         raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
-    check_correction_blur(args.correction_blur)
+    check_blur_options(args)
 
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
@@ -764,7 +766,8 @@ def add_inverse_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_ensemble_options(g) -> None:
-    """The inverse step's ensemble (render commands and eval); None everywhere: the model's default."""
+    """The inverse step's ensemble and basecolor detail (render commands and eval); None everywhere: the model's
+    default."""
     g.add_argument(
         "--ensemble",
         type=int,
@@ -786,6 +789,14 @@ def add_ensemble_options(g) -> None:
         help="ensemble members also see the input mirrored left-right (members cycle: plain, shifted, mirrored, "
         "both; default: the model's)",
     )
+    g.add_argument(
+        "--basecolor-detail",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="the basecolor takes the input's detail finer than a Gaussian of PX processing pixels (default: the "
+        "model's; tiny: 2, official: 0, off)",
+    )
 
 
 def add_forward_options(p: argparse.ArgumentParser) -> None:
@@ -806,12 +817,16 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
     add_correction_blur_argument(g)
 
 
-def check_correction_blur(blur: float | None) -> None:
-    """A bad ``--correction-blur`` stops the command before any model loads (the pipeline would refuse every clip)."""
-    from diffusion_renderer.pipelines.image_processor import is_valid_blur  # the pipeline's own rule
+def check_blur_options(args: argparse.Namespace) -> None:
+    """A bad ``--correction-blur`` or ``--basecolor-detail`` stops the command before any model loads (the pipeline
+    would refuse every clip)."""
+    from diffusion_renderer.pipelines.image_processor import is_valid_blur  # the pipelines' own rule
 
-    if blur is not None and not is_valid_blur(blur):
-        raise InputError(None, f"--correction-blur must be a finite number of pixels >= 0, got {blur}")
+    for flag in ("correction_blur", "basecolor_detail"):
+        sigma = getattr(args, flag, None)
+        if sigma is not None and not is_valid_blur(sigma):
+            option = "--" + flag.replace("_", "-")
+            raise InputError(None, f"{option} must be a finite number of pixels >= 0, got {sigma}")
 
 
 def add_correction_blur_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

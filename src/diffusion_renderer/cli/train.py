@@ -186,7 +186,8 @@ def exposure_level_of(args: argparse.Namespace) -> float:
     return float(dit_config(f"{args.role}-{args.model_config}").get("exposure_level", 0.0))
 
 
-INHERITED_RECORD = ("default_steps", "default_ensemble")  # record keys a fine-tune keeps from its --init file
+# record keys a fine-tune keeps from its --init file: its sampling defaults
+INHERITED_RECORD = ("default_steps", "default_ensemble", "default_basecolor_detail")
 
 
 def check_hint_version(data: Path, bank: FrameBank, version: int) -> None:

@@ -87,6 +87,7 @@ class EvalConfig:
     ensemble: int | None = None
     ensemble_mirror: bool | None = None
     ensemble_shift: bool | None = None
+    basecolor_detail: float | None = None  # inverse: the input's detail finer than this sigma; None: the model's
     seed: int = DEFAULT_SEED
     fp8: bool = False  # the DiTs' block GEMMs in FP8 (models/fp8.py); recorded, applied by the loader
     resolution: int | tuple[int, int] = 0
@@ -269,6 +270,7 @@ def run_inverse(pipe, rgb: np.ndarray, config: EvalConfig) -> dict[str, np.ndarr
         ensemble_size=config.ensemble,
         ensemble_mirror=config.ensemble_mirror,
         ensemble_shift=config.ensemble_shift,
+        basecolor_detail=config.basecolor_detail,
     )
     return result.gbuffers
 
@@ -554,8 +556,13 @@ def run_evaluation(
     forward = load_pipeline("forward") if config.mode in ("forward", "relight") else None
     if hasattr(inverse, "ensemble_settings"):  # recorded as run: the model's defaults filled in
         used = inverse.ensemble_settings(config.ensemble, config.ensemble_mirror, config.ensemble_shift)
+        detail = inverse.default_basecolor_detail if config.basecolor_detail is None else config.basecolor_detail
         config = dataclasses.replace(
-            config, ensemble=used.size, ensemble_mirror=used.mirror, ensemble_shift=used.shift
+            config,
+            ensemble=used.size,
+            ensemble_mirror=used.mirror,
+            ensemble_shift=used.shift,
+            basecolor_detail=float(detail),
         )
     result = EvalResult()
     for name in tqdm(clips, desc=f"eval {config.mode}", disable=not config.progress):
@@ -606,7 +613,10 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         settings["passes"] = list(config.passes)
     if config.mode in ("inverse", "relight"):  # relight runs the inverse model first
         settings.update(
-            ensemble=config.ensemble, ensemble_mirror=config.ensemble_mirror, ensemble_shift=config.ensemble_shift
+            ensemble=config.ensemble,
+            ensemble_mirror=config.ensemble_mirror,
+            ensemble_shift=config.ensemble_shift,
+            basecolor_detail=config.basecolor_detail,
         )
     if config.mode == "relight":
         settings.update(variant=config.variant, spp=config.spp)

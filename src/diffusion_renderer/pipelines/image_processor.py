@@ -105,6 +105,17 @@ def gaussian_blur(video: torch.Tensor, sigma: float) -> torch.Tensor:
     return planes.reshape(b, t, c, h, w).transpose(1, 2)
 
 
+def transfer_detail(target: torch.Tensor, guide: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) ``target`` given the detail of ``guide`` finer than a Gaussian of ``sigma`` pixels: ``target +
+    highpass(guide - target)``, i.e. the target's coarse structure under the guide's fine one. Why: a model that makes
+    each 8 x 8 token in one linear step leaves out the texture inside it, which the input image still has
+    (``basecolor_detail`` of the inverse pipeline). 0 returns ``target``."""
+    if sigma <= 0:
+        return target
+    difference = (guide.to(target) - target).unsqueeze(2)  # (N, C, 1, H, W): gaussian_blur's layout
+    return target + (difference - gaussian_blur(difference, sigma)).squeeze(2)
+
+
 Shift = int | tuple[int, int]  # pixels down and right: both, or (rows, columns)
 
 

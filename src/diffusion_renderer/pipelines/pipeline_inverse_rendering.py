@@ -19,6 +19,12 @@ default a model errs much the same way from new noise, but differently on a view
 mirror. ``tiny`` on the second held-out set (120 images), E = 2: normals 11.77 degrees -> 11.75 with new noise,
 11.58 mirrored, 11.57 shifted; basecolor si-PSNR 19.91 dB -> 19.93, 19.95, 20.35; E = 4, both views: 11.41
 degrees, 20.37 dB.
+
+Basecolor detail (``basecolor_detail`` sigma, in processing pixels; a trained model may record its default,
+``record["default_basecolor_detail"]``, official models 0): the combined basecolor takes the input's detail finer than
+that Gaussian (``image_processor.transfer_detail``), at the input's own size. Why: the space-to-depth models make each
+8 x 8 token in one linear step and leave out the texture inside it; on the held-out sets the input's detail is worth
+more than theirs (``benchmarks/TINY_HISTORY.md``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from diffusion_renderer.pipelines.image_processor import (
     FitPlan,
     FramesInput,
     Resolution,
+    is_valid_blur,
+    transfer_detail,
     translate,
     translate_back,
 )
@@ -105,6 +113,14 @@ class EnsembleSettings:
         return settings
 
 
+def basecolor_detail_from_record(record: dict) -> float:
+    """The record's ``default_basecolor_detail`` (0 when absent); ValueError in one line when it is not a sigma."""
+    sigma = record.get("default_basecolor_detail", 0.0)
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not is_valid_blur(sigma):
+        raise ValueError(f"its record's default_basecolor_detail is not a number of pixels >= 0: {sigma!r}")
+    return float(sigma)
+
+
 @dataclass(frozen=True)
 class View:
     """How an ensemble member sees the input: mirrored left-right, moved ``shift`` processing pixels down and right."""
@@ -134,15 +150,23 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
 
     role = "inverse"
     default_ensemble = EnsembleSettings()  # official models: one sample
+    default_basecolor_detail = 0.0  # official models: their own basecolor, untouched
 
     @classmethod
     def from_model(cls, model):
         pipe = super().from_model(model)
         try:
             pipe.default_ensemble = EnsembleSettings.from_record(model.record)
+            pipe.default_basecolor_detail = basecolor_detail_from_record(model.record)
         except ValueError as error:
             raise ValueError(f"{model.spec}: {error}") from None
         return pipe
+
+    def detail_sigma(self, basecolor_detail: float | None, fit: FitPlan) -> float:
+        """Output pixels of the basecolor's detail transfer: ``basecolor_detail`` (None: the model's default), given in
+        processing pixels, at the input's own size."""
+        sigma = self.default_basecolor_detail if basecolor_detail is None else float(basecolor_detail)
+        return sigma * fit.original_size[0] / fit.resized_size[0]
 
     def ensemble_settings(
         self, size: int | None = None, mirror: bool | None = None, shift: bool | None = None
@@ -159,8 +183,14 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
 
     @staticmethod
     def check_inputs(
-        passes: Sequence[str], num_inference_steps: int, pass_batch_size: int | None, ensemble_size: int = 1
+        passes: Sequence[str],
+        num_inference_steps: int,
+        pass_batch_size: int | None,
+        ensemble_size: int = 1,
+        basecolor_detail: float | None = None,
     ) -> None:
+        if basecolor_detail is not None and not is_valid_blur(basecolor_detail):
+            raise ValueError(f"basecolor_detail must be a finite number of pixels >= 0, got {basecolor_detail}")
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         if not passes:
@@ -286,6 +316,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         ensemble_size: int | None = None,
         ensemble_mirror: bool | None = None,
         ensemble_shift: bool | None = None,
+        basecolor_detail: float | None = None,
         output_type: str = "np",
         output_latent: bool = False,
         progress: bool = True,
@@ -311,12 +342,14 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             ensemble_mirror, ensemble_shift: members that see the input mirrored left-right / moved half a token
                 (module doc). None: the model's default (:class:`EnsembleSettings`; 1 and no views for official
                 models).
+            basecolor_detail: the basecolor takes the input's detail finer than a Gaussian of this many processing
+                pixels (module doc); None: the model's default (``tiny``: 2; official models: 0, off).
         """
         passes = tuple(passes or INVERSE_PASSES)
         steps = num_inference_steps or self.default_inference_steps
         guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
         ensemble = self.ensemble_settings(ensemble_size, ensemble_mirror, ensemble_shift)
-        self.check_inputs(passes, steps, pass_batch_size, ensemble.size)
+        self.check_inputs(passes, steps, pass_batch_size, ensemble.size, basecolor_detail)
         device = self._execution_device
 
         frames = self.image_processor.to_frames(image)  # (N, C, h, w): read once, for every view
@@ -371,6 +404,10 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             if ensemble.size > 1:
                 samples[0], spread = self.ensemble(name, torch.stack(samples))
                 uncertainty[name] = to_output(spread, output_type)
+            if name == "basecolor":  # (N, 3, h, w) under the input's (N, C, h, w) detail; grey input: C = 1
+                image = frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
+                detailed = transfer_detail(samples[0], image, self.detail_sigma(basecolor_detail, fit))
+                samples[0] = detailed.clamp(*VALUE_RANGE[name])
             gbuffers[name] = to_output(samples[0], output_type)  # numpy: off the GPU before the next decode
         self.maybe_free_model_hooks()
         out_latents = dict(zip(passes, latents, strict=False)) if output_latent else None

@@ -53,14 +53,18 @@ def save_train_state(
     optimizer_state: dict[str, Any],
     rng: torch.Tensor,
     config: dict[str, Any],
+    record: dict[str, Any] | None = None,
 ) -> Path:
-    """State dicts (full, unsharded) of the model, the EMA (``AveragedModel.state_dict()``) and the optimizer."""
+    """State dicts (full, unsharded) of the model, the EMA (``AveragedModel.state_dict()``) and the optimizer;
+    ``record``: the provenance the trainer writes into its renderer files (the ``--init`` file's defaults), which a
+    resumed run keeps."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
     optim, groups = optimizer_tensors(optimizer_state)
     tensors.update(optim)
     tensors["rng"] = rng.cpu().contiguous()
-    return write_tagged(path, tensors, FORMAT, {"step": step, "param_groups": groups, "config": config})
+    meta = {"step": step, "param_groups": groups, "config": config, "record": record or {}}
+    return write_tagged(path, tensors, FORMAT, meta)
 
 
 def read_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -508,6 +508,7 @@ class Trainer:
             optimizer_state=optimizer_state,
             rng=self.generator.get_state(),
             config=self.config.to_dict(),
+            record=self.record,
         )
         plot_log(self.path(".log.jsonl"), self.path(".loss.png"))
 
@@ -573,6 +574,9 @@ class Trainer:
             self.optimizer.load_state_dict(state)  # moved to the params' device
         self.generator.set_state(tensors["rng"].to(torch.uint8))
         self.step = int(meta["step"])
+        # the first call's provenance (its --init file and defaults); what this call was given wins. States written
+        # before 2026-12-05 have none: their resumed files lacked default_steps and ran at the official 15 steps.
+        self.record = {**meta.get("record", {}), **self.record}
         return True
 
     # ------------------------------------------------------------------------------------------ validation
