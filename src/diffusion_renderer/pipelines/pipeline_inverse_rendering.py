@@ -179,6 +179,18 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             default.shift if shift is None else shift,
         )
 
+    @staticmethod
+    def add_input_detail(basecolor: torch.Tensor, frames: torch.Tensor, sigma: float) -> torch.Tensor:
+        """(N, 3, h, w) basecolor with the (N, C, h, w) input's detail finer than ``sigma`` pixels (module doc), in
+        range. Frame by frame: a long clip at the input's size would otherwise hold several blurred copies at once."""
+        if sigma <= 0:
+            return basecolor
+        detailed = [
+            transfer_detail(basecolor[i : i + 1], frames[i : i + 1].expand(-1, 3, -1, -1), sigma)
+            for i in range(basecolor.shape[0])
+        ]
+        return torch.cat(detailed).clamp(*VALUE_RANGE["basecolor"])
+
     # ------------------------------------------------------------------------------------------- stages
 
     @staticmethod
@@ -405,9 +417,7 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
                 samples[0], spread = self.ensemble(name, torch.stack(samples))
                 uncertainty[name] = to_output(spread, output_type)
             if name == "basecolor":  # (N, 3, h, w) under the input's (N, C, h, w) detail; grey input: C = 1
-                image = frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
-                detailed = transfer_detail(samples[0], image, self.detail_sigma(basecolor_detail, fit))
-                samples[0] = detailed.clamp(*VALUE_RANGE[name])
+                samples[0] = self.add_input_detail(samples[0], frames, self.detail_sigma(basecolor_detail, fit))
             gbuffers[name] = to_output(samples[0], output_type)  # numpy: off the GPU before the next decode
         self.maybe_free_model_hooks()
         out_latents = dict(zip(passes, latents, strict=False)) if output_latent else None
