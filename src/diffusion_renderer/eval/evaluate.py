@@ -556,13 +556,12 @@ def run_evaluation(
     forward = load_pipeline("forward") if config.mode in ("forward", "relight") else None
     if hasattr(inverse, "ensemble_settings"):  # recorded as run: the model's defaults filled in
         used = inverse.ensemble_settings(config.ensemble, config.ensemble_mirror, config.ensemble_shift)
-        detail = inverse.default_basecolor_detail if config.basecolor_detail is None else config.basecolor_detail
         config = dataclasses.replace(
             config,
             ensemble=used.size,
             ensemble_mirror=used.mirror,
             ensemble_shift=used.shift,
-            basecolor_detail=float(detail),
+            basecolor_detail=inverse.basecolor_detail_setting(config.basecolor_detail),
         )
     result = EvalResult()
     for name in tqdm(clips, desc=f"eval {config.mode}", disable=not config.progress):

@@ -162,11 +162,13 @@ class InverseRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             raise ValueError(f"{model.spec}: {error}") from None
         return pipe
 
+    def basecolor_detail_setting(self, basecolor_detail: float | None = None) -> float:
+        """The basecolor detail a call uses, in processing pixels: what it passes, the model's default for None."""
+        return self.default_basecolor_detail if basecolor_detail is None else float(basecolor_detail)
+
     def detail_sigma(self, basecolor_detail: float | None, fit: FitPlan) -> float:
-        """Output pixels of the basecolor's detail transfer: ``basecolor_detail`` (None: the model's default), given in
-        processing pixels, at the input's own size."""
-        sigma = self.default_basecolor_detail if basecolor_detail is None else float(basecolor_detail)
-        return sigma * fit.original_size[0] / fit.resized_size[0]
+        """Output pixels of the basecolor's detail transfer: :meth:`basecolor_detail_setting` at the input's size."""
+        return self.basecolor_detail_setting(basecolor_detail) * fit.original_size[0] / fit.resized_size[0]
 
     def ensemble_settings(
         self, size: int | None = None, mirror: bool | None = None, shift: bool | None = None
