@@ -367,6 +367,11 @@ def reference_frames(target: SceneSpec, cache: Path, variant: str, spp: int | No
     (.npz of the linear frames, keyed by the spec and spp) so a re-run does not render again."""
     from diffusion_renderer.data.shards import display_rgb
 
+    return display_rgb(reference_linear(target, cache, variant, spp))
+
+
+def reference_linear(target: SceneSpec, cache: Path, variant: str, spp: int | None) -> np.ndarray:
+    """(T, H, W, 3) linear radiance behind :func:`reference_frames` (rendered and cached the same way)."""
     key = _reference_key(target, spp)
     linear = _cached_reference(cache, key)
     if linear is None:
@@ -375,7 +380,7 @@ def reference_frames(target: SceneSpec, cache: Path, variant: str, spp: int | No
         linear = render_clip(target, variant=VARIANTS.get(variant, variant), spp=spp).rgb_linear.astype(np.float32)
         with atomic_file(cache) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, rgb_linear=linear, key=np.array(key))
-    return display_rgb(linear)
+    return linear
 
 
 def donor_name(clips: Sequence[str], index: int) -> str | None:
