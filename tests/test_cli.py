@@ -75,6 +75,39 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
 
 
 @needs_examples
+def test_light_strength_scales_the_map_or_matches_the_input(tmp_path, capsys) -> None:
+    from diffusion_renderer.apps.relight import MATCH_TOLERANCE, log2_level
+
+    out = tmp_path / "out"
+    image = EXAMPLES / "images" / "coffee.png"
+    args = ("relight", image, "--out", out, "--envmap", "street_lamp", *FAST)
+    assert run_cli(capsys, *args)[0] == 0
+    code, lines = run_cli(capsys, *args, "--light-strength", "2.5")
+    assert code == 0 and lines[-1].startswith("1 done")  # another name: not taken for the first run's frames
+    plain, stronger = (read_image(out / "coffee" / f"0000.0000.street_lamp{s}.png") for s in ("", "_x2p5"))
+    assert stronger.mean() > plain.mean()
+    quiet = [a for a in args if a != "--quiet"]
+    code, lines = run_cli(capsys, *quiet, "--light-strength", "auto")
+    assert code == 0 and any("coffee: street_lamp_auto: light strength" in line for line in lines)
+    matched = read_image(out / "coffee" / "0000.0000.street_lamp_auto.png")
+    gap = abs(log2_level(matched) - log2_level(read_image(image)))
+    assert gap < abs(log2_level(plain) - log2_level(read_image(image))) and gap <= 4 * MATCH_TOLERANCE
+
+    for extra, error in (
+        (("--light-strength", "0"), "--light-strength: light strength must be a number > 0 or 'auto', got '0'"),
+        (
+            ("--light-strength", "2", "--random-lighting"),
+            "--light-strength scales env maps: --random-lighting has none",
+        ),
+    ):
+        code, lines = run_cli(capsys, *args, *extra)
+        assert code != 0 and cli_errors(lines) == [f"diffusion-renderer: error: {error}"]
+    code, lines = run_cli(capsys, "forward", out, "--out", tmp_path / "fwd", "--light-strength", "auto", *FAST)
+    message = "--light-strength auto matches relit frames to their input image: relight only, not forward"
+    assert code != 0 and cli_errors(lines) == [f"diffusion-renderer: error: {message}"]
+
+
+@needs_examples
 def test_same_seed_same_files_other_seed_other_files(tmp_path, capsys) -> None:
     image = EXAMPLES / "images" / "astronaut.png"
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):

@@ -18,6 +18,7 @@ from diffusion_renderer.pipelines.windows import blend_frames, frame_weights, la
 
 SMALL = (32, 48)
 FAST = {"num_inference_steps": 2, "processing_resolution": SMALL, "progress": False}
+FAST_RELIGHT = {"num_inference_steps": 2, "processing_resolution": SMALL}
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +318,21 @@ def test_relight_app_composes_the_pipelines(inverse, forward) -> None:
     assert [im.shape for im in out.images] == [(1, 40, 30, 3)] * 2
     again = relight(inverse, forward, image, [hdr, None], seed=3, num_inference_steps=2, processing_resolution=SMALL)
     np.testing.assert_array_equal(out.images[1], again.images[1])
+    assert out.light_strengths == [1.0, 1.0]
+
+    def render(*envmaps):  # the forward pipeline alone, on the same G-buffers and seed
+        generator = torch.Generator().manual_seed(3)
+        options = {"num_inference_steps": 2, "processing_resolution": SMALL}
+        return forward(out.gbuffers, list(envmaps), generator=generator, **options).images
+
+    np.testing.assert_array_equal(out.images[0], render(hdr)[0])  # the map as given
+    stronger = relight(inverse, forward, image, [hdr], seed=3, light_strength=2, **FAST_RELIGHT)
+    assert stronger.light_strengths == [2.0]
+    np.testing.assert_array_equal(stronger.images[0], render(hdr * 2)[0])
+    with pytest.raises(ValueError, match="random lighting"):
+        relight(inverse, forward, image, [hdr, None], light_strength="auto", **FAST_RELIGHT)
+    with pytest.raises(ValueError, match="light strength must be"):
+        relight(inverse, forward, image, [hdr], light_strength=-1, **FAST_RELIGHT)
     with pytest.raises(TypeError, match="unexpected"):
         relight(inverse, forward, image, None, passes=["normal"])
 

@@ -33,6 +33,7 @@ from diffusion_renderer.cli.render import (
     load_clip,
     load_gbuffer_clip,
     read_gbuffers_back,
+    refuse_auto_strength,
     render_lightings,
     resolve_lightings,
     run_inverse_clip,
@@ -110,6 +111,7 @@ def edit_changed(path: Path, settings: dict) -> bool:
 
 def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[SourceClip], Edit]) -> int:
     """The common flow of ``edit`` and ``insert``: G-buffers -> edit -> render before and after -> sheet."""
+    refuse_auto_strength(args, {"edited": "edit", "inserted": "insert"}.get(tag, tag))
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     # one INPUT: under torchrun rank 0 does it, or every rank together with --context-parallel

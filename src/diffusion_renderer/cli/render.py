@@ -50,6 +50,7 @@ from diffusion_renderer.io.layout import (
 from diffusion_renderer.models.performance import ATTENTION_CHOICES, OFFLOAD_MODES
 
 PROG = "diffusion-renderer"
+AUTO = "auto"  # --light-strength auto (apps/relight.py)
 FORMATS = ("png", "jpg", "exr")
 OFFICIAL_ENVLIGHTS = ("0", "1", "2", "3")
 
@@ -458,16 +459,47 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
         raise InputError(None, f"--fov must be in (0, 180) degrees, got {args.fov}")
     check_blur_options(args)
 
+    strength = light_strength(args)
     specs = args.envmap or list(OFFICIAL_ENVLIGHTS)
     if args.random_lighting:
+        if strength != 1.0:
+            raise InputError(None, "--light-strength scales env maps: --random-lighting has none")
         return [(f"random_{i:04d}", None) for i in range(len(specs))]
     lightings = []
     for spec in specs:
         try:
-            lightings.append(load_envmap(spec))
+            name, hdr = load_envmap(spec)
         except (InputError, ValueError, OSError) as exc:
             summary.fail_once(spec, exc)
+            continue
+        lightings.append((name + strength_suffix(strength), hdr if strength in (AUTO, 1.0) else hdr * strength))
     return lightings
+
+
+def light_strength(args: argparse.Namespace) -> float | str:
+    """``--light-strength`` as a factor > 0 or ``auto``; a bad value stops the command in one line."""
+    from diffusion_renderer.apps.relight import check_light_strength
+
+    try:
+        return check_light_strength(args.light_strength)
+    except ValueError as exc:
+        raise InputError(None, f"--light-strength: {exc}") from None
+
+
+def refuse_auto_strength(args: argparse.Namespace, command: str) -> None:
+    """``--light-strength auto`` is relight's: it matches each relit clip to its own input image, which ``forward``
+    does not have, and which would hide what an ``edit`` or ``insert`` changes in the frame's level."""
+    if args.light_strength == AUTO:
+        message = "matches relit frames to their input image: relight only"
+        raise InputError(None, f"--light-strength auto {message}, not {command}")
+
+
+def strength_suffix(strength: float | str) -> str:
+    """What a lighting's output name gains from ``--light-strength`` (none at 1), so that a re-run at another
+    strength does not take the first one's frames for its own; no dots, which frame names use as separators."""
+    if strength == 1.0:
+        return ""
+    return f"_{AUTO}" if strength == AUTO else "_x" + f"{strength:g}".replace(".", "p")
 
 
 def load_gbuffer_clip(paths: Mapping[str, list[Path]]) -> dict[str, np.ndarray]:
@@ -504,9 +536,20 @@ def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float,
 
 
 def render_lightings(
-    pipe, gbuffers: Mapping[str, np.ndarray], lightings, out: Path, clip: str, fps: float, args, summary: Summary
+    pipe,
+    gbuffers: Mapping[str, np.ndarray],
+    lightings,
+    out: Path,
+    clip: str,
+    fps: float,
+    args,
+    summary: Summary,
+    source: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Relight one clip under each lighting not yet rendered; returns {lighting name: (T, h, w, 3)}."""
+    """Relight one clip under each lighting not yet rendered; returns {lighting name: (T, h, w, 3)}. ``source``:
+    the input frames (T, h, w, 3), which ``--light-strength auto`` matches the relit frames' level to."""
+    from diffusion_renderer.apps.relight import match_level, scale_lighting
+
     count = len(next(iter(gbuffers.values())))
     todo = [(n, e) for n, e in lightings if args.overwrite or not forward_done(out, clip, n, count, args)]
     if not todo:
@@ -514,20 +557,30 @@ def render_lightings(
         return {}
     blur = args.correction_blur
     neural_only = {} if blur is None or not hasattr(pipe, "correction_sigma") else {"correction_blur": blur}
-    result = pipe(
-        dict(gbuffers),
-        [env for _, env in todo],
-        generator=generator(args),
-        rotate_light=args.rotate_light,
-        light_angle=args.light_angle,
-        fixed_frame=args.fixed_frame,
-        envmap_method=args.envmap_method,
-        **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
-        **neural_only,  # split-sum has no correction to smooth
-        **pipeline_options(args),
-    )
+
+    def render(factors: list[float]) -> list[np.ndarray]:  # factors on the maps' radiance, one per lighting
+        return pipe(
+            dict(gbuffers),
+            [scale_lighting(env, factor) for (_, env), factor in zip(todo, factors, strict=True)],
+            generator=generator(args),
+            rotate_light=args.rotate_light,
+            light_angle=args.light_angle,
+            fixed_frame=args.fixed_frame,
+            envmap_method=args.envmap_method,
+            **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
+            **neural_only,  # split-sum has no correction to smooth
+            **pipeline_options(args),
+        ).images
+
+    if args.light_strength == AUTO:  # apps/relight.py: per map, the factor that matches the input's level
+        factors, rendered = match_level(render, len(todo), source)
+        if not args.quiet:
+            chosen = (f"{clip}: {n}: light strength {f:.3g}" for (n, _), f in zip(todo, factors, strict=True))
+            print("\n".join(chosen), file=sys.stderr)  # beside the batch's summary line
+    else:  # a numeric strength is in the maps already (resolve_lightings)
+        rendered = render([1.0] * len(todo))
     relit = {}
-    for (name, hdr), images in zip(todo, result.images, strict=True):
+    for (name, hdr), images in zip(todo, rendered, strict=True):
         write_relit(out, clip, name, images, fps, args)
         if hdr is not None and not args.no_contact_sheet:
             relit[f"{name} (light)"] = light_thumbnails(hdr, count, args)
@@ -551,6 +604,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     lora_files(args, ("forward",))
+    refuse_auto_strength(args, "forward")
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     if not lightings:
@@ -606,8 +660,10 @@ def cmd_relight(args: argparse.Namespace) -> int:
                 frames, gbuffers, fps = run_inverse_clip(inverse, clip, out, args)
             else:  # G-buffers of an earlier run: read them back
                 gbuffers, fps = read_gbuffers_back(out, clip.name, passes), clip_fps(args, None)
+            if frames is None and args.light_strength == AUTO:  # G-buffers read back: auto needs the input too
+                frames = load_clip(clip, args)[0]
             forward = forward or build_pipeline("forward", args)
-            relit = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary)
+            relit = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary, frames)
             if relit and not args.no_contact_sheet:
                 columns = {"input": frames} if frames is not None else {}
                 save_sheet(out, clip.name, {**columns, **gbuffers, **relit})
@@ -813,6 +869,13 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         metavar="DEG",
         help="the camera's vertical field of view, when known: `tiny` shades its hint with it, split-sum renders "
         "with it (default: tiny reads it off the G-buffers where it can, else 40; split-sum 40)",
+    )
+    g.add_argument(
+        "--light-strength",
+        default="1",
+        metavar="S",
+        help="scale every env map's radiance by S (outputs named MAP_xS, '.' as 'p'), or `auto`: relight: per map, "
+        "the factor that gives the relit frames the input's mean level (MAP_auto; at most three renders)",
     )
     add_correction_blur_argument(g)
 
