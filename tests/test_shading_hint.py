@@ -429,10 +429,14 @@ def test_correction_strength_benchmark_scores_the_hint_the_model_is_given() -> N
     pipe.transformer = adapt_to_config(model.transformer, TrainConfig(role="forward", model_config="medium-residual"))
     gbuffers = {k: v.numpy() for k, v in random_gbuffers(4).items()}
     raw = smooth_panorama(3).numpy()
-    rendered = pipe(gbuffers, raw, num_inference_steps=1, processing_resolution=0, progress=False).images[0]
+    # seeded: c_skip at sigma 80 lets 4e-5 of the noise through, 1.0-1.7e-3 at most over 12 seeds, and an unseeded
+    # draw once reached 2.02e-3
+    generator = torch.Generator().manual_seed(0)
+    options = {"num_inference_steps": 1, "processing_resolution": 0, "progress": False, "generator": generator}
+    rendered = pipe(gbuffers, raw, **options).images[0]
     hint = correction_strength.render_hint(pipe, gbuffers, raw)
     assert hint.shape == rendered.shape == (1, SIZE, SIZE, 3) and hint.std() > 0.01
-    np.testing.assert_allclose(hint, rendered, atol=2e-3)  # c_skip at sigma 80 lets 4e-5 of the noise through
+    np.testing.assert_allclose(hint, rendered, atol=2e-3)
 
 
 def test_correction_strength_summary_picks_the_best_alpha_and_charts_it(tmp_path) -> None:
