@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
 @needs_examples
 def test_light_strength_scales_the_map_or_matches_the_input(tmp_path, capsys) -> None:
     from diffusion_renderer.apps.relight import MATCH_TOLERANCE, log2_level
+    from diffusion_renderer.cli.render import strength_suffix
 
     out = tmp_path / "out"
     image = EXAMPLES / "images" / "coffee.png"
@@ -92,6 +94,11 @@ def test_light_strength_scales_the_map_or_matches_the_input(tmp_path, capsys) ->
     matched = read_image(out / "coffee" / "0000.0000.street_lamp_auto.png")
     gap = abs(log2_level(matched) - log2_level(read_image(image)))
     assert gap < abs(log2_level(plain) - log2_level(read_image(image))) and gap <= 4 * MATCH_TOLERANCE
+    # the chosen factor is kept, and given back as a number it renders the same frame
+    chosen = json.loads((out / "coffee.light_strength.json").read_text())["street_lamp_auto"]
+    assert run_cli(capsys, *args, "--light-strength", repr(chosen))[0] == 0
+    again = read_image(out / "coffee" / f"0000.0000.street_lamp{strength_suffix(chosen)}.png")
+    np.testing.assert_array_equal(again, matched)
 
     for extra, error in (
         (("--light-strength", "0"), "--light-strength: light strength must be a number > 0 or 'auto', got '0'"),

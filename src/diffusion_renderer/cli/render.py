@@ -9,6 +9,7 @@ redoes it) and an interrupted run leaves nothing half-written behind.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -43,6 +44,7 @@ from diffusion_renderer.io.layout import (
     discover_inputs,
     find_gbuffer_clips,
     gbuffer_frame_path,
+    light_strength_path,
     parse_gbuffer_name,
     relit_frame_path,
     video_path,
@@ -574,9 +576,7 @@ def render_lightings(
 
     if args.light_strength == AUTO:  # apps/relight.py: per map, the factor that matches the input's level
         factors, rendered = match_level(render, len(todo), source)
-        if not args.quiet:
-            chosen = (f"{clip}: {n}: light strength {f:.3g}" for (n, _), f in zip(todo, factors, strict=True))
-            print("\n".join(chosen), file=sys.stderr)  # beside the batch's summary line
+        record_strengths(out, clip, {name: factor for (name, _), factor in zip(todo, factors, strict=True)}, args)
     else:  # a numeric strength is in the maps already (resolve_lightings)
         rendered = render([1.0] * len(todo))
     relit = {}
@@ -587,6 +587,23 @@ def render_lightings(
         relit[name] = images
     summary.done += 1
     return relit
+
+
+def record_strengths(out: Path, clip: str, factors: Mapping[str, float], args) -> None:
+    """Keep the factors ``--light-strength auto`` chose (:func:`light_strength_path`, beside those of earlier runs),
+    so ``--light-strength S`` can give another shot of the same scene the same light; and say them."""
+    if not args.quiet:
+        print("\n".join(f"{clip}: {n}: light strength {f:.3g}" for n, f in factors.items()), file=sys.stderr)
+    if not args.ranks.writes:
+        return
+    path = light_strength_path(out, clip)
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # not a JSON file: written anew
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({**known, **factors}, indent=1, sort_keys=True) + "\n")
 
 
 def light_thumbnails(hdr: np.ndarray, count: int, args: argparse.Namespace) -> np.ndarray:

@@ -175,6 +175,11 @@ def contact_sheet_path(out: str | Path, clip: str) -> Path:
     return Path(out) / f"{flat_clip_name(clip)}.contact_sheet.png"
 
 
+def light_strength_path(out: str | Path, clip: str) -> Path:
+    """``out/{clip with '/' -> '__'}.light_strength.json``: the factors ``--light-strength auto`` chose."""
+    return Path(out) / f"{flat_clip_name(clip)}.light_strength.json"
+
+
 def parse_gbuffer_name(name: str | Path) -> tuple[int, int, str] | None:
     """``0001.0042.basecolor.png`` -> (1, 42, "basecolor"); None for any other name."""
     match = _GBUFFER_NAME.match(Path(name).name)
