@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import trimesh
 from PIL import Image
 
 from conftest import REPO, cli_errors, require_mitsuba, run_cli
+from diffusion_renderer.cli.render import strength_suffix
 from diffusion_renderer.io.gbuffer_files import read_gbuffer_frame
+from diffusion_renderer.io.images import read_image
 
 COFFEE = REPO / "examples" / "coffee.png"  # 600 x 400
 FAST = ["--resolution", "64", "--steps", "1", "--quiet", "--envmap-method", "direct", "--envmap", "street_lamp"]
@@ -75,6 +78,30 @@ def test_edit_by_colour_selection_on_a_gbuffer_folder(tmp_path: Path, capsys) ->
     np.testing.assert_array_equal(after[~mask], before[~mask])
     assert not (before[mask] == after[mask]).all(axis=-1).all()
     assert not (out / "gbuffer_frames" / "coffee").exists()  # the given G-buffers are used, not re-estimated
+
+
+def test_auto_light_strength_renders_the_edit_under_the_source_light(tmp_path: Path, capsys, cup_mask: Path) -> None:
+    """`--light-strength auto` matches the unedited clip to its input, and renders the edit at that same factor, so
+    the edit's change of level shows: given back as a number, the factor renders both frames again exactly."""
+    out = tmp_path / "out"
+    edit = ["--mask", cup_mask, "--basecolor", "#3060c0", "--model", "random:tiny"]
+    args = ["edit", COFFEE, "--out", out, *edit, *FAST]
+    assert run_cli(capsys, *args)[0] == 0  # the G-buffers as the later runs read them back (8/16-bit files)
+    assert run_cli(capsys, *args, "--light-strength", "auto")[0] == 0
+    chosen = json.loads((out / "coffee.light_strength.json").read_text())
+    assert list(chosen) == ["street_lamp_auto"] and not (out / "coffee_edited.light_strength.json").exists()
+    factor = chosen["street_lamp_auto"]
+    assert run_cli(capsys, *args, "--light-strength", repr(factor))[0] == 0
+    for clip in ("coffee", "coffee_edited"):
+        auto, given = (
+            read_image(out / clip / f"0000.0000.street_lamp{s}.png") for s in ("_auto", strength_suffix(factor))
+        )
+        np.testing.assert_array_equal(auto, given)
+
+    assert run_cli(capsys, "inverse", COFFEE, "--out", tmp_path / "inv", "--model", "random:tiny", *FAST[:5])[0] == 0
+    folder = tmp_path / "inv" / "gbuffer_frames" / "coffee"
+    code, lines = run_cli(capsys, "edit", folder, *args[2:], "--light-strength", "auto")
+    assert code == 1 and len(cli_errors(lines)) == 1 and "needs the input image" in cli_errors(lines)[0]
 
 
 def test_edit_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:

@@ -110,7 +110,9 @@ def test_light_strength_scales_the_map_or_matches_the_input(tmp_path, capsys) ->
         code, lines = run_cli(capsys, *args, *extra)
         assert code != 0 and cli_errors(lines) == [f"diffusion-renderer: error: {error}"]
     code, lines = run_cli(capsys, "forward", out, "--out", tmp_path / "fwd", "--light-strength", "auto", *FAST)
-    message = "--light-strength auto matches relit frames to their input image: relight only, not forward"
+    message = (
+        "--light-strength auto matches relit frames to their input image: relight, edit and insert only, not forward"
+    )
     assert code != 0 and cli_errors(lines) == [f"diffusion-renderer: error: {message}"]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from diffusion_renderer.apps.material_edit import EDIT_FIELDS
 from diffusion_renderer.cli.render import (
+    AUTO,
     add_forward_options,
     add_input_options,
     add_model_options,
@@ -33,7 +34,7 @@ from diffusion_renderer.cli.render import (
     load_clip,
     load_gbuffer_clip,
     read_gbuffers_back,
-    refuse_auto_strength,
+    recorded_strengths,
     render_lightings,
     resolve_lightings,
     run_inverse_clip,
@@ -109,9 +110,17 @@ def edit_changed(path: Path, settings: dict) -> bool:
     return not path.is_file() or path.read_text() != settings_text(settings)
 
 
+def same_strengths(lightings: list[tuple[str, np.ndarray]], factors: dict[str, float]) -> list[tuple[str, np.ndarray]]:
+    """The lightings with their maps scaled by the factors ``--light-strength auto`` chose for the unedited clip;
+    InputError when one was never chosen (its frames were rendered, but its record is gone)."""
+    missing = [name for name, _ in lightings if name not in factors]
+    if missing:
+        raise InputError(None, f"no light strength recorded for {', '.join(missing)}: run again with --overwrite")
+    return [(name, hdr * factors[name]) for name, hdr in lightings]
+
+
 def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[SourceClip], Edit]) -> int:
     """The common flow of ``edit`` and ``insert``: G-buffers -> edit -> render before and after -> sheet."""
-    refuse_auto_strength(args, {"edited": "edit", "inserted": "insert"}.get(tag, tag))
     out, summary = start_batch(args)
     lightings = resolve_lightings(args, summary)
     # one INPUT: under torchrun rank 0 does it, or every rank together with --context-parallel
@@ -126,10 +135,20 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
         changed = edit_changed(settings_file, edit.settings)
         if changed or args.overwrite or not gbuffer_folder(out, edited_name).is_dir():
             write_gbuffers(out, edited_name, {**edit.gbuffers, "mask": edit.mask.astype(np.float32)}, source.fps, args)
-        before = render_lightings(forward, source.gbuffers, lightings, out, source.name, source.fps, args, summary)
+        if args.light_strength == AUTO and source.frames is None:
+            raise InputError(Path(args.input), "--light-strength auto needs the input image, not a G-buffer folder")
+        before, chosen = render_lightings(
+            forward, source.gbuffers, lightings, out, source.name, source.fps, args, summary, source.frames
+        )
         after_args = copy.copy(args)
         after_args.overwrite = args.overwrite or changed
-        after = render_lightings(forward, edit.gbuffers, lightings, out, edited_name, source.fps, after_args, summary)
+        after_lightings = lightings
+        if args.light_strength == AUTO:  # the edit under the source's light, so that its change of level shows
+            after_lightings = same_strengths(lightings, {**recorded_strengths(out, source.name), **chosen})
+            after_args.light_strength = "1"  # the maps carry the factors
+        after = render_lightings(
+            forward, edit.gbuffers, after_lightings, out, edited_name, source.fps, after_args, summary
+        )[0]
         if (before or after) and not args.no_contact_sheet:
             save_sheet(out, edited_name, sheet_columns(args, out, source, edit, edited_name, lightings))
         if summary.ranks.writes:

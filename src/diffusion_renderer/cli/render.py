@@ -489,10 +489,9 @@ def light_strength(args: argparse.Namespace) -> float | str:
 
 
 def refuse_auto_strength(args: argparse.Namespace, command: str) -> None:
-    """``--light-strength auto`` is relight's: it matches each relit clip to its own input image, which ``forward``
-    does not have, and which would hide what an ``edit`` or ``insert`` changes in the frame's level."""
+    """``--light-strength auto`` matches relit frames to their input image, which ``forward`` does not have."""
     if args.light_strength == AUTO:
-        message = "matches relit frames to their input image: relight only"
+        message = "matches relit frames to their input image: relight, edit and insert only"
         raise InputError(None, f"--light-strength auto {message}, not {command}")
 
 
@@ -547,16 +546,16 @@ def render_lightings(
     args,
     summary: Summary,
     source: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Relight one clip under each lighting not yet rendered; returns {lighting name: (T, h, w, 3)}. ``source``:
-    the input frames (T, h, w, 3), which ``--light-strength auto`` matches the relit frames' level to."""
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Relight one clip under each lighting not yet rendered: ({lighting name: (T, h, w, 3)}, {lighting name: the
+    factor ``--light-strength auto`` chose}). ``source``: the input frames (T, h, w, 3), whose level auto matches."""
     from diffusion_renderer.apps.relight import match_level, scale_lighting
 
     count = len(next(iter(gbuffers.values())))
     todo = [(n, e) for n, e in lightings if args.overwrite or not forward_done(out, clip, n, count, args)]
     if not todo:
         summary.skipped += 1
-        return {}
+        return {}, {}
     blur = args.correction_blur
     neural_only = {} if blur is None or not hasattr(pipe, "correction_sigma") else {"correction_blur": blur}
 
@@ -574,9 +573,11 @@ def render_lightings(
             **pipeline_options(args),
         ).images
 
+    chosen = {}
     if args.light_strength == AUTO:  # apps/relight.py: per map, the factor that matches the input's level
         factors, rendered = match_level(render, len(todo), source)
-        record_strengths(out, clip, {name: factor for (name, _), factor in zip(todo, factors, strict=True)}, args)
+        chosen = {name: factor for (name, _), factor in zip(todo, factors, strict=True)}
+        record_strengths(out, clip, chosen, args)
     else:  # a numeric strength is in the maps already (resolve_lightings)
         rendered = render([1.0] * len(todo))
     relit = {}
@@ -586,7 +587,7 @@ def render_lightings(
             relit[f"{name} (light)"] = light_thumbnails(hdr, count, args)
         relit[name] = images
     summary.done += 1
-    return relit
+    return relit, chosen
 
 
 def record_strengths(out: Path, clip: str, factors: Mapping[str, float], args) -> None:
@@ -596,14 +597,18 @@ def record_strengths(out: Path, clip: str, factors: Mapping[str, float], args) -
         print("\n".join(f"{clip}: {n}: light strength {f:.3g}" for n, f in factors.items()), file=sys.stderr)
     if not args.ranks.writes:
         return
+    with atomic_file(light_strength_path(out, clip)) as tmp:
+        tmp.write_text(json.dumps({**recorded_strengths(out, clip), **factors}, indent=1, sort_keys=True) + "\n")
+
+
+def recorded_strengths(out: Path, clip: str) -> dict[str, float]:
+    """The factors :func:`record_strengths` kept for ``clip`` ({} when none)."""
     path = light_strength_path(out, clip)
     try:
         known = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:  # not a JSON file: written anew
-        known = {}
-    known = known if isinstance(known, dict) else {}
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({**known, **factors}, indent=1, sort_keys=True) + "\n")
+    except ValueError:  # not a JSON file
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def light_thumbnails(hdr: np.ndarray, count: int, args: argparse.Namespace) -> np.ndarray:
@@ -637,7 +642,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
         try:
             gbuffers = load_gbuffer_clip(paths)
             pipe = pipe or build_pipeline("forward", args)
-            relit = render_lightings(pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary)
+            relit, _ = render_lightings(pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary)
             if relit and not args.no_contact_sheet:
                 save_sheet(out, clip, {**gbuffers, **relit})
         except (InputError, ValueError, OSError) as exc:
@@ -680,7 +685,7 @@ def cmd_relight(args: argparse.Namespace) -> int:
             if frames is None and args.light_strength == AUTO:  # G-buffers read back: auto needs the input too
                 frames = load_clip(clip, args)[0]
             forward = forward or build_pipeline("forward", args)
-            relit = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary, frames)
+            relit, _ = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary, frames)
             if relit and not args.no_contact_sheet:
                 columns = {"input": frames} if frames is not None else {}
                 save_sheet(out, clip.name, {**columns, **gbuffers, **relit})
