@@ -896,8 +896,9 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         "--light-strength",
         default="1",
         metavar="S",
-        help="scale every env map's radiance by S (outputs named MAP_xS, '.' as 'p'), or `auto`: relight: per map, "
-        "the factor that gives the relit frames the input's mean level (MAP_auto; at most three renders)",
+        help="scale every env map's radiance by S (outputs named MAP_xS, '.' as 'p'), or `auto` (not forward): per "
+        "map, the factor that gives the relit frames the input's mean level (MAP_auto; at most three renders; kept "
+        "in OUT/CLIP.light_strength.json; edit, insert: the edited clip at the unedited one's factor)",
     )
     add_correction_blur_argument(g)
 
