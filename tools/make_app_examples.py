@@ -1,14 +1,16 @@
-"""Rebuild the application examples: the bundled vase mesh and saucer mask, and the README's before/after figures.
+"""Rebuild the application examples: the bundled vase mesh and saucer mask, and the README's figures.
 
 Usage: python tools/make_app_examples.py [--model tiny] [--out /tmp/app_examples]
 
 Runs the README's ``edit`` and ``insert`` commands with the given model and writes one compact figure per
-application to ``examples/results/`` (input, selection, edited G-buffer, render before, render after).
+application to ``examples/results/`` (input, selection, edited G-buffer, render before, render after), and one of
+``relight --light-strength`` (input, then each map as given and with ``auto``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,23 @@ def figure(out: Path, clip: str, tag: str, passes: tuple[str, ...], target: Path
     png.unlink()
 
 
+def light_strength_figure(out: Path, model: str, target: Path) -> None:
+    """One row: the input, then per map the relit frame as given and with ``--light-strength auto``."""
+    lights = ("street_lamp", LIGHT)
+    common = ["--model", model, "--envmap", *lights, "--quiet", "--overwrite", "--no-contact-sheet"]
+    for strength in ("1", "auto"):
+        cli(["relight", str(EXAMPLES / "coffee.png"), "--out", str(out), "--light-strength", strength, *common])
+    factors = json.loads((out / "coffee.light_strength.json").read_text())
+    tiles = [("input", read_image(EXAMPLES / "coffee.png"))]
+    for light in lights:
+        tiles.append((f"{light}, as given", read_image(out / "coffee" / f"0000.0000.{light}.png")))
+        auto = f"{light}_auto"
+        tiles.append((f"{light}, auto (x{factors[auto]:.2g})", read_image(out / "coffee" / f"0000.0000.{auto}.png")))
+    png = save_contact_sheet(target.with_suffix(".png"), [("", tiles)], tile_height=200)
+    Image.open(png).convert("RGB").save(target, quality=88, optimize=True)
+    png.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
@@ -92,6 +111,7 @@ def main() -> None:
     insert = ["--object", EXAMPLES / "vase.glb", "--at", 505, 250, "--scale", 0.3]
     cli(["insert", str(EXAMPLES / "coffee.png"), "--out", str(args.out / "insert"), *map(str, insert), *common])
     figure(args.out / "insert", "coffee", "inserted", ("basecolor", "normal"), results / "insert_coffee.jpg")
+    light_strength_figure(args.out / "relight", args.model, results / "light_strength_coffee.jpg")
     print(f"figures in {results}")
 
 
