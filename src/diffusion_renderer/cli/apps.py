@@ -128,6 +128,8 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
         return summary.report(out)
     try:
         source = source_clip(args, out)
+        if args.light_strength == AUTO and source.frames is None:
+            raise InputError(Path(args.input), "--light-strength auto needs the input image, not a G-buffer folder")
         edit = make_edit(source)
         edited_name = f"{source.name}_{tag}"
         forward = build_pipeline("forward", args)  # also settles --frames, which numbers the files below
@@ -135,8 +137,6 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
         changed = edit_changed(settings_file, edit.settings)
         if changed or args.overwrite or not gbuffer_folder(out, edited_name).is_dir():
             write_gbuffers(out, edited_name, {**edit.gbuffers, "mask": edit.mask.astype(np.float32)}, source.fps, args)
-        if args.light_strength == AUTO and source.frames is None:
-            raise InputError(Path(args.input), "--light-strength auto needs the input image, not a G-buffer folder")
         before, chosen = render_lightings(
             forward, source.gbuffers, lightings, out, source.name, source.fps, args, summary, source.frames
         )
