@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffusion_renderer.conventions import display_rgb, srgb_to_linear
+from diffusion_renderer.apps.relight import mean_linear_luminance
+from diffusion_renderer.conventions import display_rgb
 from diffusion_renderer.data.storage import MASK_KEY, read_clip
 from diffusion_renderer.eval.evaluate import (
     REFERENCE_DIR,
@@ -54,14 +55,13 @@ from diffusion_renderer.eval.metrics import psnr
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 
-LUMINANCE = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 weights of linear RGB
 PSNR_CAP = 60.0  # an exact level scores +inf; capped so that a set's mean stays finite
 
 
 def log2_level(srgb: np.ndarray, mask: np.ndarray) -> float:
     """Stops: log2 of the mean linear luminance of (..., H, W, 3) sRGB-encoded values over the (..., H, W, 1) mask."""
     selected = np.broadcast_to(mask > 0.5, srgb.shape)[..., 0]
-    return math.log2(max(float((srgb_to_linear(srgb[selected].astype(np.float64)) @ LUMINANCE).mean()), 1e-6))
+    return math.log2(max(mean_linear_luminance(srgb[selected]), 1e-6))
 
 
 def least_squares_fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:

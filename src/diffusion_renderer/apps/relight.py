@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from diffusion_renderer.conventions import GBUFFER_KEYS, srgb_to_linear
+from diffusion_renderer.lighting.white_balance import LUMA
 from diffusion_renderer.pipelines.image_processor import FramesInput
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline, Lighting
 from diffusion_renderer.pipelines.pipeline_inverse_rendering import InverseRenderingPipeline
@@ -42,7 +43,6 @@ AUTO = "auto"
 STRENGTH_BOUNDS = (2.0**-10, 2.0**10)  # what "auto" may choose: a black or blown-out render gives no level
 MATCH_RENDERS = 3  # renders "auto" may take per clip: as given, then up to two secant steps
 MATCH_TOLERANCE = 0.05  # stops: a level this close to the input's is matched
-LUMINANCE = np.array([0.2126, 0.7152, 0.0722])  # Rec. 709 weights of linear RGB
 
 LightStrength = float | str  # a factor on the maps' radiance, or "auto"
 
@@ -73,7 +73,7 @@ def check_light_strength(value: LightStrength) -> LightStrength:
 def mean_linear_luminance(frames: np.ndarray) -> float:
     """Mean linear luminance of (..., C) display frames in [0, 1] (the sRGB curve undone; C = 1: grey)."""
     linear = srgb_to_linear(np.clip(frames, 0.0, 1.0).astype(np.float64))
-    return float((linear @ LUMINANCE if linear.shape[-1] == 3 else linear).mean())
+    return float((linear @ LUMA if linear.shape[-1] == 3 else linear).mean())
 
 
 def log2_level(frames: np.ndarray) -> float:

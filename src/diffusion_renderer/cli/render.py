@@ -455,6 +455,7 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
 
     A bad env map is reported and left out; the others still render. A bad ``--fov`` stops the command.
     """
+    from diffusion_renderer.apps.relight import scale_lighting
     from diffusion_renderer.lighting.presets import load_envmap
 
     if args.fov is not None and not is_valid_fov(args.fov):
@@ -474,7 +475,8 @@ def resolve_lightings(args: argparse.Namespace, summary: Summary) -> list[tuple[
         except (InputError, ValueError, OSError) as exc:
             summary.fail_once(spec, exc)
             continue
-        lightings.append((name + strength_suffix(strength), hdr if strength in (AUTO, 1.0) else hdr * strength))
+        factor = 1.0 if strength == AUTO else strength  # auto: render_lightings finds it per clip
+        lightings.append((name + strength_suffix(strength), scale_lighting(hdr, factor)))
     return lightings
 
 
