@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from diffusion_renderer.checkpoints.quantization import dequantize_rows_int8, quantize_rows_int8
-from diffusion_renderer.checkpoints.renderer_file import read_renderer_file, save_renderer_file
+from diffusion_renderer.checkpoints.renderer_file import (
+    average_renderer_files,
+    dit_defaults,
+    read_renderer_file,
+    save_renderer_file,
+)
 from diffusion_renderer.checkpoints.safe_load import CheckpointError
 from diffusion_renderer.conventions import (
     CONTEXT_INDEX,
@@ -185,6 +190,20 @@ def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
         )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+
+
+def test_averaging_fills_config_keys_a_file_predates(tmp_path):
+    """A file written before a DiT config key existed (the shipped inverse lacks ``exposure_level``) averages
+    with its own fine-tune, which writes the key at its default; a non-default value is still another config."""
+    assert dit_defaults()["exposure_level"] == 0.0
+    state = {"w": torch.ones(2, 2)}
+    for name, extra in (("old", {}), ("new", {"exposure_level": 0.0}), ("lit", {"exposure_level": 0.18})):
+        save_renderer_file(tmp_path / f"{name}.safetensors", state, role="inverse",
+                           dit_config={"in_channels": 4, **extra}, tokenizer_config={})  # fmt: skip
+    soup, _ = average_renderer_files([tmp_path / "old.safetensors", tmp_path / "new.safetensors"])
+    torch.testing.assert_close(soup["w"], state["w"])
+    with pytest.raises(CheckpointError, match=r"lit\.safetensors: another dit_config"):
+        average_renderer_files([tmp_path / "old.safetensors", tmp_path / "lit.safetensors"])
 
 
 def test_shards_round_trip(tmp_path):

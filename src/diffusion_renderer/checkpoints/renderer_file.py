@@ -14,6 +14,8 @@ leave them out (:func:`never_read`) and loading sets them to zero, which is also
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -121,12 +123,23 @@ def load_renderer_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor
     model.load_state_dict(full, strict=True)
 
 
-def architecture(config: Any) -> Any:
+def architecture(config: Any, defaults: Mapping[str, Any] | None = None) -> Any:
     """A config without diffusers' bookkeeping keys (``_class_name``, ``_use_default_values``...): those say how
-    it was written, not what the network is (``_use_default_values`` is even a set written in hash order)."""
+    it was written, not what the network is (``_use_default_values`` is even a set written in hash order).
+    ``defaults`` fill the keys a config lacks: a file written before a key existed loads with its default."""
     if isinstance(config, dict):
-        return {key: value for key, value in config.items() if not str(key).startswith("_")}
+        return {key: value for key, value in {**(defaults or {}), **config}.items() if not str(key).startswith("_")}
     return config
+
+
+def dit_defaults() -> dict[str, Any]:
+    """The DiT's constructor defaults, as a file's JSON config writes them (tuples as lists). Imported here, not at
+    module level: reading a file must not load diffusers."""
+    from diffusion_renderer.models.transformer_diffusion_renderer import DiffusionRendererTransformer3DModel
+
+    parameters = inspect.signature(DiffusionRendererTransformer3DModel.__init__).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return json.loads(json.dumps(defaults))
 
 
 def average_renderer_files(
@@ -152,7 +165,8 @@ def average_renderer_files(
         state, other = read_renderer_file(path)
         metas.append(other)
         for field in ("role", "dit_config", "tokenizer"):
-            if architecture(other[field]) != architecture(meta[field]):
+            defaults = dit_defaults() if field == "dit_config" else None
+            if architecture(other[field], defaults) != architecture(meta[field], defaults):
                 raise CheckpointError(f"{path}: another {field} than {paths[0]}; only one model's fine-tunes average")
         if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
             raise CheckpointError(f"{path}: other tensors than {paths[0]}")
