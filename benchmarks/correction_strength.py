@@ -39,7 +39,8 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer.conventions import GBUFFER_KEYS, srgb_to_linear
-from diffusion_renderer.data.scenes import SceneSpec
+from diffusion_renderer.data.mitsuba_render import bake_procedural
+from diffusion_renderer.data.scenes import LightingSpec, SceneSpec
 from diffusion_renderer.data.storage import MASK_KEY, meta_path, read_clip
 from diffusion_renderer.eval.evaluate import (
     EvalConfig,
@@ -52,11 +53,34 @@ from diffusion_renderer.eval.evaluate import (
 from diffusion_renderer.eval.metrics import CLIPPED, exposure_gain, exposure_psnr, psnr
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
+from diffusion_renderer.io.hdr import read_hdr
 from diffusion_renderer.models.specs import load_model
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
 
 SEED = 1000
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+ELEVATION_EDGES = (-90.0, 0.0, 10.0, 20.0, 40.0, 90.0)  # degrees above the ground plane
+
+
+def power_by_elevation(equirect: np.ndarray) -> list[float]:
+    """Shares of an equirect map's power (mean channel radiance x solid angle; row 0 the zenith, world frame) in
+    the bands of ``ELEVATION_EDGES``. Why: split-sum shading leaves out what blocks light near the horizon (other
+    objects, the ground), so where a map's power sits tells where its hint errs."""
+    height = equirect.shape[0]
+    elevation = 90.0 - (np.arange(height) + 0.5) / height * 180.0
+    power = equirect.astype(np.float64).mean(-1).sum(1) * np.cos(np.radians(elevation))  # (H,)
+    shares = np.histogram(elevation, bins=ELEVATION_EDGES, weights=power)[0] / max(power.sum(), 1e-20)
+    return [round(float(share), 3) for share in shares]
+
+
+def light_power_by_elevation(light: LightingSpec) -> list[float] | None:
+    """:func:`power_by_elevation` of a clip's map before rotation (which keeps elevations): the file, or the
+    procedural map baked; None for the analytic sun and sky (its sun's elevation is in the clip's spec)."""
+    if light.kind == "procedural":
+        return power_by_elevation(bake_procedural(light))
+    if light.kind == "hdri" and Path(light.path).is_file():
+        return power_by_elevation(read_hdr(light.path))
+    return None
 
 
 def render_hint(pipe: ForwardRenderingPipeline, gbuffers: dict[str, np.ndarray], env) -> np.ndarray:
@@ -126,6 +150,7 @@ def clip_row(
         "light": spec.lighting.name,
         **{k: [round(float(s), 3) for s in v] for k, v in scores.items()},
         "exposure": exposure,
+        "light_power_by_elevation": light_power_by_elevation(spec.lighting),
     }
 
 
@@ -216,6 +241,7 @@ def main() -> None:
         "model": args.model,
         "alphas": args.alphas,
         "light_stops": args.light_stops,
+        "elevation_edges_deg": list(ELEVATION_EDGES),
         "sets": sets,
     }
     with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file

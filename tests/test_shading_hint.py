@@ -666,3 +666,31 @@ def test_a_shadow_model_adapts_to_normalised_exposure_with_its_weights() -> None
     assert adapted.config.exposure_level == EXPOSURE_LEVEL and shadow.config.exposure_level == 0.0
     state = adapted.state_dict()
     assert all(torch.equal(value, state[key]) for key, value in shadow.state_dict().items())
+
+
+def test_correction_strength_power_by_elevation_of_maps_and_procedural_lights() -> None:
+    """The benchmark's elevation profile: a uniform map splits as the sphere's area does ((sin hi - sin lo) / 2),
+    a procedural map's single lamp lands in its own band, and the analytic sky has none."""
+    import sys
+    from pathlib import Path
+
+    from diffusion_renderer.data.scenes import LightingSpec
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import correction_strength
+
+    edges = np.radians(correction_strength.ELEVATION_EDGES)
+    area = (np.sin(edges[1:]) - np.sin(edges[:-1])) / 2
+    np.testing.assert_allclose(correction_strength.power_by_elevation(np.ones((720, 1440, 3))), area, atol=0.002)
+
+    def lamp(elevation: float) -> LightingSpec:
+        rows = [[0.0] * 6, [30.0, elevation, 1.0, 50.0, 40.0, 30.0]]  # a black sky and one lamp
+        return LightingSpec("procedural_night", "", 1.0, 0.0, [0.0], kind="procedural", procedural=rows)
+
+    for elevation, band in ((-5.0, 0), (5.0, 1), (15.0, 2), (30.0, 3), (60.0, 4)):
+        shares = correction_strength.light_power_by_elevation(lamp(elevation))
+        assert shares[band] > 0.95 and sum(shares) == pytest.approx(1.0, abs=0.002)
+    assert (
+        correction_strength.light_power_by_elevation(LightingSpec("sunsky", "", 1.0, 0.0, [0.0], kind="sunsky"))
+        is None
+    )
