@@ -17,6 +17,10 @@ too dark) with the PSNR after it (``psnr_exposure``). This splits the correction
 frame's overall brightness and the part that shapes it: where the model's mean |log2 gain| is above its hint's, the
 correction has moved the exposure away from the truth.
 
+Where the light is: each clip also records ``light_power_by_elevation``, the shares of its map's power below 0°,
+0-10°, 10-20°, 20-40° and above 40° (world frame; the file, or the procedural map baked; None for the analytic sky).
+Split-sum shading leaves out what blocks light from low sources, so its error follows them.
+
 Following the light (``--light-stops -1 1``): per clip it also renders the hint and the model with the light's
 intensity scaled by 2^s, and fits one gain from that frame to its frame at the clip's light times 2^s (linear
 light, pixels clipped in neither left out; log2, > 0: the frame at the changed light is too dark for it). Light
