@@ -995,10 +995,10 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
     map has 75 % of its power in texels above 10⁴ (env_log's ceiling) covering 0.01 % of the sphere.
 
     Why overhead too (until the eleventh session of 2026-12-05 the lamps stood at most 37° up): light from low lamps
-    is what other objects block, so split-sum shading overestimates it. On 54 training clips the hint was too bright
-    by 0.67 stops on average where most of the lamps' power was below 10°, by 0.08 elsewhere, and a forward model
-    that saw only such nights learned to darken every night scene, also under the held-out street_lamp map, whose
-    lamp is overhead (85 % of its power above 40°; ``benchmarks/correction_strength.py``).
+    is what other objects block, so split-sum shading overestimates it. On 54 night clips under training light the
+    hint was too bright by 0.67 stops on average where most of the lamps' power was below 10°, by 0.08 elsewhere,
+    and a forward model that saw only such nights learned to darken every night scene, also under the held-out
+    street_lamp map, whose lamp is overhead (85 % of its power above 40°; ``benchmarks/correction_strength.py``).
     """
     return sample_lobe_map(rng, NIGHT_MAP)
 
