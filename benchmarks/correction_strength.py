@@ -190,7 +190,7 @@ def draw_chart(record: dict, out_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = record["sets"]
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.8 * len(sets), 3.6), squeeze=False)
     for ax, (name, entry) in zip(axes[0], sets.items(), strict=True):
         summary = entry["summary"]
         for light, values in summary["by_light"].items():
@@ -199,9 +199,9 @@ def draw_chart(record: dict, out_png: Path) -> None:
         ax.plot(record["alphas"], summary["psnr"], color="black", linewidth=2.5, label=f"all ({summary['clips']})")
         ax.axvline(1.0, color="grey", linestyle=":")
         ax.set(title=entry.get("label", name), xlabel="alpha (0: the hint alone, 1: the model)", ylabel="PSNR (dB)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: a set has ~20 lights
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
