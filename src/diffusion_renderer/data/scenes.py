@@ -29,7 +29,7 @@ Frames and units
   a sky-to-ground gradient and 1-4 Gaussian light lobes of 2-25° at random directions, colour temperatures
   and powers, ``LightingSpec.procedural``, baked by ``mitsuba_render.bake_procedural``), so the lights are not
   limited to a handful of files; else, with probability ``NIGHT_P`` = 0.2, by a procedural **night** map (name
-  ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps, low or overhead, :func:`sample_night`), the
+  ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps near the horizon, :func:`sample_night`), the
   light the forward model rendered worst (the held-out street_lamp map, too dark by ~4x); else, with probability
   ``KEY_P`` = 0.25, by a procedural **key-light** map (``procedural_key``: a dim room and 1-3 small, bright studio
   lights, :func:`sample_key`); else, with probability ``AREA_P`` = 0.3, by a procedural **area-light** map
@@ -922,12 +922,12 @@ STUDIO_MAP = LobeMapRanges(  # hard key lights to soft boxes
     irradiance_log_uniform=False,
     lobe_kelvin=(2500.0, 10000.0),
 )
-NIGHT_MAP = LobeMapRanges(  # a moonlit sky and tiny, hot, warm lamps from the horizon to overhead
+NIGHT_MAP = LobeMapRanges(  # a moonlit sky and tiny, hot, warm lamps near the horizon
     zenith_kelvin=(6000.0, 15000.0),
     zenith_radiance=(0.002, 0.05),
     ground_kelvin=(2500.0, 4500.0),
     lobes=NIGHT_LAMPS,
-    sin_elevation=(-0.09, 1.0),
+    sin_elevation=(-0.09, 0.6),
     sigma_deg=(0.25, 2.0),
     irradiance=(0.3, 4.0),
     irradiance_log_uniform=True,
@@ -990,15 +990,9 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
 
     Sky: zenith radiance 0.002-0.05 at 6,000-15,000 K (moonlit), ground 5-40 % of it at 2,500-4,500 K. Lamps:
     2-6 lobes of sigma 0.25-2° (most narrower than a texel of the 256 x 512 bake, which keeps their power) at
-    -5° to 90° elevation and 1,900-4,500 K (sodium to LED), each delivering 0.3-4 units of irradiance at normal
-    incidence. A few texels of radiance up to ~3·10⁴ against a sky 10⁴-10⁷ times darker: the held-out street_lamp
-    map has 75 % of its power in texels above 10⁴ (env_log's ceiling) covering 0.01 % of the sphere.
-
-    Why overhead too (until the eleventh session of 2026-12-05 the lamps stood at most 37° up): light from low lamps
-    is what other objects block, so split-sum shading overestimates it. On 54 night clips under training light the
-    hint was too bright by 0.67 stops on average where most of the lamps' power was below 10°, by 0.08 elsewhere,
-    and a forward model that saw only such nights learned to darken every night scene, also under the held-out
-    street_lamp map, whose lamp is overhead (85 % of its power above 40°; ``benchmarks/correction_strength.py``).
+    -5° to 37° elevation and 1,900-4,500 K (sodium to LED), each delivering 0.3-4 units of irradiance at normal
+    incidence. A few texels of radiance up to ~3·10⁴ against a sky 10⁴-10⁷ times darker: the held-out
+    street_lamp map has 75 % of its power in texels above 10⁴ (env_log's ceiling) covering 0.01 % of the sphere.
     """
     return sample_lobe_map(rng, NIGHT_MAP)
 
