@@ -32,13 +32,12 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffusion_renderer.apps.relight import mean_linear_luminance
+from diffusion_renderer.apps.relight import log2_level as frame_log2_level
 from diffusion_renderer.conventions import display_rgb
 from diffusion_renderer.data.storage import MASK_KEY, read_clip
 from diffusion_renderer.eval.evaluate import (
@@ -59,9 +58,9 @@ PSNR_CAP = 60.0  # an exact level scores +inf; capped so that a set's mean stays
 
 
 def log2_level(srgb: np.ndarray, mask: np.ndarray) -> float:
-    """Stops: log2 of the mean linear luminance of (..., H, W, 3) sRGB-encoded values over the (..., H, W, 1) mask."""
+    """Stops: :func:`apps.relight.log2_level` of (..., H, W, 3) sRGB-encoded values over the (..., H, W, 1) mask."""
     selected = np.broadcast_to(mask > 0.5, srgb.shape)[..., 0]
-    return math.log2(max(mean_linear_luminance(srgb[selected]), 1e-6))
+    return frame_log2_level(srgb[selected])
 
 
 def least_squares_fit(features: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -161,12 +161,12 @@ def average_renderer_files(
     first, meta = read_renderer_file(paths[0])
     total = {key: value * shares[0] for key, value in first.items()}
     metas = [meta]
+    defaults = {"dit_config": dit_defaults()}  # the keys a file written before them lacks
     for path, share in zip(paths[1:], shares[1:], strict=True):
         state, other = read_renderer_file(path)
         metas.append(other)
         for field in ("role", "dit_config", "tokenizer"):
-            defaults = dit_defaults() if field == "dit_config" else None
-            if architecture(other[field], defaults) != architecture(meta[field], defaults):
+            if architecture(other[field], defaults.get(field)) != architecture(meta[field], defaults.get(field)):
                 raise CheckpointError(f"{path}: another {field} than {paths[0]}; only one model's fine-tunes average")
         if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
             raise CheckpointError(f"{path}: other tensors than {paths[0]}")
