@@ -229,29 +229,55 @@ def main() -> None:
         clips = {item: list_eval_clips(data, split, args.max_clips) for item, (data, split) in splits.items()}
     except InputError as exc:
         parser.error(str(exc))
-    model = load_model(args.model, "forward")
-    if not getattr(model.transformer.config, "hint_residual", False):
+    pipe = residual_pipe(args.model)
+    if pipe is None:
         parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
-    pipe = ForwardRenderingPipeline.from_model(model)
+    record = measure(pipe, args.model, splits, clips, labels, args.alphas, args.light_stops)
+    write_record(record, args.out)
+    print(json.dumps({k: v["summary"] for k, v in record["sets"].items()}, indent=1))
+
+
+def residual_pipe(model_spec: str) -> ForwardRenderingPipeline | None:
+    """The forward pipeline of a model that renders hint + correction (``hint_residual``), else None."""
+    model = load_model(model_spec, "forward")
+    if not getattr(model.transformer.config, "hint_residual", False):
+        return None
+    return ForwardRenderingPipeline.from_model(model)
+
+
+def measure(
+    pipe: ForwardRenderingPipeline,
+    model_spec: str,
+    splits: dict[str, tuple[Path, str]],
+    clips: dict[str, list[str]],
+    labels: dict[str, str],
+    alphas: Sequence[float] = ALPHAS,
+    light_stops: Sequence[float] = (),
+) -> dict:
+    """The results record of ``clips[item]`` (clip names of ``splits[item] = (data, split)``), rendered by ``pipe``
+    (the forward model of ``model_spec``)."""
+    alphas, light_stops = list(alphas), list(light_stops)
     sets = {}
     for item, (data, split) in splits.items():
-        rows = [clip_row(pipe, data, split, c, args.alphas, args.light_stops) for c in tqdm(clips[item], desc=item)]
-        sets[item] = {"label": labels.get(item, item), "summary": summary(rows, args.alphas), "clips": rows}
-    record = {
+        rows = [clip_row(pipe, data, split, c, alphas, light_stops) for c in tqdm(clips[item], desc=item)]
+        sets[item] = {"label": labels.get(item, item), "summary": summary(rows, alphas), "clips": rows}
+    return {
         "benchmark": "correction_strength",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "model": args.model,
-        "alphas": args.alphas,
-        "light_stops": args.light_stops,
+        "model": model_spec,
+        "alphas": alphas,
+        "light_stops": light_stops,
         "elevation_edges_deg": list(ELEVATION_EDGES),
         "sets": sets,
     }
-    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+
+
+def write_record(record: dict, out: Path) -> None:
+    with atomic_file(out) as tmp:  # a re-run never leaves half a results file
         tmp.write_text(json.dumps(record, indent=1) + "\n")
-    draw_chart(record, args.out.with_suffix(".png"))
-    print(json.dumps({k: v["summary"] for k, v in sets.items()}, indent=1))
+    draw_chart(record, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

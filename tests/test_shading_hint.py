@@ -694,3 +694,30 @@ def test_correction_strength_power_by_elevation_of_maps_and_procedural_lights() 
         correction_strength.light_power_by_elevation(LightingSpec("sunsky", "", 1.0, 0.0, [0.0], kind="sunsky"))
         is None
     )
+
+
+def test_ground_light_versions_remove_or_flatten_the_ground_only() -> None:
+    """`benchmarks/ground_light.py`'s map versions: the sky is untouched in all three, ``no_ground`` has no power
+    below the horizon, and ``flat_ground`` keeps the ground's power (the elevation profile's first band) in one
+    constant colour."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import correction_strength
+    import ground_light
+
+    rng = np.random.default_rng(0)
+    equirect = rng.gamma(0.5, 2.0, size=(64, 128, 3)).astype(np.float32)  # a rough map with hot texels
+    versions = ground_light.ground_versions(equirect)
+    below = ground_light.below_horizon(64)
+    assert below.sum() == 32 and not below[31] and below[32]
+    for version in versions.values():
+        np.testing.assert_array_equal(version[~below], equirect[~below])
+    assert not versions["no_ground"][below].any()
+    flat = versions["flat_ground"][below].reshape(-1, 3)
+    np.testing.assert_allclose(flat, np.broadcast_to(flat[0], flat.shape))
+    power = correction_strength.power_by_elevation
+    assert power(versions["no_ground"])[0] == 0.0
+    # ground power = share x total; the sky is the same, so equal shares mean equal ground power
+    assert power(versions["flat_ground"])[0] == pytest.approx(power(equirect)[0], abs=0.002)
