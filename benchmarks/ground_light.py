@@ -54,7 +54,12 @@ def ground_versions(equirect: np.ndarray) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the map versions and their datasets")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        help="folder for the map versions and their datasets, one subfolder per map",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--map", default="street_lamp", help="a bundled preset's name or an .hdr/.exr file")
     parser.add_argument("--scenes", type=int, default=80, help="seeds (every second one is a validation clip)")
@@ -70,11 +75,12 @@ def main() -> None:
     if pipe is None:
         parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
     splits, labels = {}, {}
+    work = args.work / source.stem  # make-data resumes: another map's finished clips must not be taken for these
     for version, equirect in ground_versions(read_hdr(source)).items():
-        maps = args.work / f"maps_{version}"
+        maps = work / f"maps_{version}"
         maps.mkdir(parents=True, exist_ok=True)
         write_hdr(maps / f"{source.stem}.hdr", equirect)  # the stem is the clips' light name in every version
-        data = args.work / version
+        data = work / version
         make_dataset(
             data, scenes=args.scenes, seed=args.seed, hdri_dir=maps, spp=args.spp, val_fraction=1.0, only_split="val"
         )
