@@ -58,7 +58,7 @@ from diffusion_renderer.eval.metrics import CLIPPED, exposure_gain, exposure_psn
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import read_hdr
-from diffusion_renderer.models.specs import load_model
+from diffusion_renderer.models.specs import ModelSpecError, load_model
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
 
 SEED = 1000
@@ -229,19 +229,21 @@ def main() -> None:
         clips = {item: list_eval_clips(data, split, args.max_clips) for item, (data, split) in splits.items()}
     except InputError as exc:
         parser.error(str(exc))
-    pipe = residual_pipe(args.model)
-    if pipe is None:
-        parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
+    pipe = residual_pipe(args.model, parser)
     record = measure(pipe, args.model, splits, clips, labels, args.alphas, args.light_stops)
     write_record(record, args.out)
     print(json.dumps({k: v["summary"] for k, v in record["sets"].items()}, indent=1))
 
 
-def residual_pipe(model_spec: str) -> ForwardRenderingPipeline | None:
-    """The forward pipeline of a model that renders hint + correction (``hint_residual``), else None."""
-    model = load_model(model_spec, "forward")
+def residual_pipe(model_spec: str, parser: argparse.ArgumentParser) -> ForwardRenderingPipeline:
+    """The forward pipeline of a model that renders hint + correction (``hint_residual``); for any other model a
+    one-line usage error through ``parser`` (the benchmark measures that correction)."""
+    try:
+        model = load_model(model_spec, "forward")
+    except ModelSpecError as exc:
+        parser.error(str(exc))
     if not getattr(model.transformer.config, "hint_residual", False):
-        return None
+        parser.error(f"{model_spec}: its forward model does not render hint + correction (hint_residual)")
     return ForwardRenderingPipeline.from_model(model)
 
 

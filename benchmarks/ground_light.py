@@ -24,6 +24,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from correction_strength import measure, residual_pipe, write_record
 from diffusion_renderer.data.make_data import make_dataset
@@ -31,6 +32,7 @@ from diffusion_renderer.eval.evaluate import list_eval_clips
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import read_hdr, write_hdr
 from diffusion_renderer.lighting.presets import resolve_envmap
+from diffusion_renderer.render.splitsum import equirect_solid_angles
 
 
 def below_horizon(height: int) -> np.ndarray:
@@ -40,12 +42,13 @@ def below_horizon(height: int) -> np.ndarray:
 
 def ground_versions(equirect: np.ndarray) -> dict[str, np.ndarray]:
     """The three versions of a (H, W, 3) world-frame equirect map (see the module doc). ``flat_ground`` keeps the
-    ground's power: its constant is the solid-angle weighted mean radiance of the texels below the horizon."""
-    below = below_horizon(equirect.shape[0])
-    elevation = np.pi / 2 - (np.arange(equirect.shape[0]) + 0.5) / equirect.shape[0] * np.pi
-    weight = np.cos(elevation)[below][:, None, None]  # (Hb, 1, 1) solid angle per texel, up to a constant
+    ground's power: its constant is the mean radiance of the texels below the horizon, weighted by their solid
+    angles."""
+    height, width = equirect.shape[:2]
+    below = below_horizon(height)
+    texel_sr = equirect_solid_angles(height, width, dtype=torch.float64).numpy()[below][..., None]  # (Hb, 1, 1)
     ground = equirect[below].astype(np.float64)  # (Hb, W, 3)
-    mean = (ground * weight).sum((0, 1)) / (weight.sum() * equirect.shape[1])  # (3,)
+    mean = (ground * texel_sr).sum((0, 1)) / (texel_sr.sum() * width)  # (3,)
     no_ground, flat_ground = equirect.copy(), equirect.copy()
     no_ground[below] = 0.0
     flat_ground[below] = mean.astype(equirect.dtype)
@@ -71,9 +74,7 @@ def main() -> None:
         source = resolve_envmap(args.map)[1]
     except InputError as exc:
         parser.error(str(exc))
-    pipe = residual_pipe(args.model)
-    if pipe is None:
-        parser.error(f"{args.model}: its forward model does not render hint + correction (hint_residual)")
+    pipe = residual_pipe(args.model, parser)
     splits, labels = {}, {}
     work = args.work / source.stem  # make-data resumes: another map's finished clips must not be taken for these
     for version, equirect in ground_versions(read_hdr(source)).items():
