@@ -146,6 +146,31 @@ def test_small_procedural_lights_keep_their_power_in_the_bake(family: str) -> No
             assert stated.mean() >= least * 0.9 and hdr.max() > contrast * max(rows[0])
 
 
+def test_a_lit_street_holds_its_share_of_the_lamps_power_below_the_horizon_only() -> None:
+    from diffusion_renderer.data import scenes
+    from diffusion_renderer.render.splitsum import equirect_solid_angles
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        night = scenes.sample_night(rng)
+        street = scenes.lit_street(rng, night)
+        bakes = [
+            render.bake_procedural(
+                LightingSpec("procedural_night", "", 1.0, 0.0, [0.0], "procedural", procedural=rows)
+            )
+            for rows in (night, [night[0] + street, *night[1:]])
+        ]
+        dark, lit = (b.astype(np.float64) for b in bakes)  # (H, W, 3)
+        half = dark.shape[0] // 2
+        assert np.array_equal(lit[:half], dark[:half])  # the sky and the lamps above the horizon are untouched
+        texel_sr = equirect_solid_angles(*dark.shape[:2], dtype=torch.float64).numpy()[..., None]  # (H, 1, 1)
+        added = ((lit - dark) * texel_sr).sum((0, 1))  # (3,) power of the street
+        lamps = sum(np.asarray(r[3:]) * scenes.gaussian_lobe_solid_angle(math.radians(r[2])) for r in night[1:])
+        share = added / lamps
+        assert np.allclose(share, share[0], rtol=1e-3)  # the lamps' colour
+        assert scenes.STREET_POWER[0] * 0.99 <= share[0] <= scenes.STREET_POWER[1] * 1.01
+
+
 def test_superellipse_solid_angles_match_their_closed_forms() -> None:
     from diffusion_renderer.data.scenes import superellipse_solid_angle
 

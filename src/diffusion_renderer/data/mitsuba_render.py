@@ -91,10 +91,12 @@ from diffusion_renderer.data.scenes import (
     AREA_ROW,
     GROUND_HALF_SIZE,
     LOBE_ROW,
+    STREET_ROW,
     LightingSpec,
     MaterialSpec,
     ObjectSpec,
     SceneSpec,
+    gaussian_lobe_solid_angle,
     light_direction,
     make_normal_map,
     make_texture,
@@ -306,10 +308,11 @@ def bake_procedural(
     """(H, W, 3) float32 equirect HDR *file* of a procedural ``LightingSpec`` (package convention, rotation 0).
 
     Radiance toward world direction d (the texel's, :func:`file_directions`): the sky-to-ground gradient
-    ``lerp(ground, zenith, (d_y + 1) / 2)`` plus each light's: a Gaussian lobe ``colour * exp(-angle(d, light)² /
+    ``lerp(ground, zenith, (d_y + 1) / 2)``, a lit street's radiance below the horizon if the sky row has one, plus
+    each light's: a Gaussian lobe ``colour * exp(-angle(d, light)² /
     2 sigma²)`` or an area light, ``colour`` inside its superellipse (:func:`area_light_mask`). Light i sits at
     ``(cos e sin a, sin e, cos e cos a)``, the sun-sky convention. Each light's texels are scaled so that they hold
-    its exact power (:func:`gaussian_lobe_solid_angle`, ``scenes.superellipse_solid_angle``): a lamp narrower than
+    its exact power (``scenes.gaussian_lobe_solid_angle``, ``scenes.superellipse_solid_angle``): a lamp narrower than
     a texel would otherwise gain or lose power by where it falls between texel centres (wide ones move by < 1 %).
     """
     if not lighting.procedural:
@@ -318,7 +321,9 @@ def bake_procedural(
     texel_sr = equirect_solid_angles(height, width, dtype=torch.float64).numpy()  # (H, 1)
     sky = np.asarray(lighting.procedural[0], dtype=np.float64)
     t = (d[..., 1:2] + 1) / 2
-    hdr = sky[3:] * (1 - t) + sky[:3] * t
+    hdr = sky[3:6] * (1 - t) + sky[:3] * t
+    if len(sky) == STREET_ROW:  # a lit street: its radiance on every texel below the horizon (``scenes.lit_street``)
+        hdr = hdr + sky[6:] * (d[..., 1:2] < 0)
     for row in lighting.procedural[1:]:
         if len(row) == LOBE_ROW:
             azimuth, elevation, sigma, *colour = row
@@ -363,15 +368,6 @@ def area_light_mask(
     phi = np.arctan2(d @ v, d @ u)
     edge = superellipse_radius(phi, math.radians(half_width_deg), math.radians(half_height_deg), exponent)
     return np.clip(0.5 + (edge - theta) / texel_rad, 0.0, 1.0)
-
-
-def gaussian_lobe_solid_angle(sigma: float) -> float:
-    """∫ exp(-θ² / 2 sigma²) dω over the sphere (θ from the lobe's axis, sigma in radians): 2π sigma² for a
-    small lobe. A radiance ``colour`` times this is the lobe's power (its irradiance at normal incidence, for a
-    small one)."""
-    step = math.pi / 20_000
-    theta = (np.arange(20_000) + 0.5) * step  # midpoint rule: within 0.05 % for sigma >= 0.1°
-    return float(2 * math.pi * step * (np.exp(-0.5 * (theta / sigma) ** 2) * np.sin(theta)).sum())
 
 
 def read_environment(spec: SceneSpec) -> np.ndarray:

@@ -29,7 +29,8 @@ Frames and units
   a sky-to-ground gradient and 1-4 Gaussian light lobes of 2-25° at random directions, colour temperatures
   and powers, ``LightingSpec.procedural``, baked by ``mitsuba_render.bake_procedural``), so the lights are not
   limited to a handful of files; else, with probability ``NIGHT_P`` = 0.2, by a procedural **night** map (name
-  ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps near the horizon, :func:`sample_night`), the
+  ``procedural_night``: a dark sky and 2-6 tiny, hot, warm lamps near the horizon, :func:`sample_night`, and with
+  probability ``STREET_P`` = 0.6 a street below the horizon lit by them, :func:`lit_street`), the
   light the forward model rendered worst (the held-out street_lamp map, too dark by ~4x); else, with probability
   ``KEY_P`` = 0.25, by a procedural **key-light** map (``procedural_key``: a dim room and 1-3 small, bright studio
   lights, :func:`sample_key`); else, with probability ``AREA_P`` = 0.3, by a procedural **area-light** map
@@ -112,12 +113,15 @@ PROCEDURAL_P = 0.25  # probability that a training scene's map is a procedural o
 PROCEDURAL_LIGHTS = (1, 4)  # light lobes of a procedural map (inclusive)
 NIGHT_P = 0.2  # probability that a training scene not given a procedural map gets a procedural night map
 NIGHT_LAMPS = (2, 6)  # lamps of a procedural night map (inclusive)
+STREET_P = 0.6  # probability that a night map's ground below the horizon is a street lit by its lamps
+STREET_POWER = (0.02, 0.25)  # log-uniform: the lit street's power (∫ L dω below the horizon) over the lamps'
 KEY_P = 0.25  # probability that a training scene given neither gets a procedural key-light map
 KEY_LIGHTS = (1, 3)  # lights of a key-light map: key, fill, rim (inclusive)
 AREA_P = 0.3  # probability that a training scene given none of the above gets a procedural area-light map
 AREA_LIGHTS = (1, 4)  # sharp-edged lights of an area-light map (inclusive)
 LOBE_ROW = 6  # values of a Gaussian lobe's row in ``LightingSpec.procedural``
 AREA_ROW = 9  # values of an area light's row
+STREET_ROW = 9  # values of a sky row with a lit street: zenith, ground and street rgb (6 without a street)
 LIGHT_FAMILIES = ("procedural", "procedural_night", "procedural_key", "procedural_area")  # procedural map names
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
@@ -248,7 +252,8 @@ class LightingSpec:
     sky_albedo: float = 0.3  # ground albedo of the sky model
     kelvin: float = REFERENCE_KELVIN  # colour temperature the map's white is moved to (reference: unchanged)
     mirror: bool = False  # the map mirrored left-right before anything else
-    # procedural: [zenith r, g, b, ground r, g, b], then per light either a Gaussian lobe [azimuth°, elevation°,
+    # procedural: [zenith r, g, b, ground r, g, b] (and optionally [street r, g, b]: radiance added below the
+    # horizon, :func:`lit_street`), then per light either a Gaussian lobe [azimuth°, elevation°,
     # sigma°, r, g, b] (peak radiance) or a sharp-edged area light [azimuth°, elevation°, half width°, half height°,
     # roll°, exponent, r, g, b] (radiance inside; :func:`superellipse_solid_angle`), in the world frame at light
     # rotation 0
@@ -866,11 +871,12 @@ def sample_scene(
 
 
 def _light_variation(rng: np.random.Generator, lighting: LightingSpec, family: str | None = None) -> LightingSpec:
-    """A procedural map (probability ``PROCEDURAL_P``), else a procedural night map (``NIGHT_P``), else a key-light
-    map (``KEY_P``), else an area-light map (``AREA_P``), a colour temperature (``LIGHT_TINT_P``) and a mirror (1/2)
-    for a scene's light. Every value is drawn whatever the outcome, so each keeps its own random stream; each family
-    added later draws after the others, so the scenes of a seed that it does not change are the ones drawn before it
-    existed. ``family`` (one of :data:`LIGHT_FAMILIES`) takes that family's map whatever the draws say."""
+    """A procedural map (probability ``PROCEDURAL_P``), else a procedural night map (``NIGHT_P``; with a lit street
+    for ``STREET_P`` of them), else a key-light map (``KEY_P``), else an area-light map (``AREA_P``), a colour
+    temperature (``LIGHT_TINT_P``) and a mirror (1/2) for a scene's light. Every value is drawn whatever the
+    outcome, so each keeps its own random stream; each family (and the lit street) added later draws after the
+    others, so the scenes of a seed that it does not change are the ones drawn before it existed. ``family`` (one
+    of :data:`LIGHT_FAMILIES`) takes that family's map whatever the draws say."""
     procedural = sample_procedural(rng)
     use_procedural = rng.random() < PROCEDURAL_P
     tint = rng.random() < LIGHT_TINT_P
@@ -883,6 +889,9 @@ def _light_variation(rng: np.random.Generator, lighting: LightingSpec, family: s
     use_key = rng.random() < KEY_P
     area = sample_area(rng)
     use_area = rng.random() < AREA_P
+    street = lit_street(rng, night)  # drawn after every family: their draws are what they were before it
+    if rng.random() < STREET_P:
+        night = [night[0] + street, *night[1:]]
     drawn = {  # in order of precedence
         "procedural": (procedural, use_procedural),
         "procedural_night": (night, use_night),
@@ -997,6 +1006,24 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
     return sample_lobe_map(rng, NIGHT_MAP)
 
 
+def lit_street(rng: np.random.Generator, night: list[list[float]]) -> list[float]:
+    """``[street r, g, b]``: the radiance of a street lit by a night map's lamps, added to every texel below the
+    horizon (``mitsuba_render.bake_procedural``), so that the street holds ``STREET_POWER`` (2-25 %, log-uniform)
+    of the lamps' power (∫ L dω over the lower hemisphere = 2π L), in the lamps' mean colour.
+
+    Why: a real night map's lamps light the street under them. The held-out street_lamp map has 9 % of its power
+    below the horizon, and the forward model, trained on nights whose ground is 5-40 % of a moonlit sky, rendered
+    its scenes too dark while that light was in its conditions (``benchmarks/ground_light.py``): the scenes'
+    ground plane keeps it from the objects, which the model had never seen at night.
+    """
+    lamps = np.sum(
+        [np.asarray(row[3:], dtype=np.float64) * gaussian_lobe_solid_angle(math.radians(row[2])) for row in night[1:]],
+        axis=0,
+    )  # (3,) irradiance at normal incidence, all lamps together
+    fraction = _log_uniform(rng, *STREET_POWER)
+    return [_f(v) for v in lamps * fraction / (2 * math.pi)]
+
+
 def sample_key(rng: np.random.Generator) -> list[list[float]]:
     """Room and lights of a procedural key-light map (``LightingSpec.procedural``; :data:`KEY_MAP`).
 
@@ -1045,6 +1072,15 @@ AREA_MAP = AreaMapRanges(  # windows, softboxes, panels and lamps before a sky o
     irradiance=(1.0, 12.0),
     kelvin=(2700.0, 7500.0),
 )
+
+
+def gaussian_lobe_solid_angle(sigma: float) -> float:
+    """∫ exp(-θ² / 2 sigma²) dω over the sphere (θ from the lobe's axis, sigma in radians): 2π sigma² for a
+    small lobe. A radiance ``colour`` times this is the lobe's power (its irradiance at normal incidence, for a
+    small one)."""
+    step = math.pi / 20_000
+    theta = (np.arange(20_000) + 0.5) * step  # midpoint rule: within 0.05 % for sigma >= 0.1°
+    return float(2 * math.pi * step * (np.exp(-0.5 * (theta / sigma) ** 2) * np.sin(theta)).sum())
 
 
 def superellipse_radius(phi: np.ndarray, half_width: float, half_height: float, exponent: float) -> np.ndarray:
