@@ -308,12 +308,12 @@ def bake_procedural(
     """(H, W, 3) float32 equirect HDR *file* of a procedural ``LightingSpec`` (package convention, rotation 0).
 
     Radiance toward world direction d (the texel's, :func:`file_directions`): the sky-to-ground gradient
-    ``lerp(ground, zenith, (d_y + 1) / 2)``, a lit street's radiance below the horizon if the sky row has one, plus
-    each light's: a Gaussian lobe ``colour * exp(-angle(d, light)² /
-    2 sigma²)`` or an area light, ``colour`` inside its superellipse (:func:`area_light_mask`). Light i sits at
-    ``(cos e sin a, sin e, cos e cos a)``, the sun-sky convention. Each light's texels are scaled so that they hold
-    its exact power (``scenes.gaussian_lobe_solid_angle``, ``scenes.superellipse_solid_angle``): a lamp narrower than
-    a texel would otherwise gain or lose power by where it falls between texel centres (wide ones move by < 1 %).
+    ``lerp(ground, zenith, (d_y + 1) / 2)``, a lit street's radiance below the horizon if the sky row has one
+    (``scenes.lit_street``), plus each light's: a Gaussian lobe ``colour * exp(-angle(d, light)² / 2 sigma²)`` or
+    an area light, ``colour`` inside its superellipse (:func:`area_light_mask`). Light i sits at ``(cos e sin a,
+    sin e, cos e cos a)``, the sun-sky convention. Each light's texels are scaled so that they hold its exact power
+    (``scenes.gaussian_lobe_solid_angle``, ``scenes.superellipse_solid_angle``): a lamp narrower than a texel would
+    otherwise gain or lose power by where it falls between texel centres (wide ones move by < 1 %).
     """
     if not lighting.procedural:
         raise ValueError("a procedural light without its sky and lights")
