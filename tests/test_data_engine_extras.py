@@ -153,7 +153,8 @@ def test_a_lit_street_holds_its_share_of_the_lamps_power_below_the_horizon_only(
     for seed in range(3):
         rng = np.random.default_rng(seed)
         night = scenes.sample_night(rng)
-        street = scenes.lit_street(rng, night)
+        drawn = rng.uniform(*scenes.STREET_POWER)
+        street = scenes.lit_street(night, drawn)
         bakes = [
             render.bake_procedural(
                 LightingSpec("procedural_night", "", 1.0, 0.0, [0.0], "procedural", procedural=rows)
@@ -168,6 +169,7 @@ def test_a_lit_street_holds_its_share_of_the_lamps_power_below_the_horizon_only(
         lamps = sum(np.asarray(r[3:]) * scenes.gaussian_lobe_solid_angle(math.radians(r[2])) for r in night[1:])
         share = added / lamps
         assert np.allclose(share, share[0], rtol=1e-3)  # the lamps' colour
+        assert share[0] == pytest.approx(drawn, rel=1e-3)
         assert scenes.STREET_POWER[0] * 0.99 <= share[0] <= scenes.STREET_POWER[1] * 1.01
 
 

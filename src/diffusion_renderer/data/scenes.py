@@ -889,9 +889,9 @@ def _light_variation(rng: np.random.Generator, lighting: LightingSpec, family: s
     use_key = rng.random() < KEY_P
     area = sample_area(rng)
     use_area = rng.random() < AREA_P
-    street = lit_street(rng, night)  # drawn after every family: their draws are what they were before it
+    street_power = _log_uniform(rng, *STREET_POWER)  # drawn last: every family's draws stay what they were
     if rng.random() < STREET_P:
-        night = [night[0] + street, *night[1:]]
+        night = [night[0] + lit_street(night, street_power), *night[1:]]
     drawn = {  # in order of precedence
         "procedural": (procedural, use_procedural),
         "procedural_night": (night, use_night),
@@ -1006,10 +1006,11 @@ def sample_night(rng: np.random.Generator) -> list[list[float]]:
     return sample_lobe_map(rng, NIGHT_MAP)
 
 
-def lit_street(rng: np.random.Generator, night: list[list[float]]) -> list[float]:
+def lit_street(night: list[list[float]], share: float) -> list[float]:
     """``[street r, g, b]``: the radiance of a street lit by a night map's lamps, added to every texel below the
-    horizon (``mitsuba_render.bake_procedural``), so that the street holds ``STREET_POWER`` (2-25 %, log-uniform)
-    of the lamps' power (∫ L dω over the lower hemisphere = 2π L), in the lamps' mean colour.
+    horizon (``mitsuba_render.bake_procedural``), so that the street holds ``share`` of the lamps' power (∫ L dω
+    over the lower hemisphere = 2π L), in their colour. Training maps draw the share from ``STREET_POWER`` (2-25 %,
+    log-uniform).
 
     Why: a real night map's lamps light the street under them. The held-out street_lamp map has 9 % of its power
     below the horizon, and the forward model, trained on nights whose ground is 5-40 % of a moonlit sky, rendered
@@ -1020,8 +1021,7 @@ def lit_street(rng: np.random.Generator, night: list[list[float]]) -> list[float
         [np.asarray(row[3:], dtype=np.float64) * gaussian_lobe_solid_angle(math.radians(row[2])) for row in night[1:]],
         axis=0,
     )  # (3,) irradiance at normal incidence, all lamps together
-    fraction = _log_uniform(rng, *STREET_POWER)
-    return [_f(v) for v in lamps * fraction / (2 * math.pi)]
+    return [_f(v) for v in lamps * share / (2 * math.pi)]
 
 
 def sample_key(rng: np.random.Generator) -> list[list[float]]:
