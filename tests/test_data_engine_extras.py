@@ -173,6 +173,13 @@ def test_a_lit_street_holds_its_share_of_the_lamps_power_below_the_horizon_only(
         assert scenes.STREET_POWER[0] * 0.99 <= share[0] <= scenes.STREET_POWER[1] * 1.01
 
 
+@pytest.mark.parametrize("values", [3, 7, 12])
+def test_a_sky_row_of_another_length_is_refused(values: int) -> None:
+    sky = LightingSpec("procedural", "", 1.0, 0.0, [0.0], "procedural", procedural=[[0.1] * values])
+    with pytest.raises(ValueError, match=f"sky row of {values} values"):
+        render.bake_procedural(sky)
+
+
 def test_superellipse_solid_angles_match_their_closed_forms() -> None:
     from diffusion_renderer.data.scenes import superellipse_solid_angle
 

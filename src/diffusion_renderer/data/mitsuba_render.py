@@ -91,6 +91,7 @@ from diffusion_renderer.data.scenes import (
     AREA_ROW,
     GROUND_HALF_SIZE,
     LOBE_ROW,
+    SKY_ROW,
     STREET_ROW,
     LightingSpec,
     MaterialSpec,
@@ -320,6 +321,10 @@ def bake_procedural(
     d = file_directions(height, width)  # (H, W, 3)
     texel_sr = equirect_solid_angles(height, width, dtype=torch.float64).numpy()  # (H, 1)
     sky = np.asarray(lighting.procedural[0], dtype=np.float64)
+    if len(sky) not in (SKY_ROW, STREET_ROW):
+        raise ValueError(
+            f"a procedural sky row of {len(sky)} values (skies have {SKY_ROW}, with a street {STREET_ROW})"
+        )
     t = (d[..., 1:2] + 1) / 2
     hdr = sky[3:6] * (1 - t) + sky[:3] * t
     if len(sky) == STREET_ROW:  # a lit street: its radiance on every texel below the horizon (``scenes.lit_street``)

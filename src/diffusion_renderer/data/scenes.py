@@ -121,7 +121,8 @@ AREA_P = 0.3  # probability that a training scene given none of the above gets a
 AREA_LIGHTS = (1, 4)  # sharp-edged lights of an area-light map (inclusive)
 LOBE_ROW = 6  # values of a Gaussian lobe's row in ``LightingSpec.procedural``
 AREA_ROW = 9  # values of an area light's row
-STREET_ROW = 9  # values of a sky row with a lit street: zenith, ground and street rgb (6 without a street)
+SKY_ROW = 6  # values of a sky row: zenith and ground rgb
+STREET_ROW = 9  # values of a sky row with a lit street: zenith, ground and street rgb
 LIGHT_FAMILIES = ("procedural", "procedural_night", "procedural_key", "procedural_area")  # procedural map names
 LIGHT_KELVIN_RANGE = (3500.0, 10000.0)  # colour temperatures of tinted lights (sampled uniformly in mireds)
 # Median ``intensity`` of sampled sun-sky lighting (x 0.5-2, log-uniform). At 1.0 the baked sky gives an upward
