@@ -1,0 +1,299 @@
+"""How far are the shipped `tiny` models from issue 5's targets, and how fast have they been closing the gap?
+
+Each shipped model is a point: its training so far (GPU minutes, as its model card and ``TINY_HISTORY.md`` add them
+up) against its figures on the evaluation set (30 clips under held-out maps), read from
+``results/eval_tiny_cpu.json`` by key, so that this script holds no evaluation figure of its own. Four panels: the
+forward model (PSNR from ground-truth G-buffers), relighting (inverse then forward; against the two models' minutes
+added), and the inverse model (normal error and basecolor si-PSNR), with the targets drawn in.
+
+Per panel it fits the figure against log2(minutes) over the models since ``SINCE`` (the forward model's current
+family: the residual model with a shading hint, run 29 on; the inverse panels take every inverse model) and writes
+the slope (per doubling of the training) and where that line meets the target. A slope is what the recent sessions
+bought with minutes *and* with the method changes shipped beside them (new hints, the exposure normalisation, the
+lit streets), so the crossing is an estimate of the effort left at the recent pace, not a promise.
+``doublings_needed``: how many times the training so far must double to reach the target on that line; None where
+the slope is not toward it, and the minutes None beyond ``MAX_DOUBLINGS`` (a flat line's crossing is no number of
+minutes anyone will spend).
+
+Usage: python benchmarks/target_progress.py --out benchmarks/results/target_progress.json (also writes ``.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffusion_renderer import __version__
+from diffusion_renderer.io.atomic import atomic_file
+
+RESULTS = Path(__file__).parent / "results"
+EVALUATION = RESULTS / "eval_tiny_cpu.json"
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """A shipped pair: its cumulative training minutes per role and where its figures are in ``eval_tiny_cpu.json``
+    (dotted keys to an evaluation record; None where that mode was not measured for this pair)."""
+
+    forward_run: str
+    inverse_run: str
+    forward_minutes: float
+    inverse_minutes: float
+    forward: str | None
+    relight: str | None
+    inverse: str | None = None
+
+
+# Minutes: the totals written when each was shipped (TINY_HISTORY.md "In all ... trained ... minutes"; the model
+# card's "Totals"); runs 35-42 add their own calls' minutes (train_small_h100.json "minutes") to run 31's 75.0.
+MILESTONES: tuple[Milestone, ...] = (
+    Milestone("run 10", "run 10", 0.0, 37.0, None, None, "results.inverse_run10_float16_seed1000"),
+    Milestone(
+        "run 17",
+        "run 18",
+        30.5,
+        43.0,
+        "previous_tiny_run17_run18.forward_tiny",
+        "previous_tiny_run17_run18.relight_tiny",
+        "previous_tiny_run17_run18.inverse_tiny",
+    ),
+    Milestone(
+        "run 22",
+        "run 18",
+        37.3,
+        43.0,
+        "previous_tiny_run22_run18.forward_tiny",
+        "previous_tiny_run22_run18.relight_tiny",
+    ),
+    Milestone(
+        "run 23",
+        "run 25",
+        47.1,
+        54.4,
+        "previous_tiny_run23_run25.forward_tiny",
+        "previous_tiny_run23_run25.relight_tiny",
+        "previous_tiny_run23_run25.inverse_tiny",
+    ),
+    Milestone(
+        "runs 23+26",
+        "runs 25+27",
+        54.4,
+        59.5,
+        "previous_tiny_avg23_26_avg25_27.forward_tiny",
+        "previous_tiny_avg23_26_avg25_27.relight_tiny",
+        "previous_tiny_avg23_26_avg25_27.inverse_tiny",
+    ),
+    Milestone(
+        "run 29",
+        "runs 25+27, 28",
+        64.4,
+        72.7,
+        "previous_tiny_run29.forward_tiny",
+        "previous_tiny_run29.relight_tiny",
+        "results.inverse_tiny",
+    ),
+    Milestone(
+        "run 31", "runs 25+27, 28", 75.0, 72.7, "previous_tiny_run31.forward_tiny", "previous_tiny_run31.relight_tiny"
+    ),
+    Milestone(
+        "run 35", "runs 25+27, 28", 86.1, 72.7, "previous_tiny_run35.forward_tiny", "previous_tiny_run35.relight_tiny"
+    ),
+    Milestone(
+        "run 36", "runs 25+27, 28", 91.7, 72.7, "previous_tiny_run36.forward_tiny", "previous_tiny_run36.relight_tiny"
+    ),
+    Milestone(
+        "run 37",
+        "runs 25+27, 28",
+        102.7,
+        72.7,
+        "previous_tiny_run37_basecolor_detail.forward_tiny",
+        "previous_tiny_run37_basecolor_detail.relight_tiny",
+    ),
+    Milestone(
+        "run 41", "runs 25+27, 28", 113.7, 72.7, "previous_tiny_run41.forward_tiny", "previous_tiny_run41.relight_tiny"
+    ),
+    Milestone("run 42", "runs 25+27, 28", 129.9, 72.7, "results.forward_tiny", "results.relight_tiny"),
+)
+# Inverse runs trained from the shipped inverse (72.7 minutes) and not shipped: what more minutes gave it.
+TRIED_INVERSE: tuple[tuple[str, float, str], ...] = (("run 30", 72.7 + 17.5, "results.inverse_run30_int8"),)
+# The shipped inverse model with its defaults (an ensemble of 2 shifted samples, the basecolor detail): inference
+# settings chosen after its last training, drawn beside the trend of the one-sample figures.
+SHIPPED_DEFAULTS = "results.inverse_tiny_basecolor_detail"
+TARGETS = {"forward": 28.0, "relight": 25.0, "normal_angle_mean": 10.0, "basecolor_si_psnr": 25.0}
+SINCE = 64.4  # forward minutes: fits use the models from run 29 on (the residual model with a shading hint)
+MAX_DOUBLINGS = 20.0  # beyond a million times the training so far, no minutes are given
+SINCE_INVERSE = 0.0  # inverse minutes: every shipped inverse model (all one sample, without the basecolor detail)
+
+
+def lookup(tree: Mapping, dotted: str, metric: str) -> float:
+    """``tree[a][b]...["mean"][metric]`` for ``dotted`` = "a.b..."; KeyError naming the key if it is missing."""
+    node = tree
+    for part in dotted.split("."):
+        if part not in node:
+            raise KeyError(f"{EVALUATION.name} has no {dotted!r}")
+        node = node[part]
+    return float(node["mean"][metric])
+
+
+def log2_fit(minutes: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope per doubling) of the least-squares line ``value = a + b * log2(minutes)``."""
+    slope, intercept = np.polyfit(np.log2(np.asarray(minutes, dtype=np.float64)), np.asarray(values), 1)
+    return float(intercept), float(slope)
+
+
+def crossing_log2_minutes(intercept: float, slope: float, target: float, higher_is_better: bool) -> float | None:
+    """log2 of the minutes at which the fitted line meets ``target`` (log2, as a flat line's crossing overflows any
+    float); None if the line does not move toward it."""
+    if slope == 0 or (slope > 0) != higher_is_better:
+        return None
+    return (target - intercept) / slope
+
+
+def series(tree: Mapping, milestones: Sequence[Milestone], mode: str, metric: str) -> list[dict]:
+    """[{label, forward_minutes, inverse_minutes, value}] of the milestones that measured ``mode``."""
+    points = []
+    for m in milestones:
+        key = getattr(m, mode)
+        if key is not None:
+            label = {"forward": m.forward_run, "inverse": m.inverse_run}.get(
+                mode, f"{m.forward_run} / {m.inverse_run}"
+            )
+            points.append(
+                {"label": label, "forward_minutes": m.forward_minutes, "inverse_minutes": m.inverse_minutes}
+                | {"value": lookup(tree, key, metric), "key": key}
+            )
+    return points
+
+
+def trend(points: Sequence[dict], x_key: str, target: float, higher_is_better: bool, since: float) -> dict:
+    """The log2 fit over the points at or after ``since`` (on ``x_key``), and how far its line puts the target from
+    the last of them."""
+    recent = [p for p in points if p[x_key] >= since]
+    intercept, slope = log2_fit([p[x_key] for p in recent], [p["value"] for p in recent])
+    cross = crossing_log2_minutes(intercept, slope, target, higher_is_better)
+    last = recent[-1]
+    doublings = None if cross is None else max(cross - math.log2(last[x_key]), 0.0)
+    minutes = None if doublings is None or doublings > MAX_DOUBLINGS else 2.0**cross
+    return {
+        "fitted_on": [p["label"] for p in recent],
+        "last_point": last["label"],
+        "intercept": intercept,
+        "slope_per_doubling": slope,
+        "target": target,
+        "last": last["value"],
+        "gap": (target - last["value"]) * (1 if higher_is_better else -1),
+        "doublings_needed": doublings,
+        "target_at_minutes": minutes,
+        "minutes_left": None if minutes is None else max(minutes - last[x_key], 0.0),
+    }
+
+
+def inverse_points(tree: Mapping, metric: str) -> list[dict]:
+    """The shipped inverse models and those trained on from the last one and not shipped (``shipped`` False), in
+    order of their minutes: more training that did not ship is still what more training gave."""
+    points = [p | {"shipped": True} for p in series(tree, MILESTONES, "inverse", metric)]
+    for label, minutes, key in TRIED_INVERSE:
+        points.append({"label": label, "inverse_minutes": minutes, "value": lookup(tree, key, metric), "key": key})
+        points[-1]["shipped"] = False
+    return sorted(points, key=lambda p: p["inverse_minutes"])
+
+
+def progress(tree: Mapping, since: float = SINCE) -> dict:
+    """Every panel's points and trend, as written to the JSON."""
+    forward = series(tree, MILESTONES, "forward", "psnr")
+    relight = series(tree, MILESTONES, "relight", "psnr")
+    for p in relight:  # both models' training buys relighting
+        p["total_minutes"] = p["forward_minutes"] + p["inverse_minutes"]
+    since_total = next(p["total_minutes"] for p in relight if p["forward_minutes"] >= since)
+    result = {
+        "forward": {"points": forward, "trend": trend(forward, "forward_minutes", TARGETS["forward"], True, since)},
+        "relight": {
+            "points": relight,
+            "trend": trend(relight, "total_minutes", TARGETS["relight"], True, since_total),
+        },
+    }
+    for metric, higher_is_better in (("normal_angle_mean", False), ("basecolor_si_psnr", True)):
+        points = inverse_points(tree, metric)
+        fit = trend(points, "inverse_minutes", TARGETS[metric], higher_is_better, SINCE_INVERSE)
+        result[metric] = {"points": points, "trend": fit, "shipped_defaults": lookup(tree, SHIPPED_DEFAULTS, metric)}
+    return result
+
+
+def plot(result: Mapping, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("forward", "forward_minutes", "forward PSNR (dB)", "forward model's training (GPU minutes)"),
+        ("relight", "total_minutes", "relight PSNR (dB)", "both models' training (GPU minutes)"),
+        ("normal_angle_mean", "inverse_minutes", "normal mean error (°)", "inverse model's training (GPU minutes)"),
+        ("basecolor_si_psnr", "inverse_minutes", "basecolor si-PSNR (dB)", "inverse model's training (GPU minutes)"),
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, (name, x_key, ylabel, xlabel) in zip(axes, panels, strict=True):
+        points, fit = result[name]["points"], result[name]["trend"]
+        shipped = [p for p in points if p.get("shipped", True)]
+        xs = [p[x_key] for p in points]
+        ax.plot([p[x_key] for p in shipped], [p["value"] for p in shipped], "o-", color="tab:blue", label="shipped")
+        for p in shipped[-1:]:
+            ax.annotate(p["label"], (p[x_key], p["value"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        tried = [p for p in points if not p.get("shipped", True)]
+        if tried:
+            ax.plot([p[x_key] for p in tried], [p["value"] for p in tried], "x", color="tab:red", label="not shipped")
+        if "shipped_defaults" in result[name]:
+            ax.plot(shipped[-1][x_key], result[name]["shipped_defaults"], "*", ms=10, color="tab:orange")
+            ax.annotate("its defaults", (shipped[-1][x_key], result[name]["shipped_defaults"]), fontsize=7)
+        ax.axhline(fit["target"], color="tab:green", linestyle="--", label="target")
+        line_x = np.geomspace(min(xs[1:] if len(xs) > 1 else xs), max(xs) * 4, 50)
+        fitted = fit["intercept"] + fit["slope_per_doubling"] * np.log2(line_x)
+        ax.plot(line_x, fitted, ":", color="gray", label=f"fit from {fit['fitted_on'][0]}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("tiny against issue 5's targets (evaluation set, held-out maps)")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "target_progress.json")
+    args = parser.parse_args()
+    result = progress(json.loads(EVALUATION.read_text()))
+    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": EVALUATION.name}
+    record |= {"device": f"CPU ({platform.processor() or platform.machine()}; reads results only)"}
+    record |= {
+        "versions": {"diffusion_renderer": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    }
+    record |= {
+        "fit_since_forward_minutes": SINCE,
+        "note": __doc__.split("\n\n")[2].replace("\n", " "),
+    } | result
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    plot(result, args.out.with_suffix(".png"))
+    for name in ("forward", "relight", "normal_angle_mean", "basecolor_si_psnr"):
+        fit = result[name]["trend"]
+        doublings = "never" if fit["doublings_needed"] is None else f"{fit['doublings_needed']:.1f}"
+        print(
+            f"{name}: {fit['last']:.2f} (target {fit['target']}), {fit['slope_per_doubling']:+.2f} per doubling of "
+            f"the training since {fit['fitted_on'][0]}: the target {doublings} doublings away"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""`benchmarks/target_progress.py`: the log2 fit and its crossing on hand-made laws, and every milestone it plots
+found in the committed evaluation record."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import target_progress
+
+
+def test_log2_fit_recovers_a_law_and_meets_the_target_where_it_should() -> None:
+    minutes = [10.0, 20.0, 40.0, 80.0]
+    values = [20.0 + 1.5 * np.log2(m / 10.0) for m in minutes]  # +1.5 dB per doubling from 20 dB at 10 minutes
+    intercept, slope = target_progress.log2_fit(minutes, values)
+    assert slope == pytest.approx(1.5)
+    crossing = target_progress.crossing_log2_minutes(intercept, slope, 23.0, higher_is_better=True)
+    assert crossing == pytest.approx(np.log2(40.0))
+    # a figure moving away from its target never meets it
+    assert target_progress.crossing_log2_minutes(intercept, slope, 10.0, higher_is_better=False) is None
+    assert target_progress.crossing_log2_minutes(intercept, 0.0, 23.0, higher_is_better=True) is None
+
+
+def test_trend_reports_the_gap_and_minutes_left_from_the_last_point() -> None:
+    points = [{"label": str(m), "minutes": m, "value": 12.0 - np.log2(m)} for m in (4.0, 8.0, 16.0)]
+    fit = target_progress.trend(points, "minutes", 6.0, higher_is_better=False, since=8.0)
+    assert fit["fitted_on"] == ["8.0", "16.0"]
+    assert fit["gap"] == pytest.approx(2.0)  # 8 (at 16 minutes) against a target of 6, lower being better
+    assert fit["target_at_minutes"] == pytest.approx(64.0) and fit["minutes_left"] == pytest.approx(48.0)
+    assert fit["doublings_needed"] == pytest.approx(2.0)
+
+
+def test_a_nearly_flat_line_gives_doublings_but_no_minutes() -> None:
+    points = [{"label": str(m), "minutes": m, "value": 17.0 + 1e-4 * np.log2(m)} for m in (64.0, 128.0)]
+    fit = target_progress.trend(points, "minutes", 25.0, higher_is_better=True, since=0.0)
+    assert fit["doublings_needed"] == pytest.approx(8.0 / 1e-4 - 7.0, rel=1e-6)  # no overflow on the way
+    assert fit["target_at_minutes"] is None and fit["minutes_left"] is None
+
+
+def test_every_milestone_is_in_the_committed_record_and_minutes_only_grow() -> None:
+    tree = json.loads(target_progress.EVALUATION.read_text())
+    result = target_progress.progress(tree)  # raises KeyError naming any key that is missing
+    for name in ("forward", "relight", "normal_angle_mean", "basecolor_si_psnr"):
+        assert len(result[name]["points"]) >= 4 and np.isfinite(result[name]["trend"]["slope_per_doubling"])
+    for role in ("forward_minutes", "inverse_minutes"):
+        minutes = [getattr(m, role) for m in target_progress.MILESTONES]
+        assert minutes == sorted(minutes)
+    with pytest.raises(KeyError, match=re.escape("no 'results.nothing'")):
+        target_progress.lookup(tree, "results.nothing", "psnr")
