@@ -184,6 +184,7 @@ def trend(points: Sequence[dict], x_key: str, target: float, higher_is_better: b
     minutes = None if doublings is None or doublings > MAX_DOUBLINGS else 2.0**cross
     return {
         "fitted_on": [p["label"] for p in recent],
+        "fitted_from_minutes": recent[0][x_key],
         "last_point": last["label"],
         "intercept": intercept,
         "slope_per_doubling": slope,
@@ -200,9 +201,10 @@ def inverse_points(tree: Mapping, metric: str) -> list[dict]:
     """The shipped inverse models and those trained on from the last one and not shipped (``shipped`` False), in
     order of their minutes: more training that did not ship is still what more training gave."""
     points = [p | {"shipped": True} for p in series(tree, MILESTONES, "inverse", metric)]
-    for label, minutes, key in TRIED_INVERSE:
-        points.append({"label": label, "inverse_minutes": minutes, "value": lookup(tree, key, metric), "key": key})
-        points[-1]["shipped"] = False
+    points += [
+        {"label": label, "inverse_minutes": minutes, "value": lookup(tree, key, metric), "key": key, "shipped": False}
+        for label, minutes, key in TRIED_INVERSE
+    ]
     return sorted(points, key=lambda p: p["inverse_minutes"])
 
 
@@ -243,7 +245,6 @@ def plot(result: Mapping, path: Path) -> None:
     for ax, (name, x_key, ylabel, xlabel) in zip(axes, panels, strict=True):
         points, fit = result[name]["points"], result[name]["trend"]
         shipped = [p for p in points if p.get("shipped", True)]
-        xs = [p[x_key] for p in points]
         ax.plot([p[x_key] for p in shipped], [p["value"] for p in shipped], "o-", color="tab:blue", label="shipped")
         for p in shipped[-1:]:
             ax.annotate(p["label"], (p[x_key], p["value"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
@@ -254,7 +255,7 @@ def plot(result: Mapping, path: Path) -> None:
             ax.plot(shipped[-1][x_key], result[name]["shipped_defaults"], "*", ms=10, color="tab:orange")
             ax.annotate("its defaults", (shipped[-1][x_key], result[name]["shipped_defaults"]), fontsize=7)
         ax.axhline(fit["target"], color="tab:green", linestyle="--", label="target")
-        line_x = np.geomspace(min(xs[1:] if len(xs) > 1 else xs), max(xs) * 4, 50)
+        line_x = np.geomspace(fit["fitted_from_minutes"], max(p[x_key] for p in points) * 4, 50)
         fitted = fit["intercept"] + fit["slope_per_doubling"] * np.log2(line_x)
         ax.plot(line_x, fitted, ":", color="gray", label=f"fit from {fit['fitted_on'][0]}")
         ax.set_xscale("log", base=2)
@@ -274,12 +275,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "target_progress.json")
     args = parser.parse_args()
     result = progress(json.loads(EVALUATION.read_text()))
-    record = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": EVALUATION.name}
-    record |= {"device": f"CPU ({platform.processor() or platform.machine()}; reads results only)"}
-    record |= {
-        "versions": {"diffusion_renderer": __version__, "numpy": np.__version__, "python": platform.python_version()}
-    }
-    record |= {
+    record = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": EVALUATION.name,
+        "device": f"CPU ({platform.processor() or platform.machine()}; reads results only)",
+        "versions": {"diffusion_renderer": __version__, "numpy": np.__version__, "python": platform.python_version()},
         "fit_since_forward_minutes": SINCE,
         "note": __doc__.split("\n\n")[2].replace("\n", " "),
     } | result
