@@ -274,7 +274,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "target_progress.json")
     args = parser.parse_args()
-    result = progress(json.loads(EVALUATION.read_text()))
+    try:
+        result = progress(json.loads(EVALUATION.read_text()))
+    except KeyError as error:  # a milestone whose evaluation was renamed or not yet recorded: one line, no traceback
+        raise SystemExit(f"target_progress: error: {error.args[0]}") from None
     record = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": EVALUATION.name,

@@ -53,3 +53,16 @@ def test_every_milestone_is_in_the_committed_record_and_minutes_only_grow() -> N
         assert minutes == sorted(minutes)
     with pytest.raises(KeyError, match=re.escape("no 'results.nothing'")):
         target_progress.lookup(tree, "results.nothing", "psnr")
+
+
+def test_a_missing_milestone_stops_the_script_with_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "eval_tiny_cpu.json"
+    record.write_text(json.dumps({"results": {}}))
+    out = tmp_path / "progress.json"
+    monkeypatch.setattr(target_progress, "EVALUATION", record)
+    monkeypatch.setattr(sys, "argv", ["target_progress.py", "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"^target_progress: error: eval_tiny_cpu\.json has no '.+'$"):
+        target_progress.main()
+    assert list(tmp_path.iterdir()) == [record]
