@@ -75,6 +75,23 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     ]
 
 
+def test_neural_forward_options_turn_fitted_shadows_off_for_predicted_g_buffers() -> None:
+    import argparse
+
+    from diffusion_renderer.cli.render import neural_forward_options
+
+    class Neural:  # the neural forward pipeline's mark; split-sum has no correction_sigma
+        def correction_sigma(self, blur: float | None) -> float:
+            return 2.0
+
+    args = argparse.Namespace(correction_blur=None, fitted_shadows=None)
+    assert neural_forward_options(Neural(), args, predicted=True) == {"fitted_shadows": False}
+    assert neural_forward_options(Neural(), args, predicted=False) == {"fitted_shadows": True}
+    asked = argparse.Namespace(correction_blur=1.0, fitted_shadows=True)
+    assert neural_forward_options(Neural(), asked, predicted=True) == {"correction_blur": 1.0, "fitted_shadows": True}
+    assert neural_forward_options(object(), asked, predicted=True) == {}  # split-sum takes neither
+
+
 @needs_examples
 def test_light_strength_scales_the_map_or_matches_the_input(tmp_path, capsys) -> None:
     from diffusion_renderer.apps.relight import MATCH_TOLERANCE, log2_level

@@ -147,8 +147,22 @@ def test_known_fov_gives_a_hint_model_the_clips_camera(dataset: Path, tmp_path: 
         records[bool(flag)] = json.loads((out / "metrics.json").read_text())
     assert records[True]["settings"]["known_fov"] and not records[False]["settings"]["known_fov"]
     assert records[False]["settings"]["correction_blur"] is None  # the pipeline's default
+    assert records[False]["settings"]["fitted_shadows"] is True  # forward's G-buffers are the truth
     # the ramp-and-bumps G-buffers hold no plane to read the camera from: without it the hint takes 40 degrees
     assert records[True]["mean"]["psnr"] != records[False]["mean"]["psnr"]
+
+
+def test_fitted_shadows_default_to_the_g_buffers_origin(tmp_path: Path) -> None:
+    """Forward scores true G-buffers (the hint shadows through the camera read off them, as in training); relight
+    scores predicted ones, whose depth casts false shadows where a camera fit passes: off unless asked."""
+    import dataclasses
+
+    from diffusion_renderer.eval.evaluate import EvalConfig, fitted_shadows
+
+    for mode, default in (("forward", True), ("relight", False)):
+        config = EvalConfig(tmp_path, tmp_path / "out", mode, "tiny")
+        assert fitted_shadows(config) is default
+        assert fitted_shadows(dataclasses.replace(config, fitted_shadows=not default)) is (not default)
 
 
 def test_relight_renders_the_reference_once(dataset: Path, tmp_path: Path, capsys) -> None:

@@ -581,6 +581,42 @@ def test_version_4_hint_casts_the_shadows_its_camera_fit_allows() -> None:
     assert torch.equal(shading_hint(noisy, env, 4, refused), shading_hint(noisy, env, 3, refused))
 
 
+def test_pipeline_casts_fitted_shadows_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fitted_shadows=False`` drops the shadows of a camera read off the G-buffers (predicted ones, at
+    relighting) and keeps those of a camera the caller gives."""
+    import diffusion_renderer.render.hint as hint_module
+    from diffusion_renderer.conventions import normalize_depth
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+    pipe = ForwardRenderingPipeline.from_model(load_model("random:forward-medium-normalized", "forward"))
+    assert pipe.shading_hint == 4
+    fov = 50.0
+    z, normals, ground, pillar = pillar_scene(fov)
+    surface = ground | pillar
+    gbuffers = {
+        "normal": (normals * surface[..., None])[None].numpy(),
+        "depth": normalize_depth(z, surface)[None, ..., None].numpy(),
+        "basecolor": np.full((1, 64, 64, 3), 0.6, dtype=np.float32),
+    }
+    offsets: list[float | None] = []
+    real = hint_module.shading_hint
+
+    def recorded(frames, env_hdr, version, camera):
+        offsets.append(camera.depth_offset)
+        return real(frames, env_hdr, version, camera)
+
+    monkeypatch.setattr(hint_module, "shading_hint", recorded)
+    kwargs = {"num_inference_steps": 1, "progress": False, "processing_resolution": (64, 64)}
+    raw = smooth_panorama(3).numpy()
+    fitted = pipe(gbuffers, raw, **kwargs).images[0]
+    assert offsets[-1] is not None  # the default: the fit's camera shadows the hint, as in training
+    unshadowed = pipe(gbuffers, raw, fitted_shadows=False, **kwargs).images[0]
+    assert offsets[-1] is None and not np.allclose(fitted, unshadowed)
+    pipe(gbuffers, raw, fov_deg=fov, fitted_shadows=False, **kwargs)
+    assert offsets[-1] is not None  # a known camera still shadows
+
+
 @pytest.mark.parametrize("fov", [32.0, 55.0])
 def test_the_plane_fit_with_a_known_camera_recovers_the_offset(fov: float) -> None:
     from diffusion_renderer.render.hint import plane_fit

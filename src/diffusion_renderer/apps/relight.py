@@ -133,13 +133,16 @@ def relight(
     rotate_light: bool = False,
     light_angle: float = 0.0,
     light_strength: LightStrength = 1.0,
+    fitted_shadows: bool = False,
     **options,
 ) -> RelightOutput:
     """Estimate the G-buffers of ``image`` (an image, frames or a video), then render them under ``envmap``.
 
     ``envmap`` as :class:`ForwardRenderingPipeline` (HDR arrays, ``None`` for random lighting, or a list).
     ``light_strength``: a factor on every map's radiance, or ``"auto"``: per map, the input's mean level (module
-    doc). ``options`` go to both pipelines (``num_inference_steps``, ``processing_resolution``, ``num_frames``, ...).
+    doc). ``fitted_shadows``: as :class:`ForwardRenderingPipeline`, off by default because the G-buffers are
+    predicted (their depth casts false shadows where a camera fit passes). ``options`` go to both pipelines
+    (``num_inference_steps``, ``processing_resolution``, ``num_frames``, ...).
     """
     unknown = set(options) - set(SHARED_OPTIONS)
     if unknown:
@@ -157,6 +160,7 @@ def relight(
             generator=torch.Generator().manual_seed(seed),
             rotate_light=rotate_light,
             light_angle=light_angle,
+            fitted_shadows=fitted_shadows,
             **options,
         ).images
 

@@ -67,6 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         grid_frames=args.grid_frames,
         known_fov=args.known_fov,
         correction_blur=args.correction_blur,
+        fitted_shadows=args.fitted_shadows,
         progress=not args.quiet,
     )
     list_eval_clips(config.data, config.split, config.max_clips)  # bad data: one line, before any model loads
@@ -144,6 +145,13 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         help="forward, relight: give the model each clip's true camera (what `--fov` gives a user who knows it)",
     )
     add_correction_blur_argument(p)
+    p.add_argument(
+        "--fitted-shadows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="forward, relight: shadow `tiny`'s hint through a camera read off the G-buffers (default: on for "
+        "forward's true G-buffers, off for relight's predicted ones, as the commands do)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
     set_defaults(p, cmd_eval)

@@ -538,6 +538,17 @@ def write_relit(out: Path, clip: str, name: str, images: np.ndarray, fps: float,
         write_clip_video(video_path(out, clip, name), "rgb", images, fps)
 
 
+def neural_forward_options(pipe, args: argparse.Namespace, predicted: bool) -> dict:
+    """The options only the neural forward pipeline takes: ``--correction-blur`` and the hint's fitted shadows,
+    whose default is off for predicted G-buffers (their depth casts false shadows where their planes pass the
+    camera fit: ``benchmarks/TINY_HISTORY.md``, fifteenth session) and on for G-buffers from files."""
+    if not hasattr(pipe, "correction_sigma"):  # split-sum
+        return {}
+    options = {} if args.correction_blur is None else {"correction_blur": args.correction_blur}
+    fitted = getattr(args, "fitted_shadows", None)
+    return options | {"fitted_shadows": (not predicted) if fitted is None else fitted}
+
+
 def render_lightings(
     pipe,
     gbuffers: Mapping[str, np.ndarray],
@@ -548,9 +559,11 @@ def render_lightings(
     args,
     summary: Summary,
     source: np.ndarray | None = None,
+    predicted: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Relight one clip under each lighting not yet rendered: ({lighting name: (T, h, w, 3)}, {lighting name: the
-    factor ``--light-strength auto`` chose}). ``source``: the input frames (T, h, w, 3), whose level auto matches."""
+    factor ``--light-strength auto`` chose}). ``source``: the input frames (T, h, w, 3), whose level auto matches.
+    ``predicted``: the G-buffers come from the inverse model (relight, edit, insert), not from files (forward)."""
     from diffusion_renderer.apps.relight import match_level, scale_lighting
 
     count = len(next(iter(gbuffers.values())))
@@ -558,8 +571,7 @@ def render_lightings(
     if not todo:
         summary.skipped += 1
         return {}, {}
-    blur = args.correction_blur
-    neural_only = {} if blur is None or not hasattr(pipe, "correction_sigma") else {"correction_blur": blur}
+    neural_only = neural_forward_options(pipe, args, predicted)
 
     def render(factors: list[float]) -> list[np.ndarray]:  # factors on the maps' radiance, one per lighting
         return pipe(
@@ -571,7 +583,7 @@ def render_lightings(
             fixed_frame=args.fixed_frame,
             envmap_method=args.envmap_method,
             **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
-            **neural_only,  # split-sum has no correction to smooth
+            **neural_only,  # split-sum has no correction to smooth and no hint to shadow
             **pipeline_options(args),
         ).images
 
@@ -644,7 +656,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
         try:
             gbuffers = load_gbuffer_clip(paths)
             pipe = pipe or build_pipeline("forward", args)
-            relit, _ = render_lightings(pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary)
+            relit, _ = render_lightings(
+                pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary, predicted=False
+            )
             if relit and not args.no_contact_sheet:
                 save_sheet(out, clip, {**gbuffers, **relit})
         except (InputError, ValueError, OSError) as exc:
@@ -903,6 +917,13 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         "in OUT/CLIP.light_strength.json; edit, insert: the edited clip at the unedited one's factor)",
     )
     add_correction_blur_argument(g)
+    g.add_argument(
+        "--fitted-shadows",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="`tiny`: shadow the shading hint through a camera read off the G-buffers when --fov is not given "
+        "(default: on for forward's G-buffer files, off for the inverse model's predicted G-buffers)",
+    )
 
 
 def check_blur_options(args: argparse.Namespace) -> None:

@@ -98,6 +98,8 @@ class EvalConfig:
     grid_frames: int = 3  # frames per sample grid (first, middle, last)
     known_fov: bool = False  # neural forward: the clip's true field of view (else the model's own choice)
     correction_blur: float | None = None  # neural forward: the pipeline's low-pass on a residual's correction
+    fitted_shadows: bool | None = None  # neural forward: the hint's shadows through a camera read off the
+    # G-buffers; None: the commands' default (on for forward's true G-buffers, off for relight's predicted ones)
     progress: bool = True
 
 
@@ -222,6 +224,12 @@ def is_classical(pipe: object) -> bool:
     return isinstance(pipe, SplitSumRenderer)
 
 
+def fitted_shadows(config: EvalConfig) -> bool:
+    """Whether the neural forward model's hint may shadow through a camera read off the G-buffers: the config's
+    choice, else as the commands do (on for forward's true G-buffers, off for relight's predicted ones)."""
+    return config.mode != "relight" if config.fitted_shadows is None else config.fitted_shadows
+
+
 def render_forward(
     pipe, gbuffers: Mapping[str, np.ndarray], spec: SceneSpec, config: EvalConfig, mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -253,6 +261,7 @@ def render_forward(
         processing_resolution=config.resolution,
         fov_deg=spec.camera.fov_deg if config.known_fov else None,
         correction_blur=config.correction_blur,
+        fitted_shadows=fitted_shadows(config),
         progress=False,
     )
     return result.images[0]
@@ -613,6 +622,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     if config.mode in ("forward", "relight"):
         settings["known_fov"] = config.known_fov
         settings["correction_blur"] = config.correction_blur
+        settings["fitted_shadows"] = fitted_shadows(config)
     if config.mode == "inverse":
         settings["passes"] = list(config.passes)
     if config.mode in ("inverse", "relight"):  # relight runs the inverse model first

@@ -13,6 +13,7 @@ three lighting conditions out, and the model invents plausible lighting (officia
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -165,18 +166,26 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         return videos
 
     def prepare_hint_gbuffers(
-        self, videos: Mapping[str, torch.Tensor], fit: FitPlan, fov_deg: float | None = None
+        self,
+        videos: Mapping[str, torch.Tensor],
+        fit: FitPlan,
+        fov_deg: float | None = None,
+        fitted_shadows: bool = True,
     ) -> tuple[dict[str, torch.Tensor], HintCamera] | None:
         """Model-range G-buffer videos {key: (1, 3, N, H, W)} -> ({key: (N, H, W, C)} in the conventions' ranges,
         the hint's camera), once per call (shared by every lighting); None for a model without the hint.
-        ``fov_deg``: the input camera's, when known (seen through the padding ``fit`` adds)."""
+        ``fov_deg``: the input camera's, when known (seen through the padding ``fit`` adds). ``fitted_shadows``
+        False: no shadows through a camera read off the G-buffers (``__call__``)."""
         from diffusion_renderer.render.hint import hint_camera, padded_fov
 
         if not self.shading_hint:
             return None
         frames = {key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in videos.items()}
         known = None if fov_deg is None else padded_fov(fov_deg, fit.resized_size[0], fit.processing_size[0])
-        return frames, hint_camera(frames, self.shading_hint, known)
+        camera = hint_camera(frames, self.shading_hint, known)
+        if not fitted_shadows and known is None:
+            camera = dataclasses.replace(camera, depth_offset=None)
+        return frames, camera
 
     def shade_hint(
         self, hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera], env_hdr: torch.Tensor
@@ -284,6 +293,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         envmap_method: str = "cubemap",
         fov_deg: float | None = None,
         correction_blur: float | None = None,
+        fitted_shadows: bool = True,
         output_type: str = "np",
         output_latent: bool = False,
         progress: bool = True,
@@ -307,6 +317,10 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             correction_blur: for a model that renders the hint plus a correction (``hint_residual``), the sigma
                 in processing pixels of a Gaussian low-pass on that correction, which the network makes in 8x8
                 blocks (None: 2 px, see :meth:`correction_sigma`; 0: off). Other models ignore it.
+            fitted_shadows: for a model with a version-4 hint, whether its shadows may use a camera read off the
+                G-buffers when ``fov_deg`` is not given (True, as in training). False suits predicted G-buffers:
+                where their planes are clean enough to pass the fit, their depth casts false shadows
+                (``benchmarks/TINY_HISTORY.md``, fifteenth session). Other models ignore it.
             Others: as :class:`InverseRenderingPipeline`.
         """
         steps = num_inference_steps or self.default_inference_steps
@@ -319,7 +333,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
         )
         gbuffer_latents = self.encode_conditions(videos, plan)  # shared by every lighting
-        hint_gbuffers = self.prepare_hint_gbuffers(videos, fit, fov_deg)  # shaded under each lighting
+        hint_gbuffers = self.prepare_hint_gbuffers(videos, fit, fov_deg, fitted_shadows)  # shaded under each lighting
         del videos
         padding_mask = self.image_processor.padding_mask(fit, self._execution_device)
         images, all_latents = [], []
