@@ -90,6 +90,13 @@ def test_neural_forward_options_turn_fitted_shadows_off_for_predicted_g_buffers(
     asked = argparse.Namespace(correction_blur=1.0, fitted_shadows=True)
     assert neural_forward_options(Neural(), asked, predicted=True) == {"correction_blur": 1.0, "fitted_shadows": True}
     assert neural_forward_options(object(), asked, predicted=True) == {}  # split-sum takes neither
+    from diffusion_renderer.cli.main import build_parser
+
+    required = {"insert": ["--object", "v.glb", "--at", "1", "2"]}
+    for command in ("forward", "relight", "edit", "insert"):  # the flag reaches every forward-rendering command
+        argv = [command, "x", "--out", "o", *required.get(command, [])]
+        assert build_parser().parse_args(argv).fitted_shadows is None
+        assert build_parser().parse_args([*argv, "--no-fitted-shadows"]).fitted_shadows is False
 
 
 @needs_examples
