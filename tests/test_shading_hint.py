@@ -104,7 +104,9 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
     # the hint's camera is read once per set of G-buffers, not once per lighting
     cameras = []
     fixed = hint_module.HintCamera()
-    monkeypatch.setattr(hint_module, "hint_camera", lambda g, version, known=None: cameras.append(version) or fixed)
+    monkeypatch.setattr(
+        hint_module, "hint_camera", lambda g, version, known=None, fitted=True: cameras.append(version) or fixed
+    )
     assert len(pipe(gbuffers, [raw, raw[:, ::-1].copy()], **kwargs).images) == 2 and cameras == [1]
     # precomputed conditions carry their HDR map; bare encodings cannot make a hint
     env = process_environment_map(torch.from_numpy(raw), SIZE, SIZE)
@@ -568,6 +570,9 @@ def test_version_4_hint_casts_the_shadows_its_camera_fit_allows() -> None:
     camera = hint_camera(frames, 4)
     assert abs(camera.fov_deg - fov) < 1.0 and camera.depth_offset is not None
     assert hint_camera(frames, 3).depth_offset is None  # version 3 never shadows
+    unshadowed = hint_camera(frames, 4, fitted_shadows=False)  # predicted G-buffers: no offset from the fit
+    assert unshadowed.fov_deg == camera.fov_deg and unshadowed.depth_offset is None
+    assert hint_camera(frames, 4, known_fov=fov, fitted_shadows=False).depth_offset is not None  # a given camera
     env = condition_with_light(HIGH_BEHIND)
     v3, v4 = shading_hint(frames, env, 3)[0], shading_hint(frames, env, 4)[0]
     assert torch.equal(v4, shading_hint(frames, env, 4)[0])  # deterministic

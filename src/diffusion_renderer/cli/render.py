@@ -545,8 +545,7 @@ def neural_forward_options(pipe, args: argparse.Namespace, predicted: bool) -> d
     if not hasattr(pipe, "correction_sigma"):  # split-sum
         return {}
     options = {} if args.correction_blur is None else {"correction_blur": args.correction_blur}
-    fitted = getattr(args, "fitted_shadows", None)
-    return options | {"fitted_shadows": (not predicted) if fitted is None else fitted}
+    return options | {"fitted_shadows": (not predicted) if args.fitted_shadows is None else args.fitted_shadows}
 
 
 def render_lightings(

@@ -13,7 +13,6 @@ three lighting conditions out, and the model invents plausible lighting (officia
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -182,10 +181,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             return None
         frames = {key: from_model(key, video)[0].permute(1, 2, 3, 0) for key, video in videos.items()}
         known = None if fov_deg is None else padded_fov(fov_deg, fit.resized_size[0], fit.processing_size[0])
-        camera = hint_camera(frames, self.shading_hint, known)
-        if not fitted_shadows and known is None:
-            camera = dataclasses.replace(camera, depth_offset=None)
-        return frames, camera
+        return frames, hint_camera(frames, self.shading_hint, known, fitted_shadows)
 
     def shade_hint(
         self, hint_gbuffers: tuple[dict[str, torch.Tensor], HintCamera], env_hdr: torch.Tensor

@@ -232,14 +232,18 @@ def padded_fov(fov_deg: float, content_height: int, frame_height: int) -> float:
 
 
 def hint_camera(
-    gbuffers: Mapping[str, torch.Tensor | None], version: int, known_fov: float | None = None
+    gbuffers: Mapping[str, torch.Tensor | None],
+    version: int,
+    known_fov: float | None = None,
+    fitted_shadows: bool = True,
 ) -> HintCamera:
     """The camera a hint of ``version`` sees the G-buffers through (one per clip).
 
     Field of view, version 3 on: ``known_fov`` (the frames' own, when the caller knows the camera), else the
     median estimate over up to 4 frames, else ``DEFAULT_FOV_DEG``. Versions 1-2 always take ``DEFAULT_FOV_DEG``:
     their models were trained on it. Depth offset, version 4 only: the median of :func:`plane_fit` with that field
-    of view over the same frames, None when the field of view is the fallback or every fit is refused."""
+    of view over the same frames, None when the field of view is the fallback or every fit is refused, or when it
+    was estimated and ``fitted_shadows`` is False (predicted G-buffers: their depth casts false shadows)."""
     normal, depth = gbuffers.get("normal"), gbuffers.get("depth")
     if version < 3:
         return HintCamera()
@@ -252,7 +256,7 @@ def hint_camera(
         if not found:
             return HintCamera()
         fov = float(torch.tensor(found).median())
-    if version < 4:
+    if version < 4 or (known_fov is None and not fitted_shadows):
         return HintCamera(fov)
     t = math.tan(math.radians(fov) / 2)
     offsets = [fit[1] / t for i in picks if (fit := plane_fit(normal[i], depth[i], t=t)) is not None]
