@@ -166,8 +166,8 @@ def test_version_2_background_keeps_clipped_surfaces() -> None:
     one, two = shading_hint(gbuffers, condition, version=1), shading_hint(gbuffers, condition, version=2)
     assert torch.equal(one[:, 4:8], two[:, 4:8]) and torch.equal(one[:, 12:], two[:, 12:])
     assert not torch.allclose(one[:, 8:12], two[:, 8:12])  # version 2 shades the clipped surfaces
-    with pytest.raises(ValueError, match="unknown shading hint version 5"):
-        shading_hint(gbuffers, condition, version=5)
+    with pytest.raises(ValueError, match="unknown shading hint version 6"):
+        shading_hint(gbuffers, condition, version=6)
 
 
 def test_residual_model_denoises_the_difference_from_the_hint() -> None:
@@ -584,6 +584,36 @@ def test_version_4_hint_casts_the_shadows_its_camera_fit_allows() -> None:
     refused = hint_camera(noisy, 4, known_fov=fov)  # a predicted depth's noise: no offset, no shadows
     assert refused.fov_deg == fov and refused.depth_offset is None
     assert torch.equal(shading_hint(noisy, env, 4, refused), shading_hint(noisy, env, 3, refused))
+
+
+def test_version_5_hint_marches_a_finer_shadow_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 5 casts version 4's shadows with twice the light directions and twice the march's steps, and is
+    version 3 exactly off the surfaces."""
+    import diffusion_renderer.render.hint as hint_module
+    from diffusion_renderer.conventions import normalize_depth
+
+    z, normals, ground, pillar = pillar_scene(50.0)
+    surface = ground | pillar
+    frames = {"normal": (normals * surface[..., None])[None], "depth": normalize_depth(z, surface)[None, ..., None]}
+    env = condition_with_light(HIGH_BEHIND)
+    seen: list[tuple[int, int]] = []
+    real_directions, real_factor = hint_module.light_directions, hint_module.shadow_factor_fast
+
+    def directions(equirect: torch.Tensor, count: int) -> torch.Tensor:
+        seen.append((count, 0))
+        return real_directions(equirect, count)
+
+    def factor(*args, **kwargs) -> torch.Tensor:
+        seen[-1] = (seen[-1][0], args[-1])  # the march's steps, passed last
+        return real_factor(*args, **kwargs)
+
+    monkeypatch.setattr(hint_module, "light_directions", directions)
+    monkeypatch.setattr(hint_module, "shadow_factor_fast", factor)
+    v3, v4, v5 = (shading_hint(frames, env, version)[0] for version in (3, 4, 5))
+    assert seen == [(32, 16), (64, 32)]
+    ratio = (v5 / v3.clamp(min=1e-6)).mean(-1)  # (H, W): version 5's shadow factor
+    assert float(ratio[46:56, 29:35].mean()) < 0.6 and float(ratio[46:56, 4:14].mean()) > 0.95
+    assert torch.equal(v5[~surface], v3[~surface]) and not torch.equal(v5, v4)
 
 
 def test_pipeline_casts_fitted_shadows_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:

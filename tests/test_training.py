@@ -627,7 +627,7 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(tmp_path, capsys):
-    """``--model-config medium-normalized`` from the shipped shadow model: its file records the hint level, its
+    """``--model-config medium-fine-shadow`` from the shipped normalising model: its file records the hint level, its
     validation samples are drawn at that level, and shards without the HDR tensors are refused in one line."""
     from diffusion_renderer.cli.main import main
     from diffusion_renderer.models.configs import EXPOSURE_LEVEL
@@ -635,13 +635,13 @@ def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(
     write_synthetic_data(tmp_path / "data", seed=5, train=2, val=1)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
     args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "1", "--val-steps", "1", "--steps", "1"]
-    args += ["--init", "tiny", "--model-config", "medium-normalized"]
+    args += ["--init", "tiny", "--model-config", "medium-fine-shadow"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     assert load_model(str(tmp_path / "run"), "forward").transformer.config.exposure_level == EXPOSURE_LEVEL
     assert list((tmp_path / "run" / "forward.val").glob("step_*.png"))
     first = load_model(str(tmp_path / "run"), "forward").record
     # a resumed call (no --init) keeps the first call's provenance: its file still samples at the shipped 1 step
-    again = [*args[: args.index("--steps")], "--steps", "2", "--model-config", "medium-normalized", "--resume"]
+    again = [*args[: args.index("--steps")], "--steps", "2", "--model-config", "medium-fine-shadow", "--resume"]
     assert main([*again, "--out", str(tmp_path / "run")]) == 0
     resumed = load_model(str(tmp_path / "run"), "forward").record
     assert resumed["steps"] == 2 and resumed["init"] == first["init"] == "tiny"
@@ -652,19 +652,19 @@ def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "forward-medium-normalized normalises exposure: it needs env_hdr" in err[0]
+    assert len(err) == 1 and "forward-medium-fine-shadow normalises exposure: it needs env_hdr" in err[0]
 
 
 def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(tmp_path, capsys):
     from diffusion_renderer.cli.main import main
 
-    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 4 hints (render/hint.py)
+    write_synthetic_data(tmp_path / "data", seed=3, train=2, val=0)  # version 5 hints (render/hint.py)
     args = ["train", "forward", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
     args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1", "--init", "tiny"]
-    assert main([*args, "--model-config", "medium-shadow", "--out", str(tmp_path / "run")]) == 0
-    model = load_model(str(tmp_path / "run"), "forward").transformer  # the shipped version-3 model, moved to 4
-    assert model.config.hint_residual and model.hint_version == 4 and model.condition_channels == 9 * 193
-    mixed = [*args, "--model-config", "medium-shadow", "--hint-fixed-camera", "0.5"]
+    assert main([*args, "--model-config", "medium-fine-shadow", "--out", str(tmp_path / "run")]) == 0
+    model = load_model(str(tmp_path / "run"), "forward").transformer  # the shipped version-4 model, moved to 5
+    assert model.config.hint_residual and model.hint_version == 5 and model.condition_channels == 9 * 193
+    mixed = [*args, "--model-config", "medium-fine-shadow", "--hint-fixed-camera", "0.5"]
     assert main([*mixed, "--out", str(tmp_path / "mixed")]) == 0
     assert load_model(str(tmp_path / "mixed"), "forward").record["train_config"]["hint_fixed_camera"] == 0.5
     # with exposure augmentation the bank keeps only the hints' HDR form (it once refused these shards: run 31)
@@ -677,12 +677,12 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
         assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
-    # models of earlier hint versions are not trained on version 4 hints
-    for config, version in (("medium-hint", 1), ("medium-residual", 3)):
+    # models of earlier hint versions are not trained on version 5 hints
+    for config, version in (("medium-hint", 1), ("medium-residual", 3), ("medium-normalized", 4)):
         assert main([*args, "--model-config", config, "--out", str(tmp_path / f"v{version}")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        message = f"these shards hold version 4 shading hints; this model takes version {version}"
-        takers = "(--model-config medium-shadow or medium-normalized takes them)"
+        message = f"these shards hold version 5 shading hints; this model takes version {version}"
+        takers = "(--model-config medium-fine-shadow takes them)"
         assert len(err) == 1 and message in err[0] and takers in err[0]
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the fixed-camera hint
         tensors, meta = read_shard(shard)
@@ -693,6 +693,6 @@ def test_train_command_trains_the_residual_model_on_shards_of_its_hint_version(t
     for shard in (tmp_path / "data").rglob("*.safetensors"):  # shards made before the hint was stored
         tensors, meta = read_shard(shard)
         write_shard(shard, {k: v for k, v in tensors.items() if k not in HINT_KEYS}, meta)
-    assert main([*args, "--model-config", "medium-shadow", "--out", str(tmp_path / "old")]) == 2
+    assert main([*args, "--model-config", "medium-fine-shadow", "--out", str(tmp_path / "old")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data: this model takes the shading hint; these shards have none" in err[0]

@@ -140,6 +140,11 @@ OFFICIAL_NETS["forward-medium-normalized"] = {
     **OFFICIAL_NETS["forward-medium-shadow"],
     "exposure_level": EXPOSURE_LEVEL,
 }
+# The same with the hint's version 5 (render/hint.py: a shadow test of twice the light directions and steps). Why:
+# under a few small lights version 4's shadows have jagged, banded edges that the residual model passes into its
+# frames. Fine-tuned from a forward-medium-normalized file with its weights as they are (only the hint's version
+# differs; training.trainer.adapt_to_config).
+OFFICIAL_NETS["forward-medium-fine-shadow"] = {**OFFICIAL_NETS["forward-medium-normalized"], "shading_hint": 5}
 # Deep: the shipped sizes with twice the blocks, for int4 files (checkpoints/quantization.py) trained with
 # ``train --qat int4``. Why: both shipped models stopped improving with more data (inverse run 30, forward run 31),
 # and at int4 twice the blocks fit the 16 MiB budget (forward 20 x 256 and inverse 12 x 192: about 10.6 + 4.7 MB, the
@@ -167,6 +172,7 @@ TOKENIZER_OF_SIZE: dict[str, str] = {
     "medium-residual": "space-to-depth",
     "medium-shadow": "space-to-depth",
     "medium-normalized": "space-to-depth",
+    "medium-fine-shadow": "space-to-depth",
     "small-deep": "space-to-depth",
     "medium-deep-residual": "space-to-depth",
 }
