@@ -147,16 +147,21 @@ def test_int8_rows_error_bound_and_file_round_trip(tmp_path):
         load_model(str(tmp_path / "int8.safetensors"), "forward")
 
 
+def load_tool(name: str):
+    """The module of ``tools/{name}.py`` (the tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
     """tools/average_weights.py: the weighted mean of two fine-tunes, the first file's config, each source's
     record; files of another role, DiT config or other tensors are refused in one line naming the file. diffusers'
     bookkeeping keys do not count: ``_use_default_values`` is a set, written in each process's hash order."""
-    import importlib.util
-
-    tools = Path(__file__).resolve().parents[1] / "tools"
-    spec = importlib.util.spec_from_file_location("average_weights", tools / "average_weights.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("average_weights")
     g = torch.Generator().manual_seed(0)
     config = {"in_channels": 4}
     defaults = [["base_fps", "img_context_dim_in"], ["img_context_dim_in", "base_fps"]]  # one set, two orders
@@ -190,6 +195,36 @@ def test_averaged_renderer_files_are_the_weighted_mean(tmp_path, capsys):
         )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
+
+
+def test_retargeted_forward_file_keeps_its_weights_and_takes_the_new_hint(tmp_path, capsys):
+    """tools/retarget_hint.py: a version 4 forward file moved to version 5 keeps every stored tensor bit for bit and
+    its record (with ``hint_version_from``), its config saying version 5; moves that would change more than the
+    shadow test's sampling (another version, an inverse file) are refused in one line naming the file."""
+    from safetensors import safe_open
+
+    tool = load_tool("retarget_hint")
+    model = load_model("random:forward-medium-normalized", "forward").transformer
+    state = dict(model.state_dict())
+    source, out = tmp_path / "v4.safetensors", tmp_path / "v5.safetensors"
+    save_renderer_file(source, state, role="forward", dit_config=dict(model.config), tokenizer_config={"name": "s2d"},
+                       storage="int8", record={"run": 42})  # fmt: skip
+    assert tool.main([str(source), "--hint-version", "5", "--out", str(out)]) == 0
+    with safe_open(str(source), "pt") as a, safe_open(str(out), "pt") as b:
+        names = list(a.keys())
+        assert set(names) == set(b.keys()) and all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in names)
+    _, meta = read_renderer_file(out)
+    assert meta["dit_config"]["shading_hint"] == 5 and meta["storage"] == "int8"
+    assert meta["record"] == {"run": 42, "hint_version_from": 4}
+    save_renderer_file(tmp_path / "v3.safetensors", state, role="forward",
+                       dit_config={**dict(model.config), "shading_hint": 3}, tokenizer_config={})  # fmt: skip
+    save_renderer_file(tmp_path / "inv.safetensors", {"w": torch.ones(2)}, role="inverse", dit_config={},
+                       tokenizer_config={})  # fmt: skip
+    capsys.readouterr()
+    for name in ("v3", "inv"):
+        assert tool.main([str(tmp_path / f"{name}.safetensors"), "--hint-version", "5", "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{name}.safetensors: a " in err[0] and "only forward models move" in err[0]
 
 
 def test_averaging_fills_config_keys_a_file_predates(tmp_path):
