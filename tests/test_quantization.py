@@ -259,13 +259,9 @@ def test_train_command_grows_the_shipped_inverse_and_trains_it_for_int4(tmp_path
 def test_ship_model_appends_the_run_and_keeps_a_qat_files_int4(tmp_path, capsys):
     """tools/ship_model.py: the candidate's weights in the shipped file's place, its run appended to the shipped
     record with the sums updated, int4 kept for a QAT candidate; a run already shipped is refused in one line."""
-    import importlib.util
-    from pathlib import Path
+    from test_training import load_tool
 
-    tools = Path(__file__).resolve().parents[1] / "tools"
-    spec = importlib.util.spec_from_file_location("ship_model", tools / "ship_model.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("ship_model")
     shipped_dir = tmp_path / "tiny"
     shipped_dir.mkdir()
     model = random_transformer("inverse-small", seed=1)
