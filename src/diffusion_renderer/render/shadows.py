@@ -28,7 +28,10 @@ REACH = 0.5  # its last: an occluder farther than half the scene's depth casts n
 THICKNESS = 0.1  # a sample at most this far behind the stored depth (median depths) is blocked: surfaces have depth
 NORMAL_OFFSET = 0.002  # rays start this far (x the pixel's depth) off the surface, along its normal
 DEPTH_SLACK = 1.002  # and a sample must lie this much behind the stored depth to count: no self-shadowing acne
-CHUNK = 8  # light directions marched at once (bounded memory)
+# pixels x directions marched at once: bounded memory, and few enough passes that a GPU is not held up by kernel
+# launches (version 5's 64 directions at half resolution go in one pass; 8 at a time made the data engine ~1.8x
+# slower than version 4, whose 32 directions x 16 steps took a quarter of the launches)
+CHUNK_ELEMENTS = 1 << 20
 
 
 def light_directions(equirect: torch.Tensor, count: int) -> torch.Tensor:
@@ -72,7 +75,8 @@ def shadow_factor(
     rows, cols = torch.nonzero(surface, as_tuple=True)  # each point's own pixel
     origin = points + n * (NORMAL_OFFSET * depth)[:, None]
     lit, total = torch.zeros_like(depth), torch.zeros_like(depth)
-    for chunk in directions.to(device).split(CHUNK):  # (k, 3)
+    per_chunk = max(1, CHUNK_ELEMENTS // depth.numel())
+    for chunk in directions.to(device).split(per_chunk):  # (k, 3)
         cosine = (n @ chunk.T).clamp(min=0)  # (N, k)
         blocked = torch.zeros_like(cosine, dtype=torch.bool)
         for distance in distances:
