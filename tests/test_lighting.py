@@ -3,6 +3,7 @@ HDR reading and validation, presets, contact sheets."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import math
@@ -215,6 +216,43 @@ def test_direct_converges_to_cubemap_on_smooth_map():
     direct = E.project_envmap(*args, method="direct")
     errs = [(E.project_envmap(*args, cube_size=n) - direct).abs().max().item() for n in (16, 64)]
     assert errs[1] < 0.5 * errs[0] and errs[1] < 1e-2, errs
+
+
+def test_area_projection_keeps_a_small_lights_power():
+    """A lamp of 2 x 2 texels: the "area" condition carries the map's power (its solid-angle integral) through
+    any camera and light rotation; point sampling ("cubemap", "direct") hits or misses the lamp, off by up to
+    stops (the held-out street_lamp's trouble). On a smooth map "area" agrees with "direct"."""
+    from diffusion_renderer.render.hint import equirect_from_condition
+    from diffusion_renderer.render.splitsum import equirect_solid_angles
+
+    def power(eq: torch.Tensor) -> float:  # (H, W, 3) split-sum equirect
+        weights = equirect_solid_angles(*eq.shape[:2], dtype=torch.float64)
+        return float((eq.double().mean(-1) * weights).sum())
+
+    lamp = torch.full((64, 128, 3), 0.05)
+    lamp[20:22, 70:72] = 2e4
+    truth = power(lamp)
+    tilt = torch.stack(
+        [
+            E.rotate_y(0.3)
+            @ torch.tensor(
+                [[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]], dtype=torch.float64
+            )
+            for a in (0.0, 0.2, 0.45)
+        ]
+    )
+    angles = torch.tensor([0.0, 0.7, 2.1])
+    errors = {}
+    for method in E.METHODS:
+        env = E.project_envmap(lamp, 24, 24, angles, c2w=tilt, method=method, cube_size=128)
+        errors[method] = [abs(math.log2(power(equirect_from_condition(frame)) / truth)) for frame in env]
+    assert max(errors["area"]) < 0.1, errors
+    assert max(errors["cubemap"]) > 0.5 and max(errors["direct"]) > 0.5, errors
+    smooth = _smooth_map(32, 64, seed=3)
+    args = (smooth, 12, 24, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(
+        E.project_envmap(*args, method="area"), E.project_envmap(*args, method="direct"), atol=0.02, rtol=0.02
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -462,3 +500,33 @@ def test_depth_to_color():
     np.testing.assert_array_equal(
         depth_to_color(np.array([[-1.0, 2.0, np.nan]]))[0], depth_to_color(np.array([[0.0, 1.0, 0.0]]))[0]
     )
+
+
+def test_fetched_training_map_decodes_and_clamps(tmp_path):
+    """tools/fetch_training_maps.py: an @pmndrs/assets module (a base64 EXR in a JS string) decodes to the EXR's
+    pixels, with the compression's negatives set to 0 and counted (share of pixels and of energy); a module
+    without the data URL is refused naming the file; the written map is the 512 x 256 area average."""
+    from test_training import load_tool
+
+    tool = load_tool("fetch_training_maps")
+    rgb = np.full((8, 16, 3), 2.0, dtype=np.float16)
+    rgb[0, 0] = (-1.0, 0.5, 0.5)  # ringing: one pixel with a channel far below the reader's tolerance
+    exr = tmp_path / "map.exr"
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION}, {"RGB": rgb}).write(str(exr))
+    module = "export default 'data:application/exr;base64," + base64.b64encode(exr.read_bytes()).decode() + "'\n"
+    decoded, pixels, energy = tool.read_exr_clamped(tool.exr_from_js(module, Path("lobby.exr.js")), exr)
+    expected = np.maximum(rgb.astype(np.float32), 0.0)
+    np.testing.assert_array_equal(decoded, expected)
+    assert pixels == pytest.approx(1 / 128)
+    assert energy == pytest.approx(1.0 / expected.sum())
+    with pytest.raises(InputError, match=r"lobby\.exr\.js.*base64"):
+        tool.exr_from_js("export default 'data:image/png;charset=utf-8,x'", Path("lobby.exr.js"))
+    source = tool.Source("test_map", "deb", "worlds/map.exr", "0" * 64, "test")
+    big = np.repeat(np.repeat(expected, 64, 0), 64, 1)  # 512 x 1024: halved by area averaging
+    exr_big = tmp_path / "big.exr"
+    OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION}, {"RGB": big}).write(str(exr_big))
+    row = tool.build(source, exr_big.read_bytes(), tmp_path / "pkg.tgz", tmp_path / "out")
+    written = read_hdr(tmp_path / "out" / "test_map.hdr")
+    assert written.shape == (256, 512, 3) and row["original_size"] == "1024x512"
+    np.testing.assert_allclose(written, np.repeat(np.repeat(expected, 32, 0), 32, 1), rtol=0.01)  # RGBE: ~1 %
+    assert "1024x512 -> 512x256" in row["processing"]

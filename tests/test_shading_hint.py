@@ -116,6 +116,33 @@ def test_pipeline_gives_the_hint_to_a_model_that_takes_it(monkeypatch: pytest.Mo
         pipe(gbuffers, bare, **kwargs)
 
 
+def test_pipeline_projects_the_map_by_area_for_a_hint_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model with the hint projects a map power-preservingly unless told (its hint is as bright as the light);
+    an official-style model without one keeps the official cube-map projection; a given method is used."""
+    import diffusion_renderer.render.hint as hint_module
+    from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
+
+    pipe = ForwardRenderingPipeline.from_model(load_model("random:forward-medium-hint", "forward"))
+    plain = ForwardRenderingPipeline.from_model(load_model("random:tiny", "forward"))
+    assert pipe.default_envmap_method == "area" and plain.default_envmap_method == "cubemap"
+    seen = []
+    real = hint_module.shading_hint
+    monkeypatch.setattr(
+        hint_module, "shading_hint", lambda g, e, v, camera: seen.append(e.cpu()) or real(g, e, v, camera)
+    )
+    gbuffers = {k: v.numpy() for k, v in random_gbuffers(1).items()}
+    raw = smooth_panorama(2).numpy()
+    raw[10:12, 30:32] = 5e3  # a lamp that point sampling may miss
+    kwargs = {"num_inference_steps": 1, "generator": None, "progress": False, "processing_resolution": SIZE}
+    pipe(gbuffers, raw, **kwargs)
+    pipe(gbuffers, raw, envmap_method="cubemap", **kwargs)
+    for method, env_hdr in zip(("area", "cubemap"), seen, strict=True):
+        expected = process_environment_map(torch.from_numpy(raw), SIZE, SIZE, method=method).env_hdr
+        torch.testing.assert_close(env_hdr, expected)
+    assert not torch.allclose(seen[0], seen[1])
+
+
 def test_examples_put_the_hint_last_and_drop_it_with_the_lighting() -> None:
     from diffusion_renderer.training.examples import forward_example
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -153,6 +154,7 @@ def load_tool(name: str):
 
     spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
     tool = importlib.util.module_from_spec(spec)
+    sys.modules[name] = tool  # dataclasses look their module up while the tool runs
     spec.loader.exec_module(tool)
     return tool
 

@@ -36,7 +36,7 @@ from make_hdri_presets import downsample  # a sibling tool: the presets' own res
 
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
-from diffusion_renderer.io.hdr import validate_hdr, write_hdr
+from diffusion_renderer.io.hdr import _exr_rgb, validate_hdr, write_hdr
 
 DEB = "blender-data"  # Debian bookworm: 3.4.1+dfsg-2
 NPM = "@pmndrs/assets@1.7.0"
@@ -96,12 +96,7 @@ def read_exr_clamped(data: bytes, path: Path) -> tuple[np.ndarray, float, float]
         tmp.flush()
         with OpenEXR.File(tmp.name) as exr:
             channels = {k: v.pixels for k, v in exr.channels().items()}
-    if "RGB" in channels or "RGBA" in channels:
-        rgb = channels.get("RGB", channels.get("RGBA"))[..., :3]
-    elif all(c in channels for c in "RGB"):
-        rgb = np.stack([channels[c] for c in "RGB"], axis=-1)
-    else:
-        raise InputError(path, f"no RGB channels (has {sorted(channels)})")
+    rgb = _exr_rgb(channels, path)  # the package reader's channel layouts
     rgb = np.asarray(rgb, dtype=np.float32)
     negative = np.minimum(rgb, 0.0)
     pixels = float((negative.min(-1) < -0.01).mean())

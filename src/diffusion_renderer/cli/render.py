@@ -829,7 +829,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-contact-sheet", action="store_true", help="no contact sheet PNG per clip")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     # env-map resampling: the official cube-map route, or one equirect lookup (faster; tests)
-    g.add_argument("--envmap-method", choices=("cubemap", "direct"), default="cubemap", help=argparse.SUPPRESS)
+    g.add_argument("--envmap-method", choices=("cubemap", "direct", "area"), default=None, help=argparse.SUPPRESS)
 
 
 def add_input_options(p: argparse.ArgumentParser, single: bool = False) -> None:

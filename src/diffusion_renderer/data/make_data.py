@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from diffusion_renderer.conventions import depth_range, normalize_depth
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import HDR_SUFFIXES
+from diffusion_renderer.lighting.envmap import OWN_MODEL_METHOD
 
 VARIANTS = {"cpu": "llvm_ad_rgb", "gpu": "cuda_ad_rgb", "auto": "auto"}
 LAYOUTS = ("folder", "shards")
@@ -178,7 +179,7 @@ def make_dataset(
         if layout == "folder":
             write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
         else:
-            env = environment_hdr(spec, resolution, resolution)
+            env = environment_hdr(spec, resolution, resolution, method=OWN_MODEL_METHOD)
             tensors = encode_clip(buffers.rgb_linear, gbuffers, env)
             write_shard(shard_path(out, split, clip), tensors, shard_meta(meta, clip, split))
         written += 1

@@ -53,6 +53,7 @@ SHARD_KEYS: Final[tuple[str, ...]] = ("rgb", *GBUFFER_KEYS, *ENV_KEYS, "mask")
 HINT_KEYS: Final[tuple[str, ...]] = ("shading",)  # optional (render/hint.py)
 FIXED_CAMERA_HINT: Final[str] = "shading_fixed"  # optional: the hint through the fixed default camera
 HINT_VERSION_META: Final[str] = "hint_version"  # metadata field: render/hint.py's version of the stored hint
+ENVMAP_METHOD_META: Final[str] = "envmap_method"  # metadata field: lighting.envmap's projection of the lighting
 # float16 (exposure augmentation)
 HDR_KEYS: Final[tuple[str, ...]] = ("rgb_linear", "env_hdr", "shading_linear", f"{FIXED_CAMERA_HINT}_linear")
 WIDE_KEYS: Final[frozenset[str]] = frozenset({"normal", "depth"})  # 16-bit, as their PNG files
@@ -158,11 +159,19 @@ def read_shard(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def shard_meta(meta: Mapping[str, Any], clip: str, split: str) -> dict[str, Any]:
-    """A clip's meta record for its shard (the full scene spec kept: it regenerates the clip) and the version of
-    the shading hint :func:`encode_clip` writes."""
+    """A clip's meta record for its shard (the full scene spec kept: it regenerates the clip), the version of
+    the shading hint :func:`encode_clip` writes and the map projection its lighting was made with (shards from
+    before the field: ``cubemap``)."""
+    from diffusion_renderer.lighting.envmap import OWN_MODEL_METHOD
     from diffusion_renderer.render.hint import HINT_VERSION
 
-    return {**meta, "clip": clip, "split": split, HINT_VERSION_META: HINT_VERSION}
+    return {
+        **meta,
+        "clip": clip,
+        "split": split,
+        HINT_VERSION_META: HINT_VERSION,
+        ENVMAP_METHOD_META: OWN_MODEL_METHOD,
+    }
 
 
 def hint_version_of(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> int | None:
@@ -180,12 +189,13 @@ def pack_folder(root: Path, split: str, progress: bool = False) -> int:
     from diffusion_renderer.data.mitsuba_render import environment_hdr
     from diffusion_renderer.data.scenes import SceneSpec
     from diffusion_renderer.data.storage import finished_clips, read_clip, read_linear_rgb
+    from diffusion_renderer.lighting.envmap import OWN_MODEL_METHOD
 
     todo = [clip for s, clip in finished_clips(root) if s == split and not is_packed(root, split, clip)]
     for clip in tqdm(todo, desc=f"packing {split} clips", disable=not progress or not todo):
         stored = read_clip(root, split, clip)
         height, width = stored.rgb.shape[1:3]
-        env = environment_hdr(SceneSpec.from_dict(stored.meta["scene"]), height, width)
+        env = environment_hdr(SceneSpec.from_dict(stored.meta["scene"]), height, width, method=OWN_MODEL_METHOD)
         linear = read_linear_rgb(root, split, clip)
         tensors = encode_clip(linear, stored.gbuffers, env)
         write_shard(shard_path(root, split, clip), tensors, shard_meta(stored.meta, clip, split))

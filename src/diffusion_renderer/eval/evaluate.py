@@ -94,7 +94,7 @@ class EvalConfig:
     passes: tuple[str, ...] = INVERSE_PASSES
     variant: str = "auto"
     spp: int | None = None  # relight reference samples per pixel (default: the scene spec's)
-    envmap_method: str = "cubemap"
+    envmap_method: str | None = None  # neural forward: None: the model's default_envmap_method
     grid_frames: int = 3  # frames per sample grid (first, middle, last)
     known_fov: bool = False  # neural forward: the clip's true field of view (else the model's own choice)
     correction_blur: float | None = None  # neural forward: the pipeline's low-pass on a residual's correction
@@ -568,6 +568,8 @@ def run_evaluation(
         load_mitsuba(VARIANTS.get(config.variant, config.variant))  # one-line RuntimeError without Mitsuba
     inverse = load_pipeline("inverse") if config.mode in ("inverse", "relight") else None
     forward = load_pipeline("forward") if config.mode in ("forward", "relight") else None
+    if hasattr(forward, "default_envmap_method") and config.envmap_method is None:  # recorded as run
+        config = dataclasses.replace(config, envmap_method=forward.default_envmap_method)
     if hasattr(inverse, "ensemble_settings"):  # recorded as run: the model's defaults filled in
         used = inverse.ensemble_settings(config.ensemble, config.ensemble_mirror, config.ensemble_shift)
         config = dataclasses.replace(

@@ -33,7 +33,7 @@ from diffusion_renderer.conventions import (
     scale_display,
     to_model,
 )
-from diffusion_renderer.lighting.envmap import EnvironmentConditions, process_environment_map
+from diffusion_renderer.lighting.envmap import OWN_MODEL_METHOD, EnvironmentConditions, process_environment_map
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
 from diffusion_renderer.pipelines.image_processor import (
     FitPlan,
@@ -208,6 +208,14 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         return self.hint_video(self.shade_hint(hint_gbuffers, env_hdr))
 
     @property
+    def default_envmap_method(self) -> str:
+        """How a map becomes this model's lighting conditions unless told: ``area`` (power-preserving) for the
+        package's own models, whose shading hint is as bright as the light it is given (a lamp that point sampling
+        missed left the hint, and so the frame, up to a stop too dark); ``cubemap`` for official checkpoints
+        (no hint), as they were trained."""
+        return OWN_MODEL_METHOD if self.shading_hint else "cubemap"
+
+    @property
     def exposure_level(self) -> float:
         """The hint level a normalising model sees every light at (DiT ``exposure_level``); 0 for other models."""
         return float(getattr(self.transformer.config, "exposure_level", 0.0) or 0.0)
@@ -286,7 +294,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         rotate_light: bool = False,
         light_angle: float = 0.0,
         fixed_frame: int | None = None,
-        envmap_method: str = "cubemap",
+        envmap_method: str | None = None,
         fov_deg: float | None = None,
         correction_blur: float | None = None,
         fitted_shadows: bool = True,
@@ -306,7 +314,9 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
             rotate_light: one full turn of the light about the vertical axis over the clip (official
                 ``--rotate_light``); ``light_angle``: a fixed rotation in degrees.
             fixed_frame: use this G-buffer frame for every frame (official ``--use_fixed_frame_ind``).
-            envmap_method: ``cubemap`` (official resampling) or ``direct`` (one equirect lookup).
+            envmap_method: how a map is projected into the camera's conditions: ``cubemap`` (official
+                resampling), ``direct`` (one equirect lookup) or ``area`` (power-preserving); None: the model's
+                :attr:`default_envmap_method`.
             fov_deg: the G-buffers' vertical field of view in degrees, when the camera is known. Only models with
                 a version-3 shading hint use it (else the hint reads it off the G-buffers, or takes 40 degrees);
                 official checkpoints have no camera input.
@@ -324,6 +334,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         self.check_inputs(gbuffers, steps, fov_deg, correction_blur)
         sigma = self.correction_sigma(correction_blur)
         lightings = list(envmap) if isinstance(envmap, (list, tuple)) else [envmap]
+        method = envmap_method or self.default_envmap_method
 
         videos, fit, plan = self.prepare_gbuffers(
             gbuffers, fixed_frame, processing_resolution, resize_mode, num_frames, chunk_mode, overlap_latents
@@ -335,7 +346,7 @@ class ForwardRenderingPipeline(RendererPipelineMixin, DiffusionPipeline):
         images, all_latents = [], []
         for lighting in lightings:
             # the lighting videos are dropped once encoded: they would sit beside the DiT's activations
-            env_videos, env_hdr = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, envmap_method)
+            env_videos, env_hdr = self.prepare_lighting(lighting, fit, plan, rotate_light, light_angle, method)
             hint, gain = None, 1.0
             if env_hdr is not None:
                 gain = self.prepare_hint(hint_gbuffers, env_hdr, env_videos, fit, plan)
