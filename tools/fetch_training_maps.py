@@ -3,13 +3,15 @@ lighting for ``make-data --train-hdri-dir`` (beside ``make_hdri_presets.py --res
 
     python tools/fetch_training_maps.py --out .carry/hdri_train [--cache /tmp/training_maps]
 
-- Blender's studio-light worlds ``forest`` and ``night`` (Debian ``blender-data``, via ``apt-get download``);
+- Blender's studio-light worlds ``forest``, ``night`` and ``sunset`` (Debian ``blender-data``, via
+  ``apt-get download``);
 - ``@pmndrs/assets``' ``lobby`` (npm, via ``npm pack``; a base64 OpenEXR inside ``hdri/lobby.exr.js``).
 
-All CC0 (Poly Haven; Blender's ``studiolights/world/license.txt``, the npm package's license). Left out: Blender's
-``sunset`` (the coast of the held-out ``pink_sunrise`` at another hour) and the maps that ``shared/data`` already
-has. Each source file is pinned by sha256, so a changed package is refused rather than trained on. Written as
-512 x 256 Radiance files like the presets (pixel-area averaging), with ``MANIFEST_EXTRA.csv`` beside them.
+All CC0 (Poly Haven; Blender's ``studiolights/world/license.txt``, the npm package's license). Left out: the maps
+that ``shared/data`` already has. Blender's ``sunset`` is a Venice waterfront, not the ``sunset`` preset's square
+and not a held-out map (``make-data`` refuses a copy of one anyway). Each source file is pinned by sha256, so a
+changed package is refused rather than trained on. Written as 512 x 256 Radiance files like the presets
+(pixel-area averaging), with ``MANIFEST_EXTRA.csv`` beside them.
 
 Why the negatives are clamped here and not by ``io.hdr.read_hdr``: the npm lobby is a half-float DWAB EXR whose
 compression rings around the ceiling lamps (values down to -68, 0.4 % of the pixels, 1.4 % of the energy), far
@@ -66,6 +68,13 @@ SOURCES: tuple[Source, ...] = (
         f"{BLENDER_WORLDS}/night.exr",
         "a46488f5cb744f325abc9f5af3c3eeb5d9393df69b5178fbe727538522120045",
         "outdoor night (field; distant lamps on the horizon)",
+    ),
+    Source(
+        "blender_sunset",
+        "deb",
+        f"{BLENDER_WORLDS}/sunset.exr",
+        "a164f20b86bc43ba4afd66c988a20a9dd5f1a0a5d8e960aed57a33f78119c168",
+        "outdoor sunset (Venice waterfront; lagoon; low sun)",
     ),
     Source(
         "pmndrs_lobby",

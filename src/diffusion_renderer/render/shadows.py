@@ -28,9 +28,10 @@ REACH = 0.5  # its last: an occluder farther than half the scene's depth casts n
 THICKNESS = 0.1  # a sample at most this far behind the stored depth (median depths) is blocked: surfaces have depth
 NORMAL_OFFSET = 0.002  # rays start this far (x the pixel's depth) off the surface, along its normal
 DEPTH_SLACK = 1.002  # and a sample must lie this much behind the stored depth to count: no self-shadowing acne
-# pixels x directions marched at once: bounded memory, and few enough passes that a GPU is not held up by kernel
-# launches (version 5's 64 directions at half resolution go in one pass; 8 at a time made the data engine ~1.8x
-# slower than version 4, whose 32 directions x 16 steps took a quarter of the launches)
+# pixels x directions marched at once: bounded memory, and few passes, since a GPU march is bound by kernel
+# launches. 8 directions a pass made version 5 (64 directions x 32 steps) 256 passes of ~25 kernels a frame; the
+# data engine rendered 9 frames/s on it against 16 on version 4 (runs 44 and 42), likely these launches. At half of
+# 256² one pass now takes all 64 (benchmarks/hint_speed.py; on a CPU the same time).
 CHUNK_ELEMENTS = 1 << 20
 
 
