@@ -90,7 +90,7 @@ def light_power_by_elevation(light: LightingSpec) -> list[float] | None:
 def render_hint(pipe: ForwardRenderingPipeline, gbuffers: dict[str, np.ndarray], env) -> np.ndarray:
     """(T, H, W, 3) in [0, 1]: the split-sum hint the model is given, through the pipeline's own stages."""
     videos, fit, plan = pipe.prepare_gbuffers(gbuffers, None, 0, None, None, "blend", 0)
-    _, env_hdr = pipe.prepare_lighting(env, fit, plan, False, 0.0, "cubemap")
+    _, env_hdr = pipe.prepare_lighting(env, fit, plan, False, 0.0, pipe.default_envmap_method)
     hint = pipe.prepare_shading_hint(pipe.prepare_hint_gbuffers(videos, fit), env_hdr)  # (1, 3, N, H, W)
     return pipe.postprocess(hint, fit, "np")
 
@@ -113,7 +113,8 @@ def render_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(1, H, W, 3) each: the model's frame (its defaults) and its hint under the clip's light."""
     frame = render_forward(pipe, gbuffers, spec, config)
-    return frame, render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame)))
+    method = config.envmap_method or pipe.default_envmap_method  # the projection the frame was rendered with
+    return frame, render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame), method))
 
 
 def clip_row(

@@ -252,7 +252,7 @@ def render_forward(
             start = t
         return np.concatenate(frames)
     size = pipe.image_processor.plan(height, width, config.resolution).processing_size
-    env = lighting_conditions(spec, *size, count, config.envmap_method)
+    env = lighting_conditions(spec, *size, count, config.envmap_method or pipe.default_envmap_method)
     result = pipe(
         passes,
         env,
