@@ -137,3 +137,14 @@ def test_shards_keep_the_hdr_that_the_conditions_encode(tmp_path) -> None:
         for key, source in EXPOSED_FROM.items():
             again = exposed(key, bank.tensors[source].float())
             assert (again - dequantize(key, bank.tensors[key])).abs().max() <= 0.5 / 255 + 2e-3, key
+    # the lighting is projected by area (power-preserving), as the package's own models are run, and recorded
+    from diffusion_renderer.data.mitsuba_render import environment_hdr
+    from diffusion_renderer.data.scenes import SceneSpec
+    from diffusion_renderer.data.shards import ENVMAP_METHOD_META, read_shard
+
+    for shard in sorted((tmp_path / "shards").rglob("*.safetensors")):
+        tensors, meta = read_shard(shard)
+        assert meta[ENVMAP_METHOD_META] == "area"
+        stored = tensors["env_hdr"].float()  # (T, 3, H, W) float16 as stored
+        area = environment_hdr(SceneSpec.from_dict(meta["scene"]), *stored.shape[-2:], method="area")
+        torch.testing.assert_close(stored, area.permute(0, 3, 1, 2), rtol=2e-3, atol=1e-3)
