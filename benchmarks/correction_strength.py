@@ -49,6 +49,7 @@ from diffusion_renderer.data.storage import MASK_KEY, meta_path, read_clip
 from diffusion_renderer.eval.evaluate import (
     EvalConfig,
     cut_clip,
+    forward_envmap_method,
     lighting_conditions,
     list_eval_clips,
     render_forward,
@@ -113,7 +114,7 @@ def render_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(1, H, W, 3) each: the model's frame (its defaults) and its hint under the clip's light."""
     frame = render_forward(pipe, gbuffers, spec, config)
-    method = config.envmap_method or pipe.default_envmap_method  # the projection the frame was rendered with
+    method = forward_envmap_method(pipe, config)  # the projection the frame was rendered with
     return frame, render_hint(pipe, gbuffers, lighting_conditions(spec, *frame.shape[1:3], len(frame), method))
 
 

@@ -38,7 +38,7 @@ from make_hdri_presets import downsample  # a sibling tool: the presets' own res
 
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
-from diffusion_renderer.io.hdr import _exr_rgb, validate_hdr, write_hdr
+from diffusion_renderer.io.hdr import NEGATIVE_TOLERANCE, _exr_rgb, validate_hdr, write_hdr
 
 DEB = "blender-data"  # Debian bookworm: 3.4.1+dfsg-2
 NPM = "@pmndrs/assets@1.7.0"
@@ -108,7 +108,7 @@ def read_exr_clamped(data: bytes, path: Path) -> tuple[np.ndarray, float, float]
     rgb = _exr_rgb(channels, path)  # the package reader's channel layouts
     rgb = np.asarray(rgb, dtype=np.float32)
     negative = np.minimum(rgb, 0.0)
-    pixels = float((negative.min(-1) < -0.01).mean())
+    pixels = float((negative.min(-1) < -NEGATIVE_TOLERANCE).mean())
     energy = float(-negative.sum() / max(np.maximum(rgb, 0.0).sum(), 1e-12))
     return validate_hdr(np.maximum(rgb, 0.0), path), pixels, energy
 
@@ -152,7 +152,9 @@ def build(source: Source, data: bytes, archive: Path, out: Path) -> dict[str, ob
     original = f"{rgb.shape[1]}x{rgb.shape[0]}"
     target = out / f"{source.name}.hdr"
     write_hdr(target, downsample(rgb))  # atomic
-    processing = f"negatives clamped to 0 ({pixels:.2%} of the pixels below -0.01, {energy:.2%} of the energy)"
+    processing = (
+        f"negatives clamped to 0 ({pixels:.2%} of the pixels below -{NEGATIVE_TOLERANCE}, {energy:.2%} of the energy)"
+    )
     if original != "512x256":
         processing += f"; {original} -> 512x256 by area averaging (cv2.INTER_AREA)"
     return {

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffusion_renderer.cli.render import (
+    ENVMAP_METHODS,
     add_correction_blur_argument,
     add_ensemble_options,
     build_pipeline,
@@ -153,7 +154,7 @@ def add_eval_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         "forward's true G-buffers, off for relight's predicted ones, as the commands do)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--envmap-method", choices=("cubemap", "direct", "area"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--envmap-method", choices=ENVMAP_METHODS, default=None, help=argparse.SUPPRESS)
     set_defaults(p, cmd_eval)
 
     p = sub.add_parser(

@@ -49,6 +49,7 @@ from diffusion_renderer.io.layout import (
     relit_frame_path,
     video_path,
 )
+from diffusion_renderer.lighting.envmap import METHODS as ENVMAP_METHODS
 from diffusion_renderer.models.performance import ATTENTION_CHOICES, OFFLOAD_MODES
 
 PROG = "diffusion-renderer"
@@ -828,8 +829,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-video", action="store_true", help="no mp4 per pass / lighting")
     g.add_argument("--no-contact-sheet", action="store_true", help="no contact sheet PNG per clip")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    # env-map resampling: the official cube-map route, or one equirect lookup (faster; tests)
-    g.add_argument("--envmap-method", choices=("cubemap", "direct", "area"), default=None, help=argparse.SUPPRESS)
+    # env-map resampling (lighting.envmap.METHODS); default: the model's (area for ours, the cube map for official)
+    g.add_argument("--envmap-method", choices=ENVMAP_METHODS, default=None, help=argparse.SUPPRESS)
 
 
 def add_input_options(p: argparse.ArgumentParser, single: bool = False) -> None:

@@ -230,6 +230,11 @@ def fitted_shadows(config: EvalConfig) -> bool:
     return config.mode != "relight" if config.fitted_shadows is None else config.fitted_shadows
 
 
+def forward_envmap_method(pipe, config: EvalConfig) -> str:
+    """How the neural forward model's lighting is projected: the config's choice, else the model's default."""
+    return config.envmap_method or pipe.default_envmap_method
+
+
 def render_forward(
     pipe, gbuffers: Mapping[str, np.ndarray], spec: SceneSpec, config: EvalConfig, mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -252,7 +257,7 @@ def render_forward(
             start = t
         return np.concatenate(frames)
     size = pipe.image_processor.plan(height, width, config.resolution).processing_size
-    env = lighting_conditions(spec, *size, count, config.envmap_method or pipe.default_envmap_method)
+    env = lighting_conditions(spec, *size, count, forward_envmap_method(pipe, config))
     result = pipe(
         passes,
         env,

@@ -110,12 +110,22 @@ def latlong_directions(
     θ = π·gy with ``gy = linspace(1/H, 1 - 1/H, H)`` (official quirk: not the pixel centres (i + 0.5)/H),
     φ = π·gx with ``gx = linspace(-1 + 1/W, 1 - 1/W, W)`` (pixel centres).
     """
+    gy, gx = _latlong_grid(height, width)
+    theta, phi = torch.meshgrid(math.pi * gy, math.pi * gx, indexing="ij")  # (H, W)
+    return _spherical(theta, phi).to(device=device, dtype=dtype)
+
+
+def _latlong_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H,), (W,) float64: :func:`latlong_directions`' gy and gx (θ / π and φ / π)."""
     gy = torch.linspace(1.0 / height, 1.0 - 1.0 / height, height, dtype=torch.float64)
     gx = torch.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width, dtype=torch.float64)
-    theta, phi = torch.meshgrid(math.pi * gy, math.pi * gx, indexing="ij")  # (H, W)
+    return gy, gx
+
+
+def _spherical(theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """(...) polar and azimuth angles -> (..., 3) unit directions ``(sinθ sinφ, cosθ, -sinθ cosφ)``."""
     sin_t = torch.sin(theta)
-    vec = torch.stack([sin_t * torch.sin(phi), torch.cos(theta), -sin_t * torch.cos(phi)], dim=-1)
-    return vec.to(device=device, dtype=dtype)
+    return torch.stack([sin_t * torch.sin(phi), torch.cos(theta), -sin_t * torch.cos(phi)], dim=-1)
 
 
 def envmap_directions(
@@ -355,8 +365,7 @@ def area_lookup(img: torch.Tensor, height: int, width: int, transform: torch.Ten
     h0, w0 = img.shape[:2]
     n_theta = min(AREA_MAX_SUBSAMPLES, max(1, math.ceil(2 * h0 / height)))
     n_phi = min(AREA_MAX_SUBSAMPLES, max(1, math.ceil(2 * w0 / width)))
-    gy = torch.linspace(1.0 / height, 1.0 - 1.0 / height, height, dtype=torch.float64)
-    gx = torch.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width, dtype=torch.float64)
+    gy, gx = _latlong_grid(height, width)
     d_theta = math.pi * (float(gy[1] - gy[0]) if height > 1 else 1.0)
     d_phi = 2.0 * math.pi / width
     total = torch.zeros(height, width, img.shape[2], dtype=img.dtype, device=img.device)
@@ -366,10 +375,8 @@ def area_lookup(img: torch.Tensor, height: int, width: int, transform: torch.Ten
         for b in range(n_phi):
             phi = math.pi * gx + ((b + 0.5) / n_phi - 0.5) * d_phi
             t, f = torch.meshgrid(theta, phi, indexing="ij")
-            sin_t = torch.sin(t)
-            vec = torch.stack([sin_t * torch.sin(f), torch.cos(t), -sin_t * torch.cos(f)], dim=-1)
-            query = vec.to(device=img.device, dtype=transform.dtype) @ transform.T
-            w = sin_t.to(device=img.device, dtype=img.dtype)[..., None]  # the sub-sample's solid angle
+            query = _spherical(t, f).to(device=img.device, dtype=transform.dtype) @ transform.T
+            w = torch.sin(t).to(device=img.device, dtype=img.dtype)[..., None]  # the sub-sample's solid angle
             total += w * sample_latlong(img, latlong_uv(-query), wrap_v=False)
             weight += w
     return total / weight.clamp(min=1e-12)
