@@ -123,7 +123,9 @@ def test_shards_keep_the_hdr_that_the_conditions_encode(tmp_path) -> None:
     env_ldr and env_log: what exposure augmentation relies on."""
     import torch
 
-    from diffusion_renderer.data.shards import dequantize
+    from diffusion_renderer.data.mitsuba_render import environment_hdr
+    from diffusion_renderer.data.scenes import SceneSpec
+    from diffusion_renderer.data.shards import ENVMAP_METHOD_META, dequantize, read_shard
     from diffusion_renderer.training.frames import EXPOSED_FROM, exposed, load_frame_bank
 
     assert make_data(tmp_path / "folder", "--scenes", "1", "--frames", "2") == 0
@@ -138,10 +140,6 @@ def test_shards_keep_the_hdr_that_the_conditions_encode(tmp_path) -> None:
             again = exposed(key, bank.tensors[source].float())
             assert (again - dequantize(key, bank.tensors[key])).abs().max() <= 0.5 / 255 + 2e-3, key
     # the lighting is projected by area (power-preserving), as the package's own models are run, and recorded
-    from diffusion_renderer.data.mitsuba_render import environment_hdr
-    from diffusion_renderer.data.scenes import SceneSpec
-    from diffusion_renderer.data.shards import ENVMAP_METHOD_META, read_shard
-
     for shard in sorted((tmp_path / "shards").rglob("*.safetensors")):
         tensors, meta = read_shard(shard)
         assert meta[ENVMAP_METHOD_META] == "area"
