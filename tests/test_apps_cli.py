@@ -168,6 +168,27 @@ def test_insert_into_a_clip_keeps_the_object_in_every_frame(tmp_path: Path, caps
         assert (out / f"{name}.mp4").is_file(), name
 
 
+def test_insert_into_a_photo_places_through_its_exif_camera(tmp_path: Path, capsys) -> None:
+    require_mitsuba()
+    trimesh.creation.box().export(tmp_path / "cube.obj")
+    pixels = Image.open(COFFEE).convert("RGB")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 14  # FocalLengthIn35mmFilm: 600 x 400 sees 2 atan(12 / 14) = 81.2 degrees
+    pixels.save(tmp_path / "wide.jpg", quality=95, exif=exif)
+    pixels.save(tmp_path / "plain.jpg", quality=95)
+    args = ["--object", tmp_path / "cube.obj", "--at", 300, 300, "--model", "random:tiny", *FAST]
+    masks = {}
+    for name, extra in (("wide", []), ("plain", ["--fov", 81.2026]), ("plain", [])):
+        out = tmp_path / f"out_{name}_{len(extra)}"
+        code, lines = run_cli(capsys, "insert", tmp_path / f"{name}.jpg", "--out", out, *args, *extra)
+        assert code == 0, lines
+        settings = json.loads((out / f"{name}_inserted.edit.json").read_text())
+        assert settings["fov"] == pytest.approx(81.2026 if name == "wide" or extra else 50, abs=1e-3)  # 50: default
+        masks[name, bool(extra)] = gbuffer(out, f"{name}_inserted", "mask")
+    np.testing.assert_array_equal(masks["wide", False], masks["plain", True])
+    assert not np.array_equal(masks["wide", False], masks["plain", False])  # the camera moves the object
+
+
 def test_insert_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     require_mitsuba()
     trimesh.creation.box().export(tmp_path / "cube.obj")

@@ -62,6 +62,21 @@ def test_relight_images_layout_formats_and_sizes(tmp_path, capsys) -> None:
     assert code != 0 and cli_errors(lines) == [
         "diffusion-renderer: error: --fov must be in (0, 180) degrees, got 180.0"
     ]
+    # a photo's EXIF focal length is its camera: the same frames as --fov with that angle, unlike an untagged copy
+    pixels = Image.open(image).convert("RGB")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 24  # FocalLengthIn35mmFilm: a 600 x 400 frame sees 2 atan(12 / 24) = 53.1 degrees
+    pixels.save(tmp_path / "tagged.jpg", quality=95, exif=exif)
+    pixels.save(tmp_path / "plain.jpg", quality=95)
+    relit = {}
+    for name, extra in (("tagged", []), ("plain", []), ("plain", ["--fov", 53.130102354])):
+        code, lines = run_cli(
+            capsys, "relight", tmp_path / f"{name}.jpg", "--out", out, "--envmap", "0", *FAST, "--overwrite", *extra
+        )
+        assert code == 0, lines
+        relit[name, bool(extra)] = read_image(out / name / "0000.0000.sunny_vondelpark.png")
+    np.testing.assert_allclose(relit["tagged", False], relit["plain", True], atol=1e-6)
+    assert not np.array_equal(relit["tagged", False], relit["plain", False])
     # the shipped forward model's correction to its hint, unsmoothed: another image
     code, lines = run_cli(capsys, "relight", image, "--out", out, "--envmap", "0", *FAST, "--overwrite")
     smoothed = read_image(out / "coffee" / "0000.0000.sunny_vondelpark.png")

@@ -172,6 +172,36 @@ def test_exif_orientation_jpeg(tmp_path: Path) -> None:
     assert read_image(tmp_path / "photo.jpg").shape == (32, 16, 3)
 
 
+def photo_with_focal_length(
+    path: Path, height: int, width: int, focal_35mm: float | None, orientation: int = 1
+) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    if focal_35mm is not None:
+        exif.get_ifd(0x8769)[0xA405] = focal_35mm  # FocalLengthIn35mmFilm
+    Image.fromarray(rng_image(height, width)).save(path, exif=exif)
+    return path
+
+
+def test_exif_fov_from_35mm_equivalent_focal_length(tmp_path: Path) -> None:
+    # a 3:2 photo is a full 36 x 24 mm frame: at 50 mm its vertical angle is 2 atan(12 / 50)
+    landscape = photo_with_focal_length(tmp_path / "l.jpg", 40, 60, 50)
+    assert images.exif_fov(landscape) == pytest.approx(2 * np.degrees(np.arctan(12 / 50)))
+    # stored landscape, shown turned a quarter: the displayed height is the long side, 2 atan(18 / 50)
+    portrait = photo_with_focal_length(tmp_path / "p.jpg", 40, 60, 50, orientation=6)
+    assert images.exif_fov(portrait) == pytest.approx(2 * np.degrees(np.arctan(18 / 50)))
+    # the diagonal keeps its angle whatever the aspect: a square's side sees 43.27 / sqrt(2) mm
+    square = photo_with_focal_length(tmp_path / "s.png", 32, 32, 24)
+    assert images.exif_fov(square) == pytest.approx(2 * np.degrees(np.arctan(np.hypot(36, 24) / np.sqrt(2) / 48)))
+    # none: no tag, a zero tag (unknown), no EXIF at all, not an image
+    assert images.exif_fov(photo_with_focal_length(tmp_path / "n.jpg", 8, 8, None)) is None
+    assert images.exif_fov(photo_with_focal_length(tmp_path / "z.jpg", 8, 8, 0)) is None
+    Image.fromarray(rng_image(8, 8)).save(tmp_path / "plain.png")
+    assert images.exif_fov(tmp_path / "plain.png") is None
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    assert images.exif_fov(tmp_path / "bad.jpg") is None
+
+
 # ----------------------------------------------------------------------------------------------------- EXR
 
 

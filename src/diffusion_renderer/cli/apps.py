@@ -15,7 +15,7 @@ import argparse
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from diffusion_renderer.cli.render import (
     add_input_options,
     add_model_options,
     build_pipeline,
+    camera_fov,
     clip_fps,
     frame_id,
     gbuffer_folder,
@@ -50,12 +51,14 @@ from diffusion_renderer.io.layout import discover_inputs, find_gbuffer_clips, re
 
 @dataclass
 class SourceClip:
-    """The scene to edit: its name, input frames (None for a G-buffer input), G-buffers and frame rate."""
+    """The scene to edit: its name, input frames (None for a G-buffer input), G-buffers, frame rate and camera
+    (``camera_fov``: None where unknown)."""
 
     name: str
     frames: np.ndarray | None
     gbuffers: dict[str, np.ndarray]
     fps: float
+    fov_deg: float | None = None
 
 
 @dataclass
@@ -86,7 +89,7 @@ def source_clip(args: argparse.Namespace, out: Path) -> SourceClip:
         missing = [k for k in GBUFFER_KEYS if k not in paths]
         if missing:
             raise InputError(path, f"lacks the {', '.join(missing)} pass(es)")
-        return SourceClip(name or path.name, None, load_gbuffer_clip(paths), clip_fps(args, None))
+        return SourceClip(name or path.name, None, load_gbuffer_clip(paths), clip_fps(args, None), args.fov)
     clips, errors = discover_inputs([path], group_mode=args.group_mode)
     if errors:
         raise errors[0]
@@ -96,9 +99,9 @@ def source_clip(args: argparse.Namespace, out: Path) -> SourceClip:
     if not args.overwrite and inverse_done(out, clip.name, GBUFFER_KEYS, args):
         frames, source_fps = load_clip(clip, args)
         gbuffers = read_gbuffers_back(out, clip.name, GBUFFER_KEYS)
-        return SourceClip(clip.name, frames, gbuffers, clip_fps(args, source_fps))
+        return SourceClip(clip.name, frames, gbuffers, clip_fps(args, source_fps), camera_fov(clip, args))
     frames, gbuffers, fps = run_inverse_clip(build_pipeline("inverse", args), clip, out, args)
-    return SourceClip(clip.name, frames, gbuffers, fps)
+    return SourceClip(clip.name, frames, gbuffers, fps, camera_fov(clip, args))
 
 
 def settings_text(settings: dict) -> str:
@@ -138,7 +141,16 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
         if changed or args.overwrite or not gbuffer_folder(out, edited_name).is_dir():
             write_gbuffers(out, edited_name, {**edit.gbuffers, "mask": edit.mask.astype(np.float32)}, source.fps, args)
         before, chosen = render_lightings(
-            forward, source.gbuffers, lightings, out, source.name, source.fps, args, summary, source.frames
+            forward,
+            source.gbuffers,
+            lightings,
+            out,
+            source.name,
+            source.fps,
+            args,
+            summary,
+            source.frames,
+            fov_deg=source.fov_deg,
         )
         after_args = copy.copy(args)
         after_args.overwrite = args.overwrite or changed
@@ -147,7 +159,15 @@ def run_before_after(args: argparse.Namespace, tag: str, make_edit: Callable[[So
             after_lightings = same_strengths(lightings, {**recorded_strengths(out, source.name), **chosen})
             after_args.light_strength = "1"  # the maps carry the factors
         after = render_lightings(
-            forward, edit.gbuffers, after_lightings, out, edited_name, source.fps, after_args, summary
+            forward,
+            edit.gbuffers,
+            after_lightings,
+            out,
+            edited_name,
+            source.fps,
+            after_args,
+            summary,
+            fov_deg=source.fov_deg,
         )[0]
         if (before or after) and not args.no_contact_sheet:
             save_sheet(out, edited_name, sheet_columns(args, out, source, edit, edited_name, lightings))
@@ -282,10 +302,12 @@ def cmd_insert(args: argparse.Namespace) -> int:
 
     def make_edit(source: SourceClip) -> Edit:
         variant = "cuda_ad_rgb" if str(args.device or "").startswith("cuda") else "auto"
-        inserted = insert_object(source.gbuffers, parts, placement, variant=variant)
+        camera = placement if source.fov_deg is None else replace(placement, fov_deg=source.fov_deg)  # a photo's
+        inserted = insert_object(source.gbuffers, parts, camera, variant=variant)
         if not inserted.mask.any():
             raise InputError(args.object, "the object is not visible: hidden behind the scene or too small")
-        settings = {k: getattr(args, k) for k in ("at", "scale", "rotate", "up", "fov", "depth_ratio", "frame")}
+        settings = {k: getattr(args, k) for k in ("at", "scale", "rotate", "up", "depth_ratio", "frame")}
+        settings["fov"] = camera.fov_deg  # the camera placed through: --fov, the photo's, or the default
         settings.update(object=str(Path(args.object).resolve()), material=args.material)
         return Edit(inserted.gbuffers, inserted.mask, settings, ("basecolor", "normal", "depth"))
 
@@ -352,7 +374,7 @@ def add_app_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Callab
         help="preset (clay, plastic, rubber, gold, silver, copper, chrome) and/or key=value overrides "
         "(basecolor=#rrggbb roughness=V metallic=V); default: the file's materials",
     )
-    g = p.add_argument_group("camera (one image carries no metric camera; --fov below, default 50 here)")
+    g = p.add_argument_group("camera (--fov below; default: the photo's EXIF focal length, else 50 here)")
     g.add_argument("--depth-ratio", type=float, default=4.0, help="assumed far / near of the scene (default 4)")
     g.add_argument("--frame", type=int, default=0, help="video frame whose surface places the object")
     add_render_options(p, cmd_insert, set_defaults)

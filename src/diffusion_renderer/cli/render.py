@@ -337,6 +337,21 @@ def load_clip(clip: InputClip, args: argparse.Namespace) -> tuple[np.ndarray, fl
     return np.stack(frames), None
 
 
+def camera_fov(clip: InputClip | None, args: argparse.Namespace) -> float | None:
+    """The input camera's vertical field of view in degrees: ``--fov``, else a photo's own (its EXIF 35 mm-equivalent
+    focal length; an image, or a frame sequence's first image: videos carry none), else None (``tiny`` then reads it
+    off the G-buffers where it can). Why: the camera puts the map's background where the input's was, and the hint's
+    shadows on; the true camera gives relighting +0.19 dB (benchmarks/results/eval_tiny_cpu.json, --known-fov)."""
+    from diffusion_renderer.io.images import exif_fov
+
+    if args.fov is not None or clip is None or not clip.frames:
+        return args.fov
+    fov = exif_fov(clip.frames[0])
+    if fov is not None and not args.quiet:
+        print(f"{clip.name}: camera {fov:.1f} degrees vertical, from the photo's focal length", file=sys.stderr)
+    return fov
+
+
 def clip_source(clip: InputClip) -> Path | str:
     return clip.video or (clip.frames[0] if clip.frames and len(clip.frames) == 1 else clip.name)
 
@@ -560,10 +575,12 @@ def render_lightings(
     summary: Summary,
     source: np.ndarray | None = None,
     predicted: bool = True,
+    fov_deg: float | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Relight one clip under each lighting not yet rendered: ({lighting name: (T, h, w, 3)}, {lighting name: the
     factor ``--light-strength auto`` chose}). ``source``: the input frames (T, h, w, 3), whose level auto matches.
-    ``predicted``: the G-buffers come from the inverse model (relight, edit, insert), not from files (forward)."""
+    ``predicted``: the G-buffers come from the inverse model (relight, edit, insert), not from files (forward).
+    ``fov_deg``: the clip's camera (:func:`camera_fov`), None where unknown."""
     from diffusion_renderer.apps.relight import match_level, scale_lighting
 
     count = len(next(iter(gbuffers.values())))
@@ -582,7 +599,7 @@ def render_lightings(
             light_angle=args.light_angle,
             fixed_frame=args.fixed_frame,
             envmap_method=args.envmap_method,
-            **({} if args.fov is None else {"fov_deg": args.fov}),  # split-sum's default camera is its own
+            **({} if fov_deg is None else {"fov_deg": fov_deg}),  # split-sum's default camera is its own
             **neural_only,  # split-sum has no correction to smooth and no hint to shadow
             **pipeline_options(args),
         ).images
@@ -657,7 +674,16 @@ def cmd_forward(args: argparse.Namespace) -> int:
             gbuffers = load_gbuffer_clip(paths)
             pipe = pipe or build_pipeline("forward", args)
             relit, _ = render_lightings(
-                pipe, gbuffers, lightings, out, clip, clip_fps(args, None), args, summary, predicted=False
+                pipe,
+                gbuffers,
+                lightings,
+                out,
+                clip,
+                clip_fps(args, None),
+                args,
+                summary,
+                predicted=False,
+                fov_deg=args.fov,
             )
             if relit and not args.no_contact_sheet:
                 save_sheet(out, clip, {**gbuffers, **relit})
@@ -701,7 +727,10 @@ def cmd_relight(args: argparse.Namespace) -> int:
             if frames is None and args.light_strength == AUTO:  # G-buffers read back: auto needs the input too
                 frames = load_clip(clip, args)[0]
             forward = forward or build_pipeline("forward", args)
-            relit, _ = render_lightings(forward, gbuffers, lightings, out, clip.name, fps, args, summary, frames)
+            fov = camera_fov(clip, args)
+            relit, _ = render_lightings(
+                forward, gbuffers, lightings, out, clip.name, fps, args, summary, frames, fov_deg=fov
+            )
             if relit and not args.no_contact_sheet:
                 columns = {"input": frames} if frames is not None else {}
                 save_sheet(out, clip.name, {**columns, **gbuffers, **relit})
@@ -906,7 +935,8 @@ def add_forward_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DEG",
         help="the camera's vertical field of view, when known: `tiny` shades its hint with it, split-sum renders "
-        "with it (default: tiny reads it off the G-buffers where it can, else 40; split-sum 40)",
+        "with it (default: a photo's EXIF 35 mm-equivalent focal length where it has one; else tiny reads it off "
+        "the G-buffers where it can, else 40; split-sum 40)",
     )
     g.add_argument(
         "--light-strength",

@@ -7,6 +7,7 @@ Writing is atomic (``atomic_file``), so an interrupted run never leaves a half-w
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,9 @@ _ORIENTATION_OPS = {
     8: lambda a: np.rot90(a, 1),  # rotate 90 counter-clockwise
 }
 _EXIF_ORIENTATION_TAG = 0x0112
+_EXIF_IFD_TAG = 0x8769  # the sub-directory that holds the exposure tags
+_FOCAL_LENGTH_35MM_TAG = 0xA405  # FocalLengthIn35mmFilm, mm
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # the 35 mm frame whose angle of view that focal length keeps
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -134,6 +138,35 @@ def _exif_orientation(img: Image.Image) -> int:
         return int(img.getexif().get(_EXIF_ORIENTATION_TAG, 1))
     except Exception:  # a broken EXIF block must not reject otherwise good pixels
         return 1
+
+
+def exif_fov(path: str | Path) -> float | None:
+    """Vertical field of view (degrees) of a photo as displayed, read off its EXIF 35 mm-equivalent focal length;
+    None where the file has none (or no readable EXIF: the camera is optional, the pixels are what the reader checks).
+
+    Phones and most cameras write that tag; it needs no sensor size, unlike the plain focal length."""
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+            focal = float(exif.get_ifd(_EXIF_IFD_TAG).get(_FOCAL_LENGTH_35MM_TAG) or 0)
+            width, height = img.size
+            orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # a broken EXIF block only loses the camera, as it only loses the orientation above
+        return None
+    if focal <= 0:
+        return None
+    if orientation in (5, 6, 7, 8):  # stored turned a quarter: the displayed height is the stored width
+        width, height = height, width
+    return vertical_fov_35mm(focal, width, height)
+
+
+def vertical_fov_35mm(focal_mm: float, width: int, height: int) -> float:
+    """Vertical field of view (degrees) of a ``width`` x ``height`` image shot at 35 mm-equivalent ``focal_mm``.
+
+    The equivalent focal length gives the image's diagonal the angle of view that a 36 x 24 mm frame's diagonal has
+    (CIPA DC-008), whatever the image's aspect: its height is its share of that diagonal."""
+    half_height_mm = FULL_FRAME_DIAGONAL_MM / 2 * height / math.hypot(width, height)
+    return math.degrees(2 * math.atan(half_height_mm / focal_mm))
 
 
 def _is_16bit_colour(img: Image.Image) -> bool:
