@@ -29,6 +29,7 @@ import torch
 
 from diffusion_renderer.conventions import CHANNELS, GBUFFER_KEYS
 from diffusion_renderer.data.shards import encode_clip
+from diffusion_renderer.training.compile_cache import load_compile_cache, save_compile_cache
 from diffusion_renderer.training.frames import FrameBank, bank_keys
 from diffusion_renderer.training.trainer import TrainConfig, Trainer
 
@@ -150,15 +151,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="add the top operators by device time")
     parser.add_argument("--qat", choices=("int4",), default=None, help="quantisation-aware training (training/qat.py)")
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="as `train --compile-cache`: load FILE before the runs and write it after (warmup_s then tells what a "
+        "fresh machine given the file pays; run once with a fresh TORCHINDUCTOR_CACHE_DIR to write it)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     bank = synthetic_bank(args.role, args.clips, args.frames, args.size, args.exposure_stops, args.device)
     runs = []
+    cache = {"loaded": load_compile_cache(args.compile_cache)} if args.compile_cache else None
     with tempfile.TemporaryDirectory() as scratch:
         for variant in args.variants:
             for batch_size in args.batch_sizes:
                 runs.append(measure(args, bank, variant, batch_size, Path(scratch)))
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "top_ops"}), flush=True)
+    if cache is not None:
+        cache["written"] = save_compile_cache(args.compile_cache)
     result = {
         "benchmark": "train_throughput",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -167,6 +179,7 @@ def main() -> None:
         "commit": os.environ.get("DR_GIT_COMMIT", "unknown"),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "runs": runs,
+        **({} if cache is None else {"compile_cache_entries": cache}),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -663,6 +663,35 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     assert len(err) == 1 and "--exposure-stops needs env_hdr, rgb_linear, shading_linear in" in err[0]
 
 
+def test_train_command_carries_its_compile_cache_in_a_file(tmp_path, capsys):
+    """``--compile-cache``: the first call writes what it compiled, the next hot-loads it before training (on a fresh
+    machine: most of the compile time saved); an unusable file is said and skipped; without compiling, refused."""
+    from diffusion_renderer.cli.main import main
+
+    write_synthetic_data(tmp_path / "data", seed=4, train=2, val=0)
+    cache = tmp_path / "carried" / "inverse.compile_cache"
+    args = ["train", "inverse", "--data", str(tmp_path / "data"), "--batch-size", "2", "--clip-frames", "1"]
+    args += ["--warmup", "1", "--quiet", "--device", "cpu", "--val-every", "0", "--steps", "1"]
+    args += ["--compile", "--compile-cache", str(cache)]
+
+    def entries(out: Path) -> tuple[int, int]:  # (loaded, written) as the command says them
+        assert main([*args, "--out", str(out)]) == 0
+        found = re.search(r"inverse: (\d+) compile cache entries loaded, (\d+) written -> ", capsys.readouterr().err)
+        return int(found[1]), int(found[2])
+
+    loaded, written = entries(tmp_path / "first")
+    assert loaded == 0 and written > 0 and cache.stat().st_size > 0
+    assert entries(tmp_path / "second") == (written, written)  # everything it compiled came from the file
+    log = [json.loads(line) for line in (tmp_path / "second" / "inverse.log.jsonl").read_text().splitlines()]
+    assert {"step": 0, "compile_cache_loaded": written} in log
+    cache.write_bytes(b"not a cache")
+    assert main([*args, "--out", str(tmp_path / "third")]) == 0  # still trains, compiling from scratch
+    err = capsys.readouterr().err
+    assert f"{cache}: compile cache not used" in err and "inverse: 0 compile cache entries loaded" in err
+    assert main([*args[: args.index("--compile")], "--compile-cache", str(cache), "--out", str(tmp_path / "x")]) == 2
+    assert "--compile-cache keeps what --compile or --compile-blocks compiles" in capsys.readouterr().err
+
+
 def test_train_command_trains_a_normalising_model_and_validates_it_at_its_level(tmp_path, capsys):
     """``--model-config medium-fine-shadow`` from the shipped normalising model: its file records the hint level, its
     validation samples are drawn at that level, and shards without the HDR tensors are refused in one line."""

@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from diffusion_renderer.io.errors import InputError
     from diffusion_renderer.models.configs import dit_config
     from diffusion_renderer.models.specs import load_model
+    from diffusion_renderer.training.compile_cache import load_compile_cache, save_compile_cache
     from diffusion_renderer.training.frames import bank_keys, load_frame_bank, refresh_frame_bank
     from diffusion_renderer.training.trainer import TrainConfig, Trainer, adapt_to_config
 
@@ -58,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("train: --exposure-stops needs linear HDR frames; real footage has none")
     if args.qat and args.lora:
         raise ValueError("train: --qat trains all weights; a --lora adapter stays float")
+    if args.compile_cache and not (args.compile or args.compile_blocks):
+        raise ValueError("train: --compile-cache keeps what --compile or --compile-blocks compiles; give one of them")
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     pass_weights = parse_pass_weights(args.pass_weights, args.role)
@@ -166,7 +169,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             refresh_frame_bank(bank, Path(args.data), "train")
 
     limit = args.time_limit * 60 if args.time_limit else None
+    if args.compile_cache:
+        loaded = load_compile_cache(args.compile_cache)  # every rank compiles for itself
+        trainer.log({"step": trainer.step, "compile_cache_loaded": loaded})
     result = trainer.fit(time_limit_s=limit, on_step=refresh if args.watch else None)
+    if args.compile_cache and ranks.is_main:
+        saved = save_compile_cache(args.compile_cache)
+        print(
+            f"{args.role}: {loaded} compile cache entries loaded, {saved} written -> {args.compile_cache}",
+            file=sys.stderr,
+        )
     written = trainer.path(".lora.safetensors" if args.lora else ".safetensors")
     if ranks.is_main:
         on = f" on {ranks.world} ranks" if ranks.world > 1 else ""
@@ -269,6 +281,14 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         "--compile-blocks",
         action="store_true",
         help="torch.compile each transformer block instead (one graph shared by the blocks: compiles faster)",
+    )
+    p.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --compile(-blocks): load torch.compile's caches from FILE before training and write them back "
+        "after it, so a fresh machine skips most of the compiling (the file holds compiled code: use your own)",
     )
     p.add_argument(
         "--qat",
