@@ -15,7 +15,9 @@ most 8 files). ``--keep DIR`` also copies the float32 weights there, so a next r
 ``--init`` from them (with ``--data`` on a kept path, its clips too); ``--state DIR`` keeps the whole training
 state there instead, so the next call resumes it (``train --resume``: optimizer moments, EMA and step go on;
 each call's time limit runs its own cosine, a warm restart). ``--role-extra ROLE "FLAGS"`` adds flags for one role
-(both roles train side by side on one call's clips, each with its own recipe).
+(both roles train side by side on one call's clips, each with its own recipe). ``--compile-cache DIR`` (with
+``train --compile``) starts each role's torch.compile caches from ``DIR/ROLE.compile_cache`` and returns the
+updated file beside the weights: carry it to the next fresh machine, which then skips most of the compiling.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RETURN_LIMIT_BYTES = 15 * 2**20  # a device run returns files of at most 16 MiB; 1 MiB for the header
 STORAGE_TAG = {"float16": "fp16", "int8": "int8", "int4": "int4"}
+COMPILE_CACHE_SUFFIX = ".compile_cache"  # train --compile-cache: one file per role, returned beside the weights
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -110,6 +113,14 @@ def main() -> None:
         metavar=("ROLE", "FLAGS"),
         help="more `train` flags for one role only, as one string (repeatable)",
     )
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with `train --compile`: each role's torch.compile caches start from DIR/ROLE.compile_cache where it "
+        "exists (a carried folder) and come back in --out, for the next fresh machine (train --compile-cache)",
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `train` flags (every role)")
     args = parser.parse_args()
     role_extra = {role: shlex.split(flags) for role, flags in args.role_extra}
@@ -155,6 +166,7 @@ def main() -> None:
         resume = kept_state is not None and kept_state.is_file()
         if resume:  # a warm machine's earlier call: optimizer, EMA go on
             shutil.copyfile(kept_state, args.out / kept_state.name)
+        seed_compile_cache(args.compile_cache, args.out, role)
         cmd = train_command(args, role, resume, role_extra.get(role, []))
         log = (args.out / f"{role}.stdout.log").open("w")
         trainers[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -189,6 +201,7 @@ def main() -> None:
         "generators": args.generators,
         "failed_generators": len(failed),
         "gen_threads": args.gen_threads or None,
+        "compile_cache": str(args.compile_cache) if args.compile_cache else None,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     pack_logs(args.out)
@@ -208,7 +221,17 @@ def train_command(args: argparse.Namespace, role: str, resume: bool, role_extra:
         cmd += ["--resume"]
     elif args.init is not None:
         cmd += ["--init", str(args.init / f"{role}.safetensors")]
+    if args.compile_cache is not None:
+        cmd += ["--compile-cache", str(args.out / f"{role}{COMPILE_CACHE_SUFFIX}")]
     return cmd + args.extra + role_extra
+
+
+def seed_compile_cache(folder: Path | None, out: Path, role: str) -> None:
+    """Start ``role``'s compile cache in ``out`` (where its trainer reads and writes it) from ``folder``'s, when
+    there is one and ``out`` has none yet (a warm machine's earlier call left a newer one)."""
+    name = f"{role}{COMPILE_CACHE_SUFFIX}"
+    if folder is not None and (folder / name).is_file() and not (out / name).exists():
+        shutil.copyfile(folder / name, out / name)
 
 
 def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path | None = None) -> Path | None:
@@ -246,12 +269,13 @@ def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path 
 
 
 def pack_logs(out: Path) -> None:
-    """Everything but the weights and the summary into ``logs.tar.gz`` (fewer, smaller files to return). Renderer
+    """Everything but the weights, the compile caches and the summary into ``logs.tar.gz`` (fewer, smaller files to
+    return). Renderer
     files stay out of it, those of a ``--keep`` folder inside ``out`` too: a float32 copy once took the archive over
     the 16 MiB a returned file may have (run 30), and the call's loss log was lost with it."""
     keep = {"summary.json", "logs.tar.gz"}
     files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep]
-    files = [p for p in files if p.suffix != ".safetensors"]
+    files = [p for p in files if p.suffix not in (".safetensors", COMPILE_CACHE_SUFFIX)]  # returned as they are
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for path in files:
             tar.add(path, arcname=str(path.relative_to(out)))

@@ -110,6 +110,7 @@ def test_each_role_gets_its_own_flags_after_the_common_ones(tmp_path: Path) -> N
 
     call = {"data": tmp_path / "d", "out": tmp_path / "o", "pure_noise_fraction": 0.5, "steps": 10, "batch_size": 8}
     call |= {"minutes": 1.0, "val_every": 5, "seed": 3, "init": tmp_path / "w", "extra": ["--lr", "1e-4"]}
+    call |= {"compile_cache": None}
     args = argparse.Namespace(**call)
     extra = {"forward": shlex.split("--pure-noise-fraction 0.75 --hint-fixed-camera 0.5")}
     commands = {role: train_small_gpu.train_command(args, role, False, extra.get(role, [])) for role in ROLES}
@@ -119,6 +120,38 @@ def test_each_role_gets_its_own_flags_after_the_common_ones(tmp_path: Path) -> N
     assert all(p.lr == 1e-4 and p.init == str(tmp_path / "w" / f"{p.role}.safetensors") for p in parsed.values())
     resumed = build_parser().parse_args(train_small_gpu.train_command(args, "inverse", True, [])[3:])
     assert resumed.resume and resumed.init is None
+
+
+def test_a_carried_compile_cache_reaches_each_trainer_and_comes_back(tmp_path: Path) -> None:
+    """``--compile-cache DIR``: each role's trainer reads and writes ``OUT/ROLE.compile_cache``, started from the
+    carried folder's file (not over a newer one already there), and that file is returned as it is, not archived."""
+    from diffusion_renderer.cli.main import build_parser
+
+    carried, out = tmp_path / "carried", tmp_path / "out"
+    carried.mkdir()
+    (carried / "forward.compile_cache").write_bytes(b"carried forward")
+    call = {"data": tmp_path / "d", "out": out, "pure_noise_fraction": 0.5, "steps": 10, "batch_size": 8}
+    call |= {"minutes": 1.0, "val_every": 5, "seed": 3, "init": None, "extra": [], "compile_cache": carried}
+    args = argparse.Namespace(**call)
+    parsed = build_parser().parse_args(train_small_gpu.train_command(args, "forward", False, ["--compile"])[3:])
+    assert parsed.compile and parsed.compile_cache == out / "forward.compile_cache"
+    write_run(out)
+    for role in ROLES:
+        train_small_gpu.seed_compile_cache(carried, out, role)
+    assert (out / "forward.compile_cache").read_bytes() == b"carried forward"
+    assert not (out / "inverse.compile_cache").exists()  # nothing carried for it: its trainer starts cold
+    (out / "forward.compile_cache").write_bytes(b"this call's")  # what the trainer wrote back
+    train_small_gpu.seed_compile_cache(carried, out, "forward")
+    assert (out / "forward.compile_cache").read_bytes() == b"this call's"
+    train_small_gpu.export_role(out, "forward")
+    train_small_gpu.pack_logs(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "forward.compile_cache",
+        "forward.fp16.safetensors",
+        "logs.tar.gz",
+    ]
+    unchanged = argparse.Namespace(**{**call, "compile_cache": None})
+    assert "--compile-cache" not in train_small_gpu.train_command(unchanged, "forward", False, [])
 
 
 def test_a_call_without_its_training_maps_stops_before_rendering(tmp_path: Path, monkeypatch, capsys) -> None:
