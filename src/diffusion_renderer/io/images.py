@@ -150,7 +150,7 @@ def exif_fov(path: str | Path) -> float | None:
             exif = img.getexif()
             focal = float(exif.get_ifd(_EXIF_IFD_TAG).get(_FOCAL_LENGTH_35MM_TAG) or 0)
             width, height = img.size
-            orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1))
+            orientation = _exif_orientation(img)
     except Exception:  # a broken EXIF block only loses the camera, as it only loses the orientation above
         return None
     if focal <= 0:
