@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +343,53 @@ def test_shape_choice_does_not_depend_on_trimesh(monkeypatch: pytest.MonkeyPatch
     assert len(shapes) >= 5
     if trimesh_available():
         assert any(o.mesh_source == "trimesh" for s in with_tm for o in s.objects)
+
+
+def test_device_carry_keeps_one_variant_and_the_named_plugins(tmp_path) -> None:
+    """tools/make_device_carry.py: from the wheels it keeps the CUDA and scalar_rgb variant modules, the given
+    plugins, the core libraries (with their exec bits) and drops the other variants, plugins and headers."""
+    import stat
+    import tarfile
+    import zipfile
+
+    from test_training import load_tool
+
+    tool = load_tool("make_device_carry")
+    so = ".cpython-312-x86_64-linux-gnu.so"
+    members = {
+        "mitsuba": [f"mitsuba/cuda_ad_rgb{so}", f"mitsuba/llvm_ad_rgb{so}", f"mitsuba/scalar_rgb{so}",
+                    f"mitsuba/scalar_spectral{so}", "mitsuba/libmitsuba.so", "mitsuba/plugins/path.so",
+                    "mitsuba/plugins/volpath.so", "mitsuba/include/mitsuba/core.h", "mitsuba/data/srgb.coeff",
+                    "mitsuba/python/test/test_x.py", "mitsuba-3.9.1.dist-info/METADATA"],
+        "drjit": [f"drjit/_drjit_ext{so}", "drjit/include/drjit/array.h", "drjit/__init__.py"],
+    }  # fmt: skip
+    wheels = []
+    for name, files in members.items():
+        wheels.append(tmp_path / f"{name}-1.0-cp312-cp312-manylinux_2_28_x86_64.whl")
+        with zipfile.ZipFile(wheels[-1], "w") as wheel:
+            for member in files:
+                info = zipfile.ZipInfo(member)
+                info.external_attr = (0o755 if member.endswith(".so") else 0o644) << 16
+                wheel.writestr(info, member)
+    out = tmp_path / "site.tar.xz"
+    counts = tool.pack_site(wheels, out, "cuda_ad_rgb", {"path"})
+    with tarfile.open(out) as tar:
+        files = {m.name: m for m in tar.getmembers() if m.isfile()}
+    assert set(files) == {
+        f"mitsuba/cuda_ad_rgb{so}", f"mitsuba/scalar_rgb{so}", "mitsuba/libmitsuba.so", "mitsuba/plugins/path.so",
+        "mitsuba/data/srgb.coeff", "mitsuba-3.9.1.dist-info/METADATA", f"drjit/_drjit_ext{so}", "drjit/__init__.py",
+    }  # fmt: skip
+    assert counts == {"kept": 8, "dropped": 6, "kept_bytes": sum(len(name) for name in files)}
+    assert files["mitsuba/libmitsuba.so"].mode & stat.S_IXUSR and not files["drjit/__init__.py"].mode & stat.S_IXUSR
+    assert not list(tmp_path.glob(".site*"))  # written atomically: no temporary left
+
+
+def test_device_carry_finds_the_plugins_a_clip_loads() -> None:
+    """The plugins are measured by rendering in a subprocess: the scene builder's integrator, camera, film and
+    environment light are among them, a volumetric integrator that nothing asks for is not."""
+    from test_training import load_tool
+
+    plugins = set(load_tool("make_device_carry").discover_plugins(scenes=1, train_hdri_dir=None))
+    assert {"path", "perspective", "hdrfilm", "envmap", "principled", "multijitter"} <= plugins
+    assert "volpath" not in plugins
+    assert plugins <= {p.stem for p in (Path(mi.__file__).parent / "plugins").glob("*.so")}
