@@ -60,7 +60,10 @@ def discover_plugins(scenes: int, train_hdri_dir: Path | None, seed: int = 250_0
             seed=seed,
             maps=maps,
         )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        sys.exit(f"finding the plugins: rendering clips on the CPU failed: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument("--train-hdri-dir", type=Path, help="the training maps that the GPU run will use")
     args = parser.parse_args()
     wheels = sorted(p for p in args.wheels.glob("*.whl") if p.name.split("-")[0] in ("mitsuba", "drjit"))
-    if len({p.name.split("-")[0] for p in wheels}) != 2:
+    if sorted(p.name.split("-")[0] for p in wheels) != ["drjit", "mitsuba"]:
         sys.exit(f"{args.wheels}: needs one mitsuba and one drjit wheel, found {[p.name for p in wheels]}")
     plugins = discover_plugins(args.scenes, args.train_hdri_dir)
     print(f"plugins loaded by the data engine ({len(plugins)}): {' '.join(plugins)}", file=sys.stderr)
