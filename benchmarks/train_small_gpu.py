@@ -270,9 +270,8 @@ def export_role(out: Path, role: str, keep: Path | None = None, state_dir: Path 
 
 def pack_logs(out: Path) -> None:
     """Everything but the weights, the compile caches and the summary into ``logs.tar.gz`` (fewer, smaller files to
-    return). Renderer
-    files stay out of it, those of a ``--keep`` folder inside ``out`` too: a float32 copy once took the archive over
-    the 16 MiB a returned file may have (run 30), and the call's loss log was lost with it."""
+    return). Renderer files stay out of it, those of a ``--keep`` folder inside ``out`` too: a float32 copy once took
+    the archive over the 16 MiB a returned file may have (run 30), and the call's loss log was lost with it."""
     keep = {"summary.json", "logs.tar.gz"}
     files = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name not in keep]
     files = [p for p in files if p.suffix not in (".safetensors", COMPILE_CACHE_SUFFIX)]  # returned as they are
