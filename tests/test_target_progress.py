@@ -36,6 +36,17 @@ def test_trend_reports_the_gap_and_minutes_left_from_the_last_point() -> None:
     assert fit["doublings_needed"] == pytest.approx(2.0)
 
 
+def test_a_target_the_last_model_meets_is_met_though_the_line_passes_below_it() -> None:
+    # the last point is above the target, the fitted line at its minutes below it (the points scatter)
+    points = [{"label": str(m), "minutes": m, "value": v} for m, v in ((16.0, 28.5), (32.0, 27.0), (64.0, 28.1))]
+    fit = target_progress.trend(points, "minutes", 28.0, higher_is_better=True, since=0.0)
+    assert fit["intercept"] + fit["slope_per_doubling"] * 6.0 < 28.0  # log2(64): the line is below the target
+    assert fit["met"] and fit["gap"] == pytest.approx(-0.1)
+    assert fit["doublings_needed"] == 0.0 and fit["minutes_left"] == 0.0
+    higher = target_progress.trend(points, "minutes", 28.2, higher_is_better=True, since=0.0)
+    assert not higher["met"] and higher["doublings_needed"] is None  # not met, and the line falls away from it
+
+
 def test_a_nearly_flat_line_gives_doublings_but_no_minutes() -> None:
     points = [{"label": str(m), "minutes": m, "value": 17.0 + 1e-4 * np.log2(m)} for m in (64.0, 128.0)]
     fit = target_progress.trend(points, "minutes", 25.0, higher_is_better=True, since=0.0)
