@@ -17,12 +17,15 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from diffusion_renderer import __version__
 from diffusion_renderer.conventions import GBUFFER_KEYS
 from diffusion_renderer.data.storage import MASK_KEY, read_clip
 from diffusion_renderer.eval.evaluate import (
@@ -106,6 +109,8 @@ def main() -> None:
     record = {
         "benchmark": "relight_ablation",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "versions": {"diffusion_renderer": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "data": str(args.data),
         "model": args.model,
         "clips": len(clips),
