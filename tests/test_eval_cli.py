@@ -13,9 +13,9 @@ import pytest
 
 from conftest import require_mitsuba, run_cli
 from diffusion_renderer.conventions import srgb_to_linear
-from diffusion_renderer.data.scenes import LightingSpec, sample_scene
+from diffusion_renderer.data.scenes import LightingSpec, NormalMapSpec, sample_scene
 from diffusion_renderer.data.storage import write_clip
-from diffusion_renderer.eval.evaluate import EvalConfig, relight_target, render_forward
+from diffusion_renderer.eval.evaluate import EvalConfig, ground_kind, relight_target, render_forward
 from diffusion_renderer.lighting.presets import resolve_envmap
 from diffusion_renderer.render.splitsum import SplitSumRenderer
 
@@ -64,6 +64,8 @@ def dataset(tmp_path_factory) -> Path:
         name, path = resolve_envmap(preset)
         spec = sample_scene(seed, resolution=(SIZE, SIZE), hdri_paths=[path], spp=4)
         spec = dataclasses.replace(spec, lighting=LightingSpec(name, str(path), 1.0, 40.0 * seed, [0.0]))
+        bumps = NormalMapSpec("bumps", strength=0.6) if seed == 0 else None  # one val ground of each kind
+        spec = dataclasses.replace(spec, ground=dataclasses.replace(spec.ground, normal_map=bumps))
         gbuffers = synthetic_gbuffers(seed)
         config = EvalConfig(root, root, "forward", "classical:splitsum")
         display = render_forward(SplitSumRenderer(), gbuffers, spec, config, mask=gbuffers["mask"])
@@ -90,8 +92,27 @@ def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int =
         assert len(mine) == group["count"]
         for key in keys:
             assert group["mean"][key] == pytest.approx(float(np.mean([m[key] for m in mine])), rel=1e-9), key
+    kinds = [sample["ground"] for sample in record["samples"]]
+    assert set(kinds) <= {"normal-mapped", "flat"} and len(set(kinds)) == count  # the fixture: one of each kind
+    by_ground = record["by_ground"]
+    assert {kind: group["count"] for kind, group in by_ground.items()} == {k: kinds.count(k) for k in kinds}
+    assert "Per ground" in report
+    for kind, group in by_ground.items():
+        (mine,) = [s["metrics"] for s in record["samples"] if s["ground"] == kind]
+        assert group["mean"] == pytest.approx(mine, rel=1e-9)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     return record
+
+
+def test_ground_kind_reads_the_scene_spec() -> None:
+    flat = sample_scene(3, resolution=(SIZE, SIZE), hdri_paths=[resolve_envmap("park")[1]]).to_dict()
+    flat["ground"]["normal_map"] = None
+    assert ground_kind({"scene": flat}) == "flat"
+    flat["ground"]["normal_map"] = dataclasses.asdict(NormalMapSpec("noise"))
+    assert ground_kind({"scene": flat}) == "normal-mapped"
+    flat["ground"] = None
+    assert ground_kind({"scene": flat}) == "none"
+    assert ground_kind({"hdri": "park"}) == ""  # not a data-engine clip: no group
 
 
 def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:

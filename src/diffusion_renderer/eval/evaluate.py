@@ -111,6 +111,7 @@ class SampleResult:
     grid: str  # path relative to the output folder
     lighting: str | None = None  # relight: where the target lighting came from
     light: str = ""  # the environment the metrics were taken under (map name, sunsky, procedural)
+    ground: str = ""  # the clip's ground plane: ground_kind
 
 
 @dataclass
@@ -124,12 +125,20 @@ class EvalResult:
     def mean(self) -> dict[str, float]:
         return mean_metrics([s.metrics for s in self.samples])
 
-    def by_light(self) -> dict[str, tuple[int, dict[str, float]]]:
-        """{environment: (clips, mean metrics)}: where a model fails is usually one kind of light."""
+    def grouped(self, attribute: str) -> dict[str, tuple[int, dict[str, float]]]:
+        """{value of the samples' ``attribute``: (clips, mean metrics)}, sorted by value."""
         groups: dict[str, list[Mapping[str, float]]] = {}
         for s in self.samples:
-            groups.setdefault(s.light, []).append(s.metrics)
-        return {light: (len(group), mean_metrics(group)) for light, group in sorted(groups.items())}
+            groups.setdefault(getattr(s, attribute), []).append(s.metrics)
+        return {value: (len(group), mean_metrics(group)) for value, group in sorted(groups.items())}
+
+    def by_light(self) -> dict[str, tuple[int, dict[str, float]]]:
+        """{environment: (clips, mean metrics)}: where a model fails is usually one kind of light."""
+        return self.grouped("light")
+
+    def by_ground(self) -> dict[str, tuple[int, dict[str, float]]]:
+        """{ground kind: (clips, mean metrics)}; empty when no sample has a scene spec (not data-engine clips)."""
+        return self.grouped("ground") if any(s.ground for s in self.samples) else {}
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -156,6 +165,23 @@ def scene_of(meta: Mapping, where: Path) -> SceneSpec:
         return SceneSpec.from_dict(meta["scene"])
     except (KeyError, TypeError) as exc:
         raise InputError(where, f"no usable scene spec ({exc})") from None
+
+
+def ground_kind(meta: Mapping) -> str:
+    """The clip's ground plane as the eval groups it: "normal-mapped" (a procedural normal map), "flat", "none" (no
+    ground plane), or "" for a clip without a scene spec.
+
+    Why: the ground covers most of a data-engine frame, and its normal map's tilts (up to 39°, lit from a direction
+    the model must infer) are the inverse model's largest single error (``benchmarks/TINY_HISTORY.md``, the
+    twenty-first session): a mean over all clips hides it.
+    """
+    scene = meta.get("scene")
+    if not isinstance(scene, Mapping) or "ground" not in scene:
+        return ""
+    ground = scene["ground"]
+    if not isinstance(ground, Mapping):
+        return "none"
+    return "normal-mapped" if ground.get("normal_map") else "flat"
 
 
 def first_frames(spec: SceneSpec, count: int) -> SceneSpec:
@@ -497,7 +523,8 @@ def evaluate_inverse(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     values = inverse_metrics(pred, clip.gbuffers, clip.meta.get("depth_range"))
     grid = grid_name(clip.name)
     inverse_grid(config.out / grid, clip, pred, config.grid_frames)
-    return SampleResult(clip.name, len(clip.rgb), values, grid, light=str(clip.meta.get("hdri", "")))
+    light = str(clip.meta.get("hdri", ""))
+    return SampleResult(clip.name, len(clip.rgb), values, grid, light=light, ground=ground_kind(clip.meta))
 
 
 def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult:
@@ -508,7 +535,7 @@ def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     grid = grid_name(clip.name)
     inputs = [("basecolor", clip.gbuffers["basecolor"]), ("lighting", light_thumbnails(spec, len(pred)))]
     image_grid(config.out / grid, inputs, clip.rgb, pred, flip_maps, config.grid_frames)
-    return SampleResult(clip.name, len(pred), values, grid, light=spec.lighting.name)
+    return SampleResult(clip.name, len(pred), values, grid, light=spec.lighting.name, ground=ground_kind(clip.meta))
 
 
 def evaluate_relight(
@@ -523,7 +550,8 @@ def evaluate_relight(
     grid = grid_name(clip.name)
     inputs = [("input", clip.rgb), ("target lighting", light_thumbnails(target, count))]
     image_grid(config.out / grid, inputs, reference, pred, flip_maps, config.grid_frames)
-    return SampleResult(clip.name, count, values, grid, lighting=lighting, light=target.lighting.name)
+    ground = ground_kind(clip.meta)  # the input clip's: the geometry the inverse model reads
+    return SampleResult(clip.name, count, values, grid, lighting=lighting, light=target.lighting.name, ground=ground)
 
 
 def reference_path(config: EvalConfig, clip: str) -> Path:
@@ -656,11 +684,15 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "by_light": {
             light: {"count": count, "mean": _json_metrics(mean)} for light, (count, mean) in result.by_light().items()
         },
+        "by_ground": {
+            kind: {"count": count, "mean": _json_metrics(mean)} for kind, (count, mean) in result.by_ground().items()
+        },
         "samples": [
             {
                 "clip": s.clip,
                 "frames": s.frames,
                 "light": s.light,
+                **({"ground": s.ground} if s.ground else {}),
                 **({"lighting": s.lighting} if s.lighting else {}),
                 "metrics": _json_metrics(s.metrics),
                 "grid": s.grid,
@@ -706,9 +738,11 @@ def write_report(config: EvalConfig, result: EvalResult) -> Path:
             f'alt="{esc(s.clip)}" style="max-width:100%"></a></td></tr>'
         )
     failed = "".join(f"<li>{esc(c)}: {esc(e)}</li>" for c, e in result.failed)
-    per_light = "".join(
-        f"<tr><td>{esc(light or '?')}</td><td>{count}</td>{_cells(m, keys)}</tr>"
-        for light, (count, m) in result.by_light().items()
+    per_light, per_ground = (
+        "".join(
+            f"<tr><td>{esc(value or '?')}</td><td>{count}</td>{_cells(m, keys)}</tr>" for value, (count, m) in groups
+        )
+        for groups in (result.by_light().items(), result.by_ground().items())
     )
     model = esc(config.model)
     if config.mode == "relight" and config.inverse_model:
@@ -723,6 +757,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{t
 {esc(str(config.resolution or "data"))}. Metrics: <a href="metrics.json">metrics.json</a>.</p>
 <h2>Mean</h2><table><tr>{head}</tr><tr>{_cells(mean, keys)}</tr></table>
 <h2>Per light</h2><table><tr><th>light</th><th>clips</th>{head}</tr>{per_light}</table>
+{f"<h2>Per ground</h2><table><tr><th>ground</th><th>clips</th>{head}</tr>{per_ground}</table>" if per_ground else ""}
 {f"<h2>Failed</h2><ul>{failed}</ul>" if failed else ""}
 <h2>Samples</h2><table><tr><th>clip</th><th>frames</th>{head}</tr>
 {"".join(rows)}</table></body></html>
