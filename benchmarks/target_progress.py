@@ -226,9 +226,11 @@ def trend(points: Sequence[dict], x_key: str, target: float, higher_is_better: b
     cross = crossing_log2_minutes(intercept, slope, target, higher_is_better)
     last = recent[-1]
     gap = (target - last["value"]) * (1 if higher_is_better else -1)
-    # a target the last model meets is met whatever the line says (it may still pass below it, the points scatter)
-    doublings = 0.0 if gap <= 0 else None if cross is None else max(cross - math.log2(last[x_key]), 0.0)
-    minutes = None if doublings is None or doublings > MAX_DOUBLINGS else last[x_key] if gap <= 0 else 2.0**cross
+    if gap <= 0:  # a target the last model meets is met whatever the line says (the points scatter about it)
+        doublings, minutes = 0.0, last[x_key]
+    else:
+        doublings = None if cross is None else max(cross - math.log2(last[x_key]), 0.0)
+        minutes = None if doublings is None or doublings > MAX_DOUBLINGS else 2.0**cross
     return {
         "fitted_on": [p["label"] for p in recent],
         "fitted_from_minutes": recent[0][x_key],
