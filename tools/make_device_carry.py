@@ -81,9 +81,9 @@ def is_kept(name: str, variant: str, plugins: set[str]) -> bool:
     plugin = re.fullmatch(r"mitsuba/plugins/([A-Za-z0-9_]+)\.so", name)
     if plugin:
         return plugin.group(1) in plugins
-    module = re.fullmatch(r"(mitsuba|drjit)/((?:scalar|llvm|cuda)_[A-Za-z0-9_]+)\.cpython-[^/]+\.so", name)
-    if module and module.group(1) == "mitsuba":  # variant modules: the one that runs there + scalar_rgb
-        return module.group(2) in (variant, "scalar_rgb")
+    module = re.fullmatch(r"mitsuba/((?:scalar|llvm|cuda)_[A-Za-z0-9_]+)\.cpython-[^/]+\.so", name)
+    if module:  # variant modules: the one that runs there + scalar_rgb
+        return module.group(1) in (variant, "scalar_rgb")
     return True
 
 
