@@ -681,12 +681,8 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "version": __version__,
         "settings": settings,
         "mean": _json_metrics(result.mean),
-        "by_light": {
-            light: {"count": count, "mean": _json_metrics(mean)} for light, (count, mean) in result.by_light().items()
-        },
-        "by_ground": {
-            kind: {"count": count, "mean": _json_metrics(mean)} for kind, (count, mean) in result.by_ground().items()
-        },
+        "by_light": _groups_record(result.by_light()),
+        "by_ground": _groups_record(result.by_ground()),
         "samples": [
             {
                 "clip": s.clip,
@@ -703,6 +699,11 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
     if config.mode == "relight":
         record["inverse_model"] = config.inverse_model or config.model
     return record
+
+
+def _groups_record(groups: Mapping[str, tuple[int, dict[str, float]]]) -> dict[str, dict]:
+    """{value: {count, mean}} for metrics.json from ``EvalResult.grouped``'s form."""
+    return {value: {"count": count, "mean": _json_metrics(mean)} for value, (count, mean) in groups.items()}
 
 
 def write_metrics(config: EvalConfig, result: EvalResult) -> Path:
