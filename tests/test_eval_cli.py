@@ -113,6 +113,8 @@ def test_ground_kind_reads_the_scene_spec() -> None:
     flat["ground"] = None
     assert ground_kind({"scene": flat}) == "none"
     assert ground_kind({"hdri": "park"}) == ""  # not a data-engine clip: no group
+    flat["ground"] = "grass"
+    assert ground_kind({"scene": flat}) == ""  # malformed: no group rather than a wrong one
 
 
 def test_inverse_random_tiny(dataset: Path, tmp_path: Path, capsys) -> None:

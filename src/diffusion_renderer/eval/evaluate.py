@@ -179,8 +179,10 @@ def ground_kind(meta: Mapping) -> str:
     if not isinstance(scene, Mapping) or "ground" not in scene:
         return ""
     ground = scene["ground"]
-    if not isinstance(ground, Mapping):
+    if ground is None:
         return "none"
+    if not isinstance(ground, Mapping):  # malformed: in no group rather than a wrong one
+        return ""
     return "normal-mapped" if ground.get("normal_map") else "flat"
 
 
