@@ -10,12 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import require_mitsuba, run_cli
-from diffusion_renderer.conventions import srgb_to_linear
+from diffusion_renderer.conventions import depth_range, normalize_depth, srgb_to_linear
 from diffusion_renderer.data.scenes import LightingSpec, NormalMapSpec, sample_scene
 from diffusion_renderer.data.storage import write_clip
-from diffusion_renderer.eval.evaluate import EvalConfig, ground_kind, relight_target, render_forward
+from diffusion_renderer.eval.evaluate import (
+    EvalConfig,
+    ground_kind,
+    ground_plane_depth,
+    relight_target,
+    render_forward,
+)
 from diffusion_renderer.lighting.presets import resolve_envmap
 from diffusion_renderer.render.splitsum import SplitSumRenderer
 
@@ -37,22 +44,26 @@ INVERSE_KEYS = {
 IMAGE_KEYS = {"psnr", "psnr_fg", "psnr_exposure", "ssim", "flip"}
 
 
-def synthetic_gbuffers(seed: int) -> dict[str, np.ndarray]:
-    """(1, 32, 32, C) G-buffers: random materials, camera-facing normals, a depth ramp, the top rows background."""
+def synthetic_gbuffers(seed: int, plane: np.ndarray) -> tuple[dict[str, np.ndarray], list[float]]:
+    """(1, 32, 32, C) G-buffers and their depth range: random materials, camera-facing normals, the depth of the
+    scene's ground plane (``plane``: (H, W) planar depth) with a block standing 15 % nearer, the top rows and any
+    pixel above the horizon background."""
     rng = np.random.default_rng(seed)
     normal = rng.normal(size=(1, SIZE, SIZE, 3)) * [0.3, 0.3, 0.0] + [0.0, 0.0, 1.0]
-    mask = np.ones((1, SIZE, SIZE, 1), np.float32)
+    mask = np.isfinite(plane)[None, :, :, None].astype(np.float32)
     mask[:, :6] = 0
-    depth = np.broadcast_to(np.linspace(1.0, -1.0, SIZE)[None, :, None, None], mask.shape).copy()
-    depth[mask == 0] = 1.0
-    return {
+    z = np.where(np.isfinite(plane), plane, 1.0)
+    z[18:26, 8:16] *= 0.85  # an object's pixels: off the plane
+    z = torch.from_numpy(z[None, :, :, None].astype(np.float32))
+    gbuffers = {
         "basecolor": rng.random((1, SIZE, SIZE, 3)).astype(np.float32),
         "normal": (normal / np.linalg.norm(normal, axis=-1, keepdims=True)).astype(np.float32),
-        "depth": depth.astype(np.float32),
+        "depth": normalize_depth(z, torch.from_numpy(mask)).numpy(),
         "roughness": rng.random((1, SIZE, SIZE, 1)).astype(np.float32),
         "metallic": (rng.random((1, SIZE, SIZE, 1)) > 0.7).astype(np.float32),
         "mask": mask,
     }
+    return gbuffers, list(depth_range(z, torch.from_numpy(mask)))
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +77,11 @@ def dataset(tmp_path_factory) -> Path:
         spec = dataclasses.replace(spec, lighting=LightingSpec(name, str(path), 1.0, 40.0 * seed, [0.0]))
         bumps = NormalMapSpec("bumps", strength=0.6) if seed == 0 else None  # one val ground of each kind
         spec = dataclasses.replace(spec, ground=dataclasses.replace(spec.ground, normal_map=bumps))
-        gbuffers = synthetic_gbuffers(seed)
+        plane = ground_plane_depth(np.asarray(spec.camera.c2w[0]), spec.camera.fov_deg, SIZE, SIZE)
+        gbuffers, z_range = synthetic_gbuffers(seed, plane)
         config = EvalConfig(root, root, "forward", "classical:splitsum")
         display = render_forward(SplitSumRenderer(), gbuffers, spec, config, mask=gbuffers["mask"])
-        meta = {"seed": seed, "frames": 1, "depth_range": [2.0, 6.0], "hdri": name, "scene": spec.to_dict()}
+        meta = {"seed": seed, "frames": 1, "depth_range": z_range, "hdri": name, "scene": spec.to_dict()}
         write_clip(root, split, f"scene_{seed:08d}", srgb_to_linear(display), gbuffers, meta)
     return root
 
@@ -100,6 +112,14 @@ def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int =
     for kind, group in by_ground.items():
         (mine,) = [s["metrics"] for s in record["samples"] if s["ground"] == kind]
         assert group["mean"] == pytest.approx(mine, rel=1e-9)
+    by_region = record["by_region"]  # inverse only: the fixture's depth is its ground plane with a block before it
+    assert set(by_region) == ({"ground", "objects"} if mode == "inverse" else set())
+    assert ("Per region" in report) == (mode == "inverse")
+    for region, group in by_region.items():
+        mine = [s["regions"][region] for s in record["samples"] if region in s.get("regions", {})]
+        assert group["count"] == len(mine) == count and set(group["mean"]) == keys
+        for key in keys:
+            assert group["mean"][key] == pytest.approx(float(np.mean([m[key] for m in mine])), rel=1e-9), key
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     return record
 

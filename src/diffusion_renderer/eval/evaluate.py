@@ -66,6 +66,9 @@ GRID_DIR = "grids"
 REFERENCE_DIR = "references"
 # Error-map scales (error value shown at the top of the heat ramp).
 ERROR_SCALE = {"basecolor": 0.5, "normal": 90.0, "depth": 0.5, "roughness": 1.0, "metallic": 1.0}
+REGIONS = ("ground", "objects")  # inverse: the foreground split by the scene's ground plane (ground_region)
+GROUND_DEPTH_TOLERANCE = 0.01  # relative depth gap to the plane still counted as ground (float16 depth: ~1e-3)
+MIN_REGION_PIXELS = 64  # a region with fewer pixels in a clip is left out of that clip's region metrics
 
 PipelineLoader = Callable[[str], object]  # role ("inverse" | "forward") -> pipeline (or SplitSumRenderer)
 
@@ -112,6 +115,7 @@ class SampleResult:
     lighting: str | None = None  # relight: where the target lighting came from
     light: str = ""  # the environment the metrics were taken under (map name, sunsky, procedural)
     ground: str = ""  # the clip's ground plane: ground_kind
+    regions: dict[str, dict[str, float]] = field(default_factory=dict)  # inverse: {region: metrics over it}
 
 
 @dataclass
@@ -139,6 +143,11 @@ class EvalResult:
     def by_ground(self) -> dict[str, tuple[int, dict[str, float]]]:
         """{ground kind: (clips, mean metrics)}; empty when no sample has a scene spec (not data-engine clips)."""
         return self.grouped("ground") if any(s.ground for s in self.samples) else {}
+
+    def by_region(self) -> dict[str, tuple[int, dict[str, float]]]:
+        """{region: (clips, mean of their metrics over that region)}: inverse mode on data-engine clips only."""
+        groups = {r: [s.regions[r] for s in self.samples if r in s.regions] for r in REGIONS}
+        return {r: (len(group), mean_metrics(group)) for r, group in groups.items() if group}
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -184,6 +193,72 @@ def ground_kind(meta: Mapping) -> str:
     if not isinstance(ground, Mapping):  # malformed: in no group rather than a wrong one
         return ""
     return "normal-mapped" if ground.get("normal_map") else "flat"
+
+
+def ground_plane_depth(c2w: np.ndarray, fov_deg: float, height: int, width: int) -> np.ndarray:
+    """(H, W) planar camera depth at which each pixel's ray meets the data engine's ground plane y = 0 (inf where
+    it does not: rays at or above the horizon). ``c2w``: (4, 4) OpenGL camera-to-world."""
+    from diffusion_renderer.data.mitsuba_render import camera_directions
+
+    d = camera_directions(height, width, fov_deg)  # (H, W, 3) unit, camera frame, looking along -z
+    up = d @ np.asarray(c2w, dtype=np.float64)[:3, :3].T[:, 1]  # (H, W) world y of each ray direction
+    height_above = float(c2w[1][3])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(up * height_above < 0, -height_above / up, np.inf)  # distance along the unit ray
+    return t * -d[..., 2]
+
+
+def ground_region(meta: Mapping, depth: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """(T, H, W, 1) float32 {0, 1}: the foreground pixels that lie on the clip's ground plane; None when the clip
+    has no scene spec or depth range (not a data-engine clip).
+
+    Each pixel's ray is traced to the plane y = 0 (the scene's camera and field of view) and its depth compared with
+    the stored one, so a normal-mapped ground (bumps in shading only, not in geometry) is found as well as a flat
+    one. The stored depth is clipped at the clip's 2 % / 98 % quantiles: a pixel clipped at either end counts as
+    ground when the plane lies beyond that end too. Objects touching the ground count as ground within
+    ``GROUND_DEPTH_TOLERANCE`` of its depth. A scene without a ground plane has an empty region.
+    """
+    scene, depth_range = meta.get("scene"), meta.get("depth_range")
+    if not isinstance(scene, Mapping) or "ground" not in scene or depth_range is None:
+        return None
+    inside = np.asarray(mask, dtype=np.float32)
+    if scene["ground"] is None:
+        return np.zeros_like(inside)
+    try:
+        camera = scene["camera"]
+        fov, c2ws = float(camera["fov_deg"]), np.asarray(camera["c2w"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    frames, height, width = depth.shape[:3]
+    if c2ws.ndim != 3 or len(c2ws) < frames:
+        return None
+    near, far = (float(v) for v in depth_range)
+    z = metric_depth(depth[..., 0], depth_range)  # (T, H, W)
+    plane = np.stack([ground_plane_depth(c2ws[t], fov, height, width) for t in range(frames)])
+    tol = GROUND_DEPTH_TOLERANCE
+    hits = np.isfinite(plane)
+    plane = np.where(hits, plane, 0.0)
+    on = np.abs(z - plane) <= tol * plane
+    on |= (depth[..., 0] >= 1 - 1e-3) & (plane >= far * (1 - tol))  # clipped at the far quantile
+    on |= (depth[..., 0] <= -1 + 1e-3) & (plane <= near * (1 + tol))  # clipped at the near quantile
+    return ((on & hits)[..., None] & (inside > 0.5)).astype(np.float32)
+
+
+def region_metrics(
+    pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], meta: Mapping
+) -> dict[str, dict[str, float]]:
+    """{"ground" | "objects": inverse metrics over that part of the foreground} (ground_region); regions under
+    ``MIN_REGION_PIXELS`` and clips without a ground region (not data-engine clips) are left out."""
+    mask = gt[MASK_KEY]
+    ground = ground_region(meta, gt["depth"], mask)
+    if ground is None:
+        return {}
+    objects = (mask > 0.5).astype(np.float32) * (1 - ground)
+    out = {}
+    for name, region in zip(REGIONS, (ground, objects), strict=True):
+        if region.sum() >= MIN_REGION_PIXELS:
+            out[name] = inverse_metrics(pred, {**gt, MASK_KEY: region}, meta.get("depth_range"))
+    return out
 
 
 def first_frames(spec: SceneSpec, count: int) -> SceneSpec:
@@ -526,7 +601,10 @@ def evaluate_inverse(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     grid = grid_name(clip.name)
     inverse_grid(config.out / grid, clip, pred, config.grid_frames)
     light = str(clip.meta.get("hdri", ""))
-    return SampleResult(clip.name, len(clip.rgb), values, grid, light=light, ground=ground_kind(clip.meta))
+    regions = region_metrics(pred, clip.gbuffers, clip.meta)
+    return SampleResult(
+        clip.name, len(clip.rgb), values, grid, light=light, ground=ground_kind(clip.meta), regions=regions
+    )
 
 
 def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult:
@@ -685,6 +763,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
         "mean": _json_metrics(result.mean),
         "by_light": _groups_record(result.by_light()),
         "by_ground": _groups_record(result.by_ground()),
+        "by_region": _groups_record(result.by_region()),
         "samples": [
             {
                 "clip": s.clip,
@@ -693,6 +772,7 @@ def metrics_record(config: EvalConfig, result: EvalResult) -> dict:
                 **({"ground": s.ground} if s.ground else {}),
                 **({"lighting": s.lighting} if s.lighting else {}),
                 "metrics": _json_metrics(s.metrics),
+                **({"regions": {r: _json_metrics(m) for r, m in s.regions.items()}} if s.regions else {}),
                 "grid": s.grid,
             }
             for s in result.samples
@@ -741,11 +821,17 @@ def write_report(config: EvalConfig, result: EvalResult) -> Path:
             f'alt="{esc(s.clip)}" style="max-width:100%"></a></td></tr>'
         )
     failed = "".join(f"<li>{esc(c)}: {esc(e)}</li>" for c, e in result.failed)
-    per_light, per_ground = (
+    per_light, per_ground, per_region = (
         "".join(
             f"<tr><td>{esc(value or '?')}</td><td>{count}</td>{_cells(m, keys)}</tr>" for value, (count, m) in groups
         )
-        for groups in (result.by_light().items(), result.by_ground().items())
+        for groups in (result.by_light().items(), result.by_ground().items(), result.by_region().items())
+    )
+    region_table = (
+        "<h2>Per region</h2><p>The foreground split by the ground plane (its pixels, and the objects').</p>"
+        f"<table><tr><th>region</th><th>clips</th>{head}</tr>{per_region}</table>"
+        if per_region
+        else ""
     )
     model = esc(config.model)
     if config.mode == "relight" and config.inverse_model:
@@ -761,6 +847,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:first-child{{t
 <h2>Mean</h2><table><tr>{head}</tr><tr>{_cells(mean, keys)}</tr></table>
 <h2>Per light</h2><table><tr><th>light</th><th>clips</th>{head}</tr>{per_light}</table>
 {f"<h2>Per ground</h2><table><tr><th>ground</th><th>clips</th>{head}</tr>{per_ground}</table>" if per_ground else ""}
+{region_table}
 {f"<h2>Failed</h2><ul>{failed}</ul>" if failed else ""}
 <h2>Samples</h2><table><tr><th>clip</th><th>frames</th>{head}</tr>
 {"".join(rows)}</table></body></html>
