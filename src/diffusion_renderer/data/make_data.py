@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ from diffusion_renderer.conventions import depth_range, normalize_depth
 from diffusion_renderer.io.errors import InputError
 from diffusion_renderer.io.hdr import HDR_SUFFIXES
 from diffusion_renderer.lighting.envmap import OWN_MODEL_METHOD
+
+if TYPE_CHECKING:
+    from diffusion_renderer.data.mitsuba_render import ClipBuffers
+    from diffusion_renderer.data.scenes import SceneSpec
 
 VARIANTS = {"cpu": "llvm_ad_rgb", "gpu": "cuda_ad_rgb", "auto": "auto"}
 LAYOUTS = ("folder", "shards")
@@ -155,27 +160,7 @@ def make_dataset(
             light_family=light_family if split == "train" else None,
         )
         buffers = render_clip(spec, variant=VARIANTS[variant], spp=spp)
-        z, mask = torch.from_numpy(buffers.depth), torch.from_numpy(buffers.mask)
-        gbuffers = {
-            "basecolor": buffers.basecolor,
-            "normal": buffers.normal,
-            "depth": normalize_depth(z, mask).numpy(),
-            "roughness": buffers.roughness,
-            "metallic": buffers.metallic,
-            "mask": buffers.mask,
-        }
-        meta = {
-            "seed": clip_seed,
-            "frames": frames,
-            "resolution": [resolution, resolution],
-            "hdri": spec.lighting.name,
-            "motion": spec.motion,
-            "variant": VARIANTS[variant],
-            "depth_range": depth_range(z, mask),  # planar z of depth -1 and +1
-            "env_rotation_deg": np.asarray(buffers.env_rotation_deg).tolist(),
-            "c2w": np.asarray(buffers.c2w).tolist(),
-            "scene": spec.to_dict(),
-        }
+        gbuffers, meta = stored_record(spec, buffers, VARIANTS[variant])
         if layout == "folder":
             write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
         else:
@@ -187,6 +172,32 @@ def make_dataset(
     if layout == "folder":
         write_manifest(out)
     return MakeDataReport(written, skipped, time.perf_counter() - start, rendered_frames)
+
+
+def stored_record(spec: SceneSpec, buffers: ClipBuffers, variant: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The G-buffers (depth normalised to [-1, 1]) and the meta record that make-data stores for a rendered clip."""
+    z, mask = torch.from_numpy(buffers.depth), torch.from_numpy(buffers.mask)
+    gbuffers = {
+        "basecolor": buffers.basecolor,
+        "normal": buffers.normal,
+        "depth": normalize_depth(z, mask).numpy(),
+        "roughness": buffers.roughness,
+        "metallic": buffers.metallic,
+        "mask": buffers.mask,
+    }
+    meta = {
+        "seed": spec.seed,
+        "frames": spec.num_frames,
+        "resolution": list(spec.resolution),
+        "hdri": spec.lighting.name,
+        "motion": spec.motion,
+        "variant": variant,
+        "depth_range": depth_range(z, mask),  # planar z of depth -1 and +1
+        "env_rotation_deg": np.asarray(buffers.env_rotation_deg).tolist(),
+        "c2w": np.asarray(buffers.c2w).tolist(),
+        "scene": spec.to_dict(),
+    }
+    return gbuffers, meta
 
 
 def show_dataset(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
