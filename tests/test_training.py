@@ -44,12 +44,13 @@ from diffusion_renderer.data.shards import (
 from diffusion_renderer.models.edm import c_in, c_noise, denoised_from_output, loss_weight
 from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.specs import SHIPPED_DIR, ModelSpecError, load_model
-from diffusion_renderer.training.examples import choose_passes, forward_example, inverse_example
+from diffusion_renderer.training.examples import choose_passes, forward_example, inverse_example, latent_weights
 from diffusion_renderer.training.frames import INVERSE_KEYS, FrameBank, bank_device, bank_keys, stack_shards
 from diffusion_renderer.training.losses import (
     add_noise,
     edm_loss,
     edm_output_target,
+    off_plane_weights,
     pure_noise_inputs,
     sample_sigma_lognormal,
 )
@@ -485,6 +486,53 @@ def test_edm_loss_is_the_weighted_denoising_error():
     assert torch.allclose(denoised_from_output(noisy, exact, s), x0, atol=1e-5)
 
 
+def test_edm_loss_weights_each_element():
+    g = torch.Generator().manual_seed(0)
+    x0, output = torch.randn(3, 4, 1, 2, 2, generator=g), torch.randn(3, 4, 1, 2, 2, generator=g)
+    sigma = torch.tensor([0.3, 1.0, 5.0])
+    noisy = add_noise(x0, sigma, torch.randn(x0.shape, generator=g))
+    plain = edm_loss(output, x0, noisy, sigma)
+    assert torch.allclose(edm_loss(output, x0, noisy, sigma, weight=torch.ones_like(x0)), plain)
+    exact = edm_output_target(x0, noisy, sigma)
+    wrong_half = exact.clone()
+    wrong_half[:, :2] += 1.0  # an error of 1 on half the elements
+    weight = torch.ones_like(x0)
+    weight[:, :2] = 0.0  # ... that the weights ignore
+    assert edm_loss(wrong_half, x0, noisy, sigma, weight=weight).max() < 1e-10
+    assert torch.allclose(edm_loss(wrong_half, x0, noisy, sigma, weight=2 - weight), torch.full((3,), 1.0))
+
+
+def test_off_plane_weights_mark_what_leaves_the_dominant_surface():
+    up = torch.tensor([0.0, 0.6, 0.8])  # a ground seen from above at an angle: the frame's dominant normal
+    tilted = torch.tensor([0.6, 0.0, 0.8])  # an object's side: 53 degrees away
+    normal = up.view(1, 3, 1, 1, 1).repeat(2, 1, 2, 8, 8)  # (B, 3, T, H, W)
+    normal[0, :, 0, :2, :3] = tilted.view(3, 1, 1)  # 6 object pixels in frame 0 of example 0
+    normal[0, :, 0, 7, :] = 0.0  # a background row: weight 1
+    normal[0, :, 1, 0, 0] = torch.tensor([0.0, 0.66, 0.75])  # 5 degrees off: still the surface
+    normal[1, :, 1] = tilted.view(3, 1, 1)  # frame 1 of example 1 sees only the object: its own dominant normal
+    w = off_plane_weights(normal, 4.0)
+    assert w.shape == (2, 1, 2, 8, 8)
+    assert torch.allclose(w.flatten(1).mean(1), torch.ones(2))  # mean 1 per example
+    raw = w[0, 0] / w[0, 0, 1, 7, 7]  # the weights before normalisation: 4 off the surface, 1 elsewhere
+    expected = torch.ones(2, 8, 8)
+    expected[0, :2, :3] = 4.0
+    assert torch.allclose(raw, expected)
+    assert torch.allclose(w[1], torch.ones_like(w[1]))  # each frame has its own dominant surface
+
+
+def test_inverse_examples_carry_the_off_plane_weights_to_the_latent(bank):
+    tok = SpaceToDepthTokenizer()
+    batch = bank.sample(4, 1, torch.Generator().manual_seed(0))
+    plain = inverse_example(batch, tok, torch.Generator().manual_seed(1))
+    weighted = inverse_example(batch, tok, torch.Generator().manual_seed(1), off_plane_weight=3.0)
+    assert plain.weight is None and torch.equal(plain.x0, weighted.x0)  # the same draws, the same target
+    pixels = off_plane_weights(batch["normal"], 3.0)
+    assert weighted.weight.shape == weighted.x0.shape
+    assert torch.allclose(tok.decode(weighted.weight), pixels.expand(-1, 3, -1, -1, -1))  # pixel-aligned
+    with pytest.raises(ValueError, match="space-to-depth"):
+        latent_weights(pixels, object())  # a tokenizer that mixes pixels has no per-pixel latent
+
+
 def test_pure_noise_inputs_are_the_samplers_first_input():
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(4, 3, 1, 2, 2, generator=g), torch.randn(4, 3, 1, 2, 2, generator=g)
@@ -547,12 +595,14 @@ def test_compile_blocks_compiles_each_block_in_place(bank):
 # ----------------------------------------------------------------------------------------- the loop
 
 
-@pytest.mark.parametrize("role", ["inverse", "forward"])
-def test_training_reduces_the_loss_on_a_fixed_batch(bank, role):
+@pytest.mark.parametrize(("role", "off_plane_weight"), [("inverse", 1.0), ("inverse", 3.0), ("forward", 1.0)])
+def test_training_reduces_the_loss_on_a_fixed_batch(bank, role, off_plane_weight):
     torch.manual_seed(0)
-    trainer = Trainer(small_config(role, lr=2e-3), "unused", bank, progress=False)
+    config = small_config(role, lr=2e-3, off_plane_weight=off_plane_weight)
+    trainer = Trainer(config, "unused", bank, progress=False)
     g = torch.Generator().manual_seed(3)
     example = trainer.example(bank.sample(4, 1, g))
+    assert (example.weight is None) == (off_plane_weight == 1.0)  # the trainer's setting reaches its examples
 
     def fixed_loss() -> float:
         with torch.no_grad():
@@ -647,10 +697,18 @@ def test_train_command_end_to_end_and_resume(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--bank-device 'gpu0'" in err[0]
     inverse = [*args[:1], "inverse", *args[2:], "--steps", "1", "--pass-weights", "basecolor=2", "depth=0"]
-    assert main([*inverse, "--out", str(tmp_path / "weighted")]) == 0
+    assert main([*inverse, "--off-plane-weight", "3", "--out", str(tmp_path / "weighted")]) == 0
     record = load_model(str(tmp_path / "weighted"), "inverse").record
     assert record["train_config"]["pass_weights"] == {"basecolor": 2.0, "depth": 0.0}
+    assert record["train_config"]["off_plane_weight"] == 3.0
     capsys.readouterr()
+    for bad_args, message in (
+        ([*inverse, "--off-plane-weight", "0"], "--off-plane-weight must be > 0"),
+        ([*args, "--off-plane-weight", "2"], "not for forward"),
+    ):
+        assert main([*bad_args, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
     for bad, message in (("albedo=2", "unknown pass 'albedo'"), ("normal=x", "'normal=x' is not PASS=NUMBER")):
         assert main([*inverse, bad, "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -64,6 +64,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.watch and args.real is not None:
         raise ValueError("train: --watch re-scans --data; it does not apply to --real")
     pass_weights = parse_pass_weights(args.pass_weights, args.role)
+    if args.off_plane_weight <= 0:
+        raise ValueError(f"train: --off-plane-weight must be > 0, got {args.off_plane_weight}")
+    if args.off_plane_weight != 1.0 and args.role != "inverse":
+        raise ValueError(
+            "train: --off-plane-weight weighs the inverse model's loss by the true normals; not for forward"
+        )
     if not 0 <= args.hint_fixed_camera <= 1:
         raise ValueError(f"train: --hint-fixed-camera is a share in [0, 1], got {args.hint_fixed_camera}")
     if args.hint_fixed_camera and (args.role != "forward" or args.real is not None):
@@ -99,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pure_noise_fraction=args.pure_noise_fraction,
         exposure_stops=args.exposure_stops,
         pass_weights=pass_weights,
+        off_plane_weight=args.off_plane_weight,
         hint_fixed_camera=args.hint_fixed_camera,
         fsdp=args.fsdp,
         qat=args.qat,
@@ -263,6 +270,15 @@ def add_train_parser(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
         metavar="PASS=W",
         help="inverse: how often each pass is the target, relative (unnamed passes 1; default uniform, official), "
         "e.g. basecolor=2 normal=1.5",
+    )
+    p.add_argument(
+        "--off-plane-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="inverse, space-to-depth models: weight of the loss on pixels whose true normal leaves the frame's "
+        "dominant surface by over 10 degrees (objects, a ground's bumps), normalised per example (default 1: "
+        "uniform, official)",
     )
     p.add_argument(
         "--hint-fixed-camera",

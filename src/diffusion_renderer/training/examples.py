@@ -8,6 +8,10 @@
   whole condition with p = 0.05 (official rates). ``drop_lighting`` removes the three lighting keys of every
   example: the paper's real-footage domain, where no lighting is known. A model with the shading hint takes a
   ninth key (``conventions.forward_condition_keys``), dropped like the others and with the lighting.
+
+Inverse, not official (``off_plane_weight``): per-pixel loss weights on the pixels off their frame's dominant
+surface (losses.off_plane_weights), carried to the latent through the tokenizer, which must be pixel-aligned
+(space-to-depth: each latent value is one pixel's).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from diffusion_renderer.conventions import (
     LIGHTING_KEYS,
     SHADING_HINT_KEY,
 )
+from diffusion_renderer.models.space_to_depth import SpaceToDepthTokenizer
 from diffusion_renderer.models.tokenizer import LatentTokenizer
 from diffusion_renderer.pipelines.conditions import assemble_latent_condition
 from diffusion_renderer.pipelines.sampling import ConditionInputs
+from diffusion_renderer.training.losses import off_plane_weights
 
 INVERSE_CONDITION_DROP = 0.1
 FORWARD_KEY_DROP = 0.05
@@ -40,6 +46,7 @@ class TrainingExample:
 
     x0: torch.Tensor  # (B, C, T, h, w)
     condition: ConditionInputs
+    weight: torch.Tensor | None = None  # (B, C, T, h, w) per-element loss weights; None: uniform (official)
 
 
 def bernoulli(batch_size: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -71,9 +78,11 @@ def inverse_example(
     passes: Sequence[str] = INVERSE_PASSES,
     condition_drop: float = INVERSE_CONDITION_DROP,
     pass_weights: Sequence[float] | None = None,
+    off_plane_weight: float = 1.0,
 ) -> TrainingExample:
     """``batch``: {rgb, passes...: (B, 3, T, H, W)} in [-1, 1] -> one random pass per example (``pass_weights``:
-    their relative frequencies, one per pass; None: uniform)."""
+    their relative frequencies, one per pass; None: uniform); ``off_plane_weight`` != 1 weighs the loss on the
+    pixels off the frame's dominant surface (module doc), whatever the target pass."""
     rgb = batch["rgb"]
     size, device = rgb.shape[0], rgb.device
     choice = choose_passes(len(passes), size, generator, device, pass_weights)
@@ -83,7 +92,21 @@ def inverse_example(
     x0 = tokenizer.encode(target)
     condition = tokenizer.encode(rgb)
     condition = condition * _keep(bernoulli(size, condition_drop, generator, device), condition)
-    return TrainingExample(x0, ConditionInputs(condition, context_index=index, fps=DEFAULT_FPS))
+    weight = (
+        None
+        if off_plane_weight == 1.0
+        else latent_weights(off_plane_weights(batch["normal"], off_plane_weight), tokenizer)
+    )
+    return TrainingExample(x0, ConditionInputs(condition, context_index=index, fps=DEFAULT_FPS), weight)
+
+
+def latent_weights(pixel_weights: torch.Tensor, tokenizer: LatentTokenizer) -> torch.Tensor:
+    """(B, 1, T, H, W) per-pixel weights -> (B, C, T, h, w) per latent value, through a space-to-depth tokenizer
+    (each latent value is one pixel's); other tokenizers mix pixels and are refused."""
+    if not isinstance(tokenizer, SpaceToDepthTokenizer):
+        raise ValueError(f"per-pixel loss weights need a space-to-depth tokenizer, not {type(tokenizer).__name__}")
+    rgb_like = pixel_weights.expand(-1, tokenizer.in_channels, *pixel_weights.shape[2:])
+    return tokenizer.encode(rgb_like.to(tokenizer.dtype)) / tokenizer.scale
 
 
 def forward_example(

@@ -108,6 +108,8 @@ class TrainConfig:
     hint_fixed_camera: float = 0.0
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     qat: str | None = None  # "int4": train through the int4 file's weights (training/qat.py; not official)
+    # inverse: loss weight on the pixels off the frame's dominant surface (losses.off_plane_weights; 1: official)
+    off_plane_weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,14 +241,16 @@ def denoiser_loss(
         pure = torch.rand(x0.shape[0], generator=generator, device=x0.device) < pure_noise_fraction
         noisy, sigma = pure_noise_inputs(noisy, sigma, noise, pure)
     kwargs = example.condition.model_kwargs()
+    weight = example.weight
     batch = x0.shape[0]
     if ranks is not None and ranks.world > 1:
         part = slice(batch * ranks.rank // ranks.world, batch * (ranks.rank + 1) // ranks.world)
         x0, noisy, sigma = x0[part], noisy[part], sigma[part]
+        weight = None if weight is None else weight[part]
         kwargs = {k: v[part] if torch.is_tensor(v) and v.ndim and len(v) == batch else v for k, v in kwargs.items()}
     s = sigma.view(-1, 1, 1, 1, 1)
     output = model(c_in(s) * noisy, c_noise(sigma), **kwargs).sample
-    losses = edm_loss(output, x0, noisy, sigma)  # (b,)
+    losses = edm_loss(output, x0, noisy, sigma, weight=weight)  # (b,)
     if ranks is None or ranks.world == 1:
         return losses.mean(), sigma
     return losses.sum() * ranks.world / batch, sigma
@@ -383,9 +387,12 @@ class Trainer:
         return {"drop_lighting": self.config.drop_lighting, "condition_keys": forward_condition_keys(hint)}
 
     def inverse_kwargs(self) -> dict[str, Any]:
-        """The inverse examples' options: the passes' sampling weights, in ``INVERSE_PASSES`` order."""
-        weights = self.config.pass_weights
-        return {} if weights is None else {"pass_weights": [weights.get(p, 1.0) for p in INVERSE_PASSES]}
+        """The inverse examples' options: the passes' sampling weights (in ``INVERSE_PASSES`` order) and the loss
+        weight off the dominant surface (no random draw: 1 draws every example exactly as before)."""
+        kwargs: dict[str, Any] = {"off_plane_weight": self.config.off_plane_weight}
+        if self.config.pass_weights is not None:
+            kwargs["pass_weights"] = [self.config.pass_weights.get(p, 1.0) for p in INVERSE_PASSES]
+        return kwargs
 
     def example(self, batch: dict[str, torch.Tensor]) -> TrainingExample:
         kwargs = self.forward_kwargs() if self.config.role == "forward" else self.inverse_kwargs()
