@@ -112,13 +112,13 @@ def check_outputs(out: Path, mode: str, model: str, keys: set[str], count: int =
     for kind, group in by_ground.items():
         (mine,) = [s["metrics"] for s in record["samples"] if s["ground"] == kind]
         assert group["mean"] == pytest.approx(mine, rel=1e-9)
-    by_region = record["by_region"]  # inverse only: the fixture's depth is its ground plane with a block before it
-    assert set(by_region) == ({"ground", "objects"} if mode == "inverse" else set())
-    assert ("Per region" in report) == (mode == "inverse")
+    by_region = record["by_region"]  # the fixture's depth is its ground plane with a block standing before it
+    assert set(by_region) == {"ground", "objects"} and "Per region" in report
+    region_keys = keys if mode == "inverse" else {"psnr", "flip"}
     for region, group in by_region.items():
         mine = [s["regions"][region] for s in record["samples"] if region in s.get("regions", {})]
-        assert group["count"] == len(mine) == count and set(group["mean"]) == keys
-        for key in keys:
+        assert group["count"] == len(mine) == count and set(group["mean"]) == region_keys
+        for key in region_keys:
             assert group["mean"][key] == pytest.approx(float(np.mean([m[key] for m in mine])), rel=1e-9), key
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     return record
@@ -165,6 +165,8 @@ def test_forward_classical_reproduces_its_own_rendering(dataset: Path, tmp_path:
     assert code == 0, lines
     record = check_outputs(out, "forward", "classical:splitsum", IMAGE_KEYS)
     assert record["mean"]["psnr"] > 40 and record["mean"]["ssim"] > 0.99 and record["mean"]["flip"] < 0.02
+    for group in record["by_region"].values():  # each part of the frame reproduced too
+        assert group["mean"]["psnr"] > 40 and group["mean"]["flip"] < 0.02
 
 
 def test_forward_random_tiny_and_limits(dataset: Path, tmp_path: Path, capsys) -> None:
@@ -178,6 +180,7 @@ def test_forward_random_tiny_and_limits(dataset: Path, tmp_path: Path, capsys) -
     assert code == 0, lines
     record = check_outputs(out, "forward", "random:tiny", IMAGE_KEYS, count=1)
     assert record["settings"]["resolution"] == 16 and record["mean"]["psnr"] < 30
+    assert all(group["mean"]["psnr"] < 30 for group in record["by_region"].values())
 
 
 def test_known_fov_gives_a_hint_model_the_clips_camera(dataset: Path, tmp_path: Path, capsys) -> None:

@@ -115,7 +115,7 @@ class SampleResult:
     lighting: str | None = None  # relight: where the target lighting came from
     light: str = ""  # the environment the metrics were taken under (map name, sunsky, procedural)
     ground: str = ""  # the clip's ground plane: ground_kind
-    regions: dict[str, dict[str, float]] = field(default_factory=dict)  # inverse: {region: metrics over it}
+    regions: dict[str, dict[str, float]] = field(default_factory=dict)  # {region: metrics over its pixels}
 
 
 @dataclass
@@ -145,7 +145,7 @@ class EvalResult:
         return self.grouped("ground") if any(s.ground for s in self.samples) else {}
 
     def by_region(self) -> dict[str, tuple[int, dict[str, float]]]:
-        """{region: (clips, mean of their metrics over that region)}: inverse mode on data-engine clips only."""
+        """{region: (clips, mean of their metrics over that region)}: data-engine clips only."""
         groups = {r: [s.regions[r] for s in self.samples if r in s.regions] for r in REGIONS}
         return {r: (len(group), mean_metrics(group)) for r, group in groups.items() if group}
 
@@ -244,20 +244,36 @@ def ground_region(meta: Mapping, depth: np.ndarray, mask: np.ndarray) -> np.ndar
     return ((on & hits)[..., None] & (inside > 0.5)).astype(np.float32)
 
 
+def foreground_regions(meta: Mapping, gbuffers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{"ground" | "objects": (T, H, W, 1) float32 mask} of a clip's foreground (ground_region); regions under
+    ``MIN_REGION_PIXELS`` are left out, and every region of a clip that is not a data-engine clip."""
+    mask = gbuffers[MASK_KEY]
+    ground = ground_region(meta, gbuffers["depth"], mask)
+    if ground is None:
+        return {}
+    objects = (np.asarray(mask) > 0.5).astype(np.float32) * (1 - ground)
+    regions = dict(zip(REGIONS, (ground, objects), strict=True))
+    return {name: region for name, region in regions.items() if region.sum() >= MIN_REGION_PIXELS}
+
+
 def region_metrics(
     pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], meta: Mapping
 ) -> dict[str, dict[str, float]]:
-    """{"ground" | "objects": inverse metrics over that part of the foreground} (ground_region); regions under
-    ``MIN_REGION_PIXELS`` and clips without a ground region (not data-engine clips) are left out."""
-    mask = gt[MASK_KEY]
-    ground = ground_region(meta, gt["depth"], mask)
-    if ground is None:
-        return {}
-    objects = (mask > 0.5).astype(np.float32) * (1 - ground)
+    """{region: inverse metrics over that part of the foreground} (foreground_regions)."""
+    depth_range = meta.get("depth_range")
+    regions = foreground_regions(meta, gt)
+    return {name: inverse_metrics(pred, {**gt, MASK_KEY: region}, depth_range) for name, region in regions.items()}
+
+
+def image_region_metrics(
+    pred: np.ndarray, reference: np.ndarray, flip_maps: np.ndarray, meta: Mapping, gbuffers: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """{region: PSNR and mean ꟻLIP of a rendered (T, H, W, 3) clip over that part of the foreground}: forward and
+    relight modes (``gbuffers``: the clip's true G-buffers, whose geometry the regions come from)."""
     out = {}
-    for name, region in zip(REGIONS, (ground, objects), strict=True):
-        if region.sum() >= MIN_REGION_PIXELS:
-            out[name] = inverse_metrics(pred, {**gt, MASK_KEY: region}, meta.get("depth_range"))
+    for name, region in foreground_regions(meta, gbuffers).items():
+        inside = region[..., 0] > 0.5
+        out[name] = {"psnr": psnr(pred, reference, region), "flip": float(flip_maps[inside].mean())}
     return out
 
 
@@ -615,7 +631,9 @@ def evaluate_forward(pipe, clip: StoredClip, config: EvalConfig) -> SampleResult
     grid = grid_name(clip.name)
     inputs = [("basecolor", clip.gbuffers["basecolor"]), ("lighting", light_thumbnails(spec, len(pred)))]
     image_grid(config.out / grid, inputs, clip.rgb, pred, flip_maps, config.grid_frames)
-    return SampleResult(clip.name, len(pred), values, grid, light=spec.lighting.name, ground=ground_kind(clip.meta))
+    regions = image_region_metrics(pred, clip.rgb, flip_maps, clip.meta, clip.gbuffers)
+    light, ground = spec.lighting.name, ground_kind(clip.meta)
+    return SampleResult(clip.name, len(pred), values, grid, light=light, ground=ground, regions=regions)
 
 
 def evaluate_relight(
@@ -631,7 +649,9 @@ def evaluate_relight(
     inputs = [("input", clip.rgb), ("target lighting", light_thumbnails(target, count))]
     image_grid(config.out / grid, inputs, reference, pred, flip_maps, config.grid_frames)
     ground = ground_kind(clip.meta)  # the input clip's: the geometry the inverse model reads
-    return SampleResult(clip.name, count, values, grid, lighting=lighting, light=target.lighting.name, ground=ground)
+    regions = image_region_metrics(pred, reference, flip_maps, clip.meta, clip.gbuffers)  # the same geometry
+    light = target.lighting.name
+    return SampleResult(clip.name, count, values, grid, lighting=lighting, light=light, ground=ground, regions=regions)
 
 
 def reference_path(config: EvalConfig, clip: str) -> Path:
