@@ -123,3 +123,21 @@ def test_compare_command(tmp_path: Path, base, capsys) -> None:
     write(tmp_path / "other", evaluation({"ssim": base["psnr"] / 30}))
     assert main(["compare", str(a), str(tmp_path / "other")]) == 2
     assert "report no metric in common" in capsys.readouterr().err
+
+
+def test_region_metrics_are_paired_after_the_whole_frame(base) -> None:
+    def with_regions(record: dict, objects_angle: np.ndarray) -> dict:
+        for sample, angle in zip(record["samples"], objects_angle, strict=True):
+            sample["regions"] = {"objects": {"normal_angle_mean": float(angle)}, "ground": {"normal_angle_mean": 7.0}}
+        return record
+
+    angle = np.random.default_rng(2).uniform(25, 35, 30)
+    a = with_regions(evaluation(base, mode="inverse"), angle)
+    b = with_regions(evaluation(base, mode="inverse"), angle - 2.0)  # the objects read 2 degrees better
+    result = compare_evaluations(a, b)
+    assert [c.metric for c in result] == ["psnr", "flip", "objects/normal_angle_mean", "ground/normal_angle_mean"]
+    objects = result[2]
+    assert objects.difference == pytest.approx(-2.0) and objects.verdict == "B better" and objects.wins_b == 30
+    assert result[3].verdict == "within noise" and result[3].difference == 0.0
+    plain = compare_evaluations(evaluation(base, mode="inverse"), b)  # A predates regions: whole-frame metrics only
+    assert [c.metric for c in plain] == ["psnr", "flip"]

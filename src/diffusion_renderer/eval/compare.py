@@ -9,6 +9,9 @@ on 30 held-out clips: two inverse models' relighting differed per clip with a st
 the standard error of their mean difference was 0.26–0.33 dB, and a +0.32 dB gain on one set was −0.29 dB on
 another (benchmarks/TINY_HISTORY.md, run 30). The clips' metrics are not independent of the set's few light maps,
 so read z as a floor on the uncertainty, not its whole.
+
+Per-region metrics (``eval``'s ``by_region``: the ground plane's pixels and the objects') are paired as well, named
+``REGION/METRIC`` (``objects/normal_angle_mean``), after the whole-frame metrics.
 """
 
 from __future__ import annotations
@@ -82,9 +85,18 @@ def load_evaluation(path: str | Path) -> dict:
     return record
 
 
+def sample_metrics(sample: dict) -> dict[str, float | None]:
+    """A sample's metrics, its regions' ones (if any) added as ``REGION/METRIC``."""
+    regions = sample.get("regions")
+    if not isinstance(regions, dict):
+        return sample["metrics"]
+    per_region = {f"{r}/{k}": v for r, m in regions.items() if isinstance(m, dict) for k, v in m.items()}
+    return {**sample["metrics"], **per_region}
+
+
 def _value(sample: dict, metric: str) -> float:
     """A sample's metric; NaN when absent or null (eval writes a non-finite value, perfect or undefined, as null)."""
-    value = sample["metrics"].get(metric)
+    value = sample_metrics(sample).get(metric)
     return math.nan if value is None else float(value)
 
 
@@ -114,7 +126,7 @@ def compare_evaluations(
     common = paired_clips(a, b, names)
     samples_a, samples_b = _by_clip(a), _by_clip(b)
     if metrics is None:
-        both = (m for c in common for m in samples_a[c]["metrics"] if m in samples_b[c]["metrics"])
+        both = (m for c in common for m in sample_metrics(samples_a[c]) if m in sample_metrics(samples_b[c]))
         metrics = list(dict.fromkeys(both))  # in eval's order
         if not metrics:
             raise InputError(None, f"{names[0]} and {names[1]} report no metric in common")
