@@ -53,6 +53,8 @@ def test_ground_region_is_the_rendered_plane() -> None:
     meta_n, gb_n = rendered(dataclasses.replace(flat, ground=None))
     assert not ground_region(meta_n, gb_n["depth"], gb_n["mask"]).any()
     assert ground_region({"hdri": "park"}, gb["depth"], gb["mask"]) is None  # not a data-engine clip
+    for bad in ({**meta, "depth_range": [2.0]}, {**meta, "scene": {**meta["scene"], "camera": {"fov_deg": 40}}}):
+        assert ground_region(bad, gb["depth"], gb["mask"]) is None  # malformed: no regions, not a failed clip
 
 
 def test_region_metrics_measure_each_part_alone() -> None:

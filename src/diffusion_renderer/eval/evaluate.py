@@ -66,7 +66,7 @@ GRID_DIR = "grids"
 REFERENCE_DIR = "references"
 # Error-map scales (error value shown at the top of the heat ramp).
 ERROR_SCALE = {"basecolor": 0.5, "normal": 90.0, "depth": 0.5, "roughness": 1.0, "metallic": 1.0}
-REGIONS = ("ground", "objects")  # inverse: the foreground split by the scene's ground plane (ground_region)
+REGIONS = ("ground", "objects")  # the foreground split by the scene's ground plane (ground_region)
 GROUND_DEPTH_TOLERANCE = 0.01  # relative depth gap to the plane still counted as ground (float16 depth: ~1e-3)
 MIN_REGION_PIXELS = 64  # a region with fewer pixels in a clip is left out of that clip's region metrics
 
@@ -210,7 +210,8 @@ def ground_plane_depth(c2w: np.ndarray, fov_deg: float, height: int, width: int)
 
 def ground_region(meta: Mapping, depth: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """(T, H, W, 1) float32 {0, 1}: the foreground pixels that lie on the clip's ground plane; None when the clip
-    has no scene spec or depth range (not a data-engine clip).
+    has no usable scene spec, camera or depth range (not a data-engine clip, or a malformed one: no regions then,
+    and the clip's other metrics still count).
 
     Each pixel's ray is traced to the plane y = 0 (the scene's camera and field of view) and its depth compared with
     the stored one, so a normal-mapped ground (bumps in shading only, not in geometry) is found as well as a flat
@@ -227,13 +228,13 @@ def ground_region(meta: Mapping, depth: np.ndarray, mask: np.ndarray) -> np.ndar
     try:
         camera = scene["camera"]
         fov, c2ws = float(camera["fov_deg"]), np.asarray(camera["c2w"], dtype=np.float64)
+        near, far = (float(v) for v in depth_range)
     except (KeyError, TypeError, ValueError):
         return None
     frames, height, width = depth.shape[:3]
-    if c2ws.ndim != 3 or len(c2ws) < frames:
+    if c2ws.shape[1:] != (4, 4) or len(c2ws) < frames:
         return None
-    near, far = (float(v) for v in depth_range)
-    z = metric_depth(depth[..., 0], depth_range)  # (T, H, W)
+    z = metric_depth(depth[..., 0], (near, far))  # (T, H, W)
     plane = np.stack([ground_plane_depth(c2ws[t], fov, height, width) for t in range(frames)])
     tol = GROUND_DEPTH_TOLERANCE
     hits = np.isfinite(plane)
