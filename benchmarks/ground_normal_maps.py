@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_renderer import __version__
+from diffusion_renderer.data.storage import meta_path
 from diffusion_renderer.eval.evaluate import EvalConfig, ground_kind, list_eval_clips, run_evaluation
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
@@ -35,7 +36,12 @@ def normal_mapped_clips(data: Path, split: str) -> list[tuple[str, dict]]:
     """[(clip, meta)] of the split's clips whose ground carries a normal map."""
     found = []
     for name in list_eval_clips(data, split):
-        meta = json.loads((data / split / "meta" / f"{name}.json").read_text())
+        path = meta_path(data, split, name)
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:  # one line; the other clips go on
+            print(f"ground_normal_maps: error: {path}: unreadable meta ({error})")
+            continue
         if ground_kind(meta) == "normal-mapped":
             found.append((name, meta))
     return found
