@@ -94,9 +94,10 @@ def sample_metrics(sample: dict) -> dict[str, float | None]:
     return {**sample["metrics"], **per_region}
 
 
-def _value(sample: dict, metric: str) -> float:
-    """A sample's metric; NaN when absent or null (eval writes a non-finite value, perfect or undefined, as null)."""
-    value = sample_metrics(sample).get(metric)
+def _value(metrics: dict, metric: str) -> float:
+    """A sample's metric (``sample_metrics``); NaN when absent or null (eval writes a non-finite value, perfect or
+    undefined, as null)."""
+    value = metrics.get(metric)
     return math.nan if value is None else float(value)
 
 
@@ -125,15 +126,17 @@ def compare_evaluations(
     """Per metric (default: every metric both report), B against A on their common clips; ``names`` for errors."""
     common = paired_clips(a, b, names)
     samples_a, samples_b = _by_clip(a), _by_clip(b)
+    flat_a = {c: sample_metrics(samples_a[c]) for c in common}  # each clip's metrics, its regions' included
+    flat_b = {c: sample_metrics(samples_b[c]) for c in common}
     if metrics is None:
-        both = (m for c in common for m in sample_metrics(samples_a[c]) if m in sample_metrics(samples_b[c]))
+        both = (m for c in common for m in flat_a[c] if m in flat_b[c])
         metrics = list(dict.fromkeys(both))  # in eval's order
         if not metrics:
             raise InputError(None, f"{names[0]} and {names[1]} report no metric in common")
     results = []
     for metric in metrics:
         pairs = np.array(
-            [(_value(samples_a[c], metric), _value(samples_b[c], metric)) for c in common], dtype=np.float64
+            [(_value(flat_a[c], metric), _value(flat_b[c], metric)) for c in common], dtype=np.float64
         ).reshape(-1, 2)  # (clips, 2): A, B
         pairs = pairs[np.isfinite(pairs).all(axis=1)]  # undefined (NaN) or perfect (inf) on either side
         if len(pairs) == 0:
