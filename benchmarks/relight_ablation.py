@@ -4,11 +4,19 @@ G-buffers. Rows: all ground truth, all predicted, one predicted pass among groun
 ground-truth pass among predicted ("gain" of fixing it), and the predicted basecolor rescaled per channel by the
 least-squares scale to the truth (the oracle of the eval's scale-invariant basecolor PSNR), among ground truth.
 
+With ``--level-fit`` (a ``basecolor_level.py`` results file) one more row, ``ground_truth_image_level``: every pass
+true but the basecolor's level, which is read off the frame's brightness (that file's ``image_level`` fit, made on a
+set under training maps): the true basecolor scaled in linear by 2^(estimate - truth), clipped. One image does not
+tell the albedo's level from the light's strength (the data engine draws each clip's light at x0.5-2 of its map), so
+this row is about what a single-image inverse model could give this forward model were it exact but for a level read
+from the frame.
+
 Usage: python benchmarks/relight_ablation.py DATA --references DIR --out results/relight_ablation_cpu.json
-[--model tiny] [--max-clips N]. DATA: a ``make-data`` folder with a val split; ``--references``: the
-``references`` folder of an ``eval relight`` run on it with the same ``--max-frames 1`` (rendered there when
-missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the exposure gain / SSIM over the clips; the inverse
-model runs at its default ensemble (recorded as ``inverse_ensemble``).
+[--model tiny] [--max-clips N] [--level-fit results/basecolor_level_cpu.json]. DATA: a ``make-data`` folder with a
+val split; ``--references``: the ``references`` folder of an ``eval relight`` run on it with the same
+``--max-frames 1`` (rendered there when missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the
+exposure gain / SSIM over the clips; the inverse model runs at its default ensemble (recorded as
+``inverse_ensemble``).
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from basecolor_level import log2_level, predict  # the level and its fit, as basecolor_level.py reads them
 from diffusion_renderer import __version__
-from diffusion_renderer.conventions import GBUFFER_KEYS
+from diffusion_renderer.conventions import GBUFFER_KEYS, linear_to_srgb, srgb_to_linear
 from diffusion_renderer.data.storage import MASK_KEY, read_clip
 from diffusion_renderer.eval.evaluate import (
     REFERENCE_DIR,
@@ -59,7 +68,22 @@ def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], scale: n
     return rows
 
 
-def clip_rows(inverse, forward, config: EvalConfig, name: str, target) -> tuple[dict[str, dict], np.ndarray]:
+def relevelled(basecolor: np.ndarray, stops: float) -> np.ndarray:
+    """(..., 3) sRGB-encoded basecolor scaled in linear by 2^``stops``, clipped to [0, 1]."""
+    return np.clip(linear_to_srgb(np.clip(srgb_to_linear(basecolor) * 2.0**stops, 0.0, 1.0)), 0.0, 1.0)
+
+
+def image_level_error(clip, level_fit: np.ndarray) -> float:
+    """Stops: the image-level estimate of the clip's albedo level (``level_fit``: its (slope, intercept) on the
+    frame's level) minus the true level."""
+    mask = clip.gbuffers[MASK_KEY]
+    estimate = predict(level_fit, np.array([[log2_level(clip.rgb, mask)]]))[0]
+    return float(estimate - log2_level(clip.gbuffers["basecolor"], mask))
+
+
+def clip_rows(
+    inverse, forward, config: EvalConfig, name: str, target, level_fit: np.ndarray | None = None
+) -> tuple[dict[str, dict], np.ndarray]:
     """({row: metrics}, basecolor scale) of one clip."""
     clip = cut_clip(read_clip(config.data, config.split, name), 1)
     reference = reference_frames(target, reference_path(config, name), config.variant, config.spp)
@@ -68,10 +92,26 @@ def clip_rows(inverse, forward, config: EvalConfig, name: str, target) -> tuple[
     mask = clip.gbuffers[MASK_KEY]
     scale = least_squares_scale(pred["basecolor"], gt["basecolor"], mask)  # (3,) per channel
     rows = {}
-    for row, gbuffers in mixes(pred, gt, scale).items():
+    mixed = mixes(pred, gt, scale)
+    if level_fit is not None:
+        error = image_level_error(clip, level_fit)
+        mixed["ground_truth_image_level"] = {**gt, "basecolor": relevelled(gt["basecolor"], error)}
+    for row, gbuffers in mixed.items():
         image = render_forward(forward, gbuffers, target, config)
         rows[row] = image_metrics(image, reference, mask)[0]
     return rows, scale
+
+
+def read_level_fit(path: Path) -> np.ndarray:
+    """(slope, intercept) of ``fits.image_level`` in a basecolor_level.py results file; SystemExit in one line when
+    the file is unreadable or has none."""
+    try:
+        fit = np.asarray(json.loads(path.read_text())["fits"]["image_level"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"relight_ablation: error: {path}: no basecolor_level fits.image_level ({exc})") from None
+    if fit.shape != (2,) or not np.isfinite(fit).all():
+        raise SystemExit(f"relight_ablation: error: {path}: fits.image_level is not (slope, intercept): {fit}")
+    return fit
 
 
 def main() -> None:
@@ -81,9 +121,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument("--level-fit", type=Path, default=None, help="a basecolor_level.py results file")
     args = parser.parse_args()
     if args.references.name != REFERENCE_DIR:
         raise SystemExit(f"relight_ablation: error: {args.references}: expected a folder named {REFERENCE_DIR}")
+    level_fit = read_level_fit(args.level_fit) if args.level_fit else None
     # the eval's own configuration (default steps, seed, data resolution), its references read from their folder
     config = EvalConfig(args.data, args.references.parent, "relight", args.model, max_frames=1, progress=False)
     try:
@@ -101,7 +143,7 @@ def main() -> None:
     per_row: dict[str, list] = {}
     scales = []
     for name in tqdm(clips, desc="clips"):
-        rows, scale = clip_rows(inverse, forward, config, name, plan[name][0])
+        rows, scale = clip_rows(inverse, forward, config, name, plan[name][0], level_fit)
         scales.append(scale)
         for row, metrics in rows.items():
             per_row.setdefault(row, []).append(metrics)
@@ -116,6 +158,7 @@ def main() -> None:
         "clips": len(clips),
         "inverse_ensemble": dataclasses.asdict(inverse.default_ensemble),  # the default run_inverse runs
         "rows": means,
+        **({"level_fit": {"file": str(args.level_fit), "image_level": level_fit.tolist()}} if args.level_fit else {}),
         "basecolor_scale_median_abs_log2": round(float(np.median(np.abs(np.log2(np.stack(scales))))), 3),
     }
     with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
