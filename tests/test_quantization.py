@@ -286,6 +286,12 @@ def test_ship_model_appends_the_run_and_keeps_a_qat_files_int4(tmp_path, capsys)
     assert record["runs"][-1] == {"run": 32, "steps": 40, "minutes": 10.5, "note": "deep", "lr": 2e-4, "qat": "int4",
                                   "clips": 12, "init": "tiny"}  # fmt: skip
     assert record["train_config"]["seed"] == 3
+    # a record that sums its minutes under the H100 name keeps that name (no second sum beside it)
+    history_h100 = {key: value for key, value in history.items() if key != "training_minutes_h200"}
+    entry = tool.run_entry({"steps": 5, "train_config": {"off_plane_weight": 4.0}}, 33, 1.5, "weighted")
+    assert entry["off_plane_weight"] == 4.0
+    summed = tool.shipped_record({**history_h100, "training_minutes_h100": 7.0}, {}, entry)
+    assert summed["training_minutes_h100"] == 8.5 and "training_minutes_h200" not in summed
     capsys.readouterr()
     assert tool.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -4,7 +4,8 @@
         [--storage int8|int4] [--shipped-dir src/diffusion_renderer/weights/tiny]
 
 The shipped file's record keeps the model's whole history: ``runs`` (one entry per training run that led to it),
-``total_steps`` and ``training_minutes_h200`` (sums over the runs), ``train_config`` (the last run's), and what a user
+``total_steps`` and the training minutes (sums over the runs; ``training_minutes_h100`` or ``training_minutes_h200``,
+whichever the shipped record keeps), ``train_config`` (the last run's), and what a user
 of the file needs (``default_steps``). This appends the candidate's run (its steps, clips and training settings from
 the candidate's own record, the minutes and note given here), updates the sums and writes the candidate's weights in
 the shipped file's place, atomically. Storage: the candidate's if it is int4 (a ``--qat int4`` run computes exactly
@@ -23,7 +24,11 @@ from diffusion_renderer.checkpoints.safe_load import CheckpointError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "src" / "diffusion_renderer" / "weights" / "tiny"
 RUN_SETTINGS = ("model_config", "batch_size", "lr", "p_mean", "p_std", "pure_noise_fraction", "exposure_stops",
-                "pass_weights", "hint_fixed_camera", "qat", "compile", "compile_blocks")  # fmt: skip
+                "pass_weights", "hint_fixed_camera", "qat", "compile", "compile_blocks",
+                "off_plane_weight")  # fmt: skip
+# the shipped files' running sum of GPU minutes: the forward file has kept the H200 name since its first runs there
+# (H100 runs added to it since), the inverse file the H100 name; a record is summed under the key it already has
+MINUTES_KEYS = ("training_minutes_h200", "training_minutes_h100")
 
 
 def run_entry(candidate: dict[str, Any], run: int, minutes: float, note: str) -> dict[str, Any]:
@@ -41,7 +46,8 @@ def shipped_record(shipped: dict[str, Any], candidate: dict[str, Any], entry: di
     """The shipped record with ``entry`` appended, the sums updated and the candidate's training settings."""
     record = {**shipped, "runs": [*shipped.get("runs", []), entry]}
     record["total_steps"] = int(shipped.get("total_steps", 0)) + entry["steps"]
-    record["training_minutes_h200"] = round(float(shipped.get("training_minutes_h200", 0.0)) + entry["minutes"], 1)
+    key = next((k for k in MINUTES_KEYS if k in shipped), MINUTES_KEYS[0])
+    record[key] = round(float(shipped.get(key, 0.0)) + entry["minutes"], 1)
     if "train_config" in candidate:
         record["train_config"] = candidate["train_config"]
     return record
