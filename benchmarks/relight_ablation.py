@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from basecolor_level import log2_level, predict  # the level and its fit, as basecolor_level.py reads them
 from diffusion_renderer import __version__
-from diffusion_renderer.conventions import GBUFFER_KEYS, linear_to_srgb, srgb_to_linear
+from diffusion_renderer.conventions import GBUFFER_KEYS, display_rgb, srgb_to_linear
 from diffusion_renderer.data.storage import MASK_KEY, read_clip
 from diffusion_renderer.eval.evaluate import (
     REFERENCE_DIR,
@@ -69,8 +69,8 @@ def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], scale: n
 
 
 def relevelled(basecolor: np.ndarray, stops: float) -> np.ndarray:
-    """(..., 3) sRGB-encoded basecolor scaled in linear by 2^``stops``, clipped to [0, 1]."""
-    return np.clip(linear_to_srgb(np.clip(srgb_to_linear(basecolor) * 2.0**stops, 0.0, 1.0)), 0.0, 1.0)
+    """(..., 3) sRGB-encoded basecolor scaled in linear by 2^``stops``, clipped to [0, 1] (as a display frame is)."""
+    return display_rgb(srgb_to_linear(basecolor) * 2.0**stops)
 
 
 def image_level_error(clip, level_fit: np.ndarray) -> float:
