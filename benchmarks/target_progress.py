@@ -233,11 +233,12 @@ def series(tree: Mapping, milestones: Sequence[Milestone], mode: str, metric: st
 
 def trend(points: Sequence[dict], x_key: str, target: float, higher_is_better: bool, since: float) -> dict:
     """The log2 fit over the points at or after ``since`` (on ``x_key``), and how far its line puts the target from
-    the last of them."""
+    the last shipped one (a point without ``shipped`` is shipped): a run tried after it and not shipped is on the
+    line, but the gap is what the package has."""
     recent = [p for p in points if p[x_key] >= since]
     intercept, slope = log2_fit([p[x_key] for p in recent], [p["value"] for p in recent])
     cross = crossing_log2_minutes(intercept, slope, target, higher_is_better)
-    last = recent[-1]
+    last = [p for p in recent if p.get("shipped", True)][-1]
     gap = (target - last["value"]) * (1 if higher_is_better else -1)
     if gap <= 0:  # a target the last model meets is met whatever the line says (the points scatter about it)
         doublings, minutes = 0.0, last[x_key]

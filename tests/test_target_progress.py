@@ -47,6 +47,15 @@ def test_a_target_the_last_model_meets_is_met_though_the_line_passes_below_it() 
     assert not higher["met"] and higher["doublings_needed"] is None  # not met, and the line falls away from it
 
 
+def test_the_gap_is_the_last_shipped_models_though_a_tried_run_has_more_minutes() -> None:
+    points = [{"label": str(m), "minutes": m, "value": 12.0 - np.log2(m)} for m in (4.0, 8.0)]
+    points.append({"label": "tried", "minutes": 16.0, "value": 7.5, "shipped": False})  # on the fit, not shipped
+    fit = target_progress.trend(points, "minutes", 6.0, higher_is_better=False, since=0.0)
+    assert fit["fitted_on"] == ["4.0", "8.0", "tried"]
+    assert fit["last_point"] == "8.0" and fit["gap"] == pytest.approx(3.0)  # 9 at 8 minutes against 6
+    assert fit["minutes_left"] == pytest.approx(fit["target_at_minutes"] - 8.0)
+
+
 def test_a_nearly_flat_line_gives_doublings_but_no_minutes() -> None:
     points = [{"label": str(m), "minutes": m, "value": 17.0 + 1e-4 * np.log2(m)} for m in (64.0, 128.0)]
     fit = target_progress.trend(points, "minutes", 25.0, higher_is_better=True, since=0.0)
