@@ -183,6 +183,16 @@ MILESTONES: tuple[Milestone, ...] = (
         173.2,
         94.6,
         None,
+        "previous_tiny_inverse_run51.relight_tiny",
+        "previous_tiny_inverse_run51.inverse_tiny",
+    ),
+    # that inverse trained on for 6,038 steps in two calls with the same weighting (run 52), averaged with it
+    Milestone(
+        "run 48",
+        "runs 25+27, 28, 50, 51, 52",
+        173.2,
+        107.0,
+        None,
         "results.relight_tiny",
         "results.inverse_tiny",
     ),
@@ -192,6 +202,7 @@ TRIED_INVERSE: tuple[tuple[str, float, str], ...] = (
     ("run 30", 72.7 + 17.5, "results.inverse_run30_int8"),
     ("run 43", 72.7 + 17.4, "results.inverse_run43_int8_one_sample"),
     ("run 51", 78.7 + 15.9, "results.inverse_run51_one_sample"),  # from the mean with run 50
+    ("run 52", 94.6 + 12.4, "results.inverse_run52_one_sample"),  # from the mean with run 51
 )
 # The shipped inverse model with its defaults (an ensemble of 2 shifted samples, the basecolor detail): inference
 # settings chosen after its last training, drawn beside the trend of the one-sample figures.
