@@ -203,6 +203,16 @@ MILESTONES: tuple[Milestone, ...] = (
         173.2,
         123.1,
         None,
+        "previous_tiny_inverse_run53.relight_tiny",
+        "previous_tiny_inverse_run53.inverse_tiny",
+    ),
+    # that inverse trained on for 6,451 steps in two calls with the same weighting (run 54), averaged with it
+    Milestone(
+        "run 48",
+        "runs 25+27, 28, 50, 51, 52, 53, 54",
+        173.2,
+        135.6,
+        None,
         "results.relight_tiny",
         "results.inverse_tiny",
     ),
@@ -214,6 +224,7 @@ TRIED_INVERSE: tuple[tuple[str, float, str], ...] = (
     ("run 51", 78.7 + 15.9, "results.inverse_run51_one_sample"),  # from the mean with run 50
     ("run 52", 94.6 + 12.4, "results.inverse_run52_one_sample"),  # from the mean with run 51
     ("run 53", 107.0 + 16.1, "results.inverse_run53_one_sample"),  # from the mean with run 52
+    ("run 54", 123.1 + 12.5, "results.inverse_run54_one_sample"),  # from the mean with run 53
 )
 # The shipped inverse model with its defaults (an ensemble of 2 shifted samples, the basecolor detail): inference
 # settings chosen after its last training, drawn beside the trend of the one-sample figures.
