@@ -14,6 +14,8 @@ the shards finished in ``--seconds`` after a ``--warmup`` (imports, JIT compilat
 renders 3.3 frames/s on an H200 (8-frame clips, 32 spp), 8 processes 8.1 and 12 only 4.7 (2026-12-04): they
 contended for CPU threads, each with pools as wide as the machine. With ``--threads 1`` (OMP and Dr.Jit threads per
 process) 12 processes render 21.6-24.4 frames/s (measured in ``train_small_gpu.py --gen-threads 1``, runs 28-29).
+``--no-hints`` leaves the shading hints out of the shards, as ``train_small_gpu.py --roles inverse`` renders them;
+each trial records the tensors its shards hold.
 """
 
 from __future__ import annotations
@@ -47,6 +49,21 @@ def use_mitsuba_hdr_reader() -> None:
         mitsuba_render.read_hdr = read
 
 
+def host_record(variant: str) -> dict[str, str]:
+    """Where a record was measured: the variant, the machine, the versions and, on a GPU, its name."""
+    record = {
+        "variant": variant,
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "mitsuba": __import__("mitsuba").__version__,
+    }
+    if variant.startswith("cuda"):
+        import torch
+
+        record["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda"
+    return record
+
+
 def engine_worker(args: argparse.Namespace) -> None:
     """One data-engine process of a scaling trial: clips of seeds ``args.seed``+ into ``args.out`` until killed."""
     from diffusion_renderer.data.make_data import make_dataset
@@ -69,11 +86,22 @@ def engine_worker(args: argparse.Namespace) -> None:
         layout="shards",
         val_fraction=0.0,
         progress=False,
+        hints=not args.no_hints,
     )
 
 
 def count_shards(folder: Path) -> int:
     return len(list(folder.glob("train/shards/scene_*.safetensors")))
+
+
+def shard_keys(folder: Path) -> list[str]:
+    """The tensors a trial's shards hold (its first finished one): what the engine's time was spent on."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("train/shards/scene_*.safetensors")):
+        with safe_open(str(path), "pt") as shard:
+            return sorted(shard.keys())
+    return []
 
 
 def scaling_trial(args: argparse.Namespace, processes: int, scratch: Path) -> dict:
@@ -86,6 +114,7 @@ def scaling_trial(args: argparse.Namespace, processes: int, scratch: Path) -> di
     common += ["--frames", str(args.frames), "--resolution", str(args.resolution), "--threads", str(args.threads)]
     common += ["--spp", str(args.spp)] if args.spp else []
     common += ["--mitsuba-hdr-reader"] if args.mitsuba_hdr_reader else []
+    common += ["--no-hints"] if args.no_hints else []
     logs = [scratch / f"p{processes}_{i}.log" for i in range(processes)]
     handles = [log.open("w") for log in logs]
     seeds = [1_000_000 * (i + 1) for i in range(processes)]  # disjoint clips
@@ -116,6 +145,7 @@ def scaling_trial(args: argparse.Namespace, processes: int, scratch: Path) -> di
         "seconds": round(seconds, 1),
         "frames_per_second": round(clips * args.frames / seconds, 3),
         "failed_workers": failed,
+        "shard_keys": shard_keys(out),
     }
 
 
@@ -132,6 +162,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="OMP / Dr.Jit threads per process (0: default)")
     parser.add_argument("--seconds", type=float, default=60.0, help="scaling trials: counted time each")
     parser.add_argument("--warmup", type=float, default=30.0, help="scaling trials: uncounted start")
+    parser.add_argument("--no-hints", action="store_true", help="scaling trials: shards without shading hints")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,10 +175,11 @@ def main() -> None:
         record = {
             "benchmark": "data_engine_scaling",
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "variant": args.variant,
+            **host_record(args.variant),
             "resolution": [args.resolution, args.resolution],
             "frames_per_clip": args.frames,
             "spp": args.spp,
+            "hints": not args.no_hints,
             "cpus": os.cpu_count(),
             "trials": trials,
         }
@@ -178,10 +210,7 @@ def main() -> None:
     record = {
         "benchmark": "data_engine",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "variant": args.variant,
-        "machine": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "mitsuba": __import__("mitsuba").__version__,
+        **host_record(args.variant),
         "resolution": list(size),
         "spp": args.spp or spec.spp,
         "scenes": args.scenes,
@@ -190,10 +219,6 @@ def main() -> None:
         "frames_per_second": round(frames / seconds, 3),
         "noise_psnr_db": [round(p, 2) for p in psnr],
     }
-    if args.variant.startswith("cuda"):
-        import torch
-
-        record["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda"
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 

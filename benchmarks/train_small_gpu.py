@@ -6,8 +6,9 @@ Usage (device): python benchmarks/train_small_gpu.py --out $OUT/run1 --minutes 8
 
 The validation clips are rendered first (held-out maps, ``--only-split val``), then training clips with new
 seeds per run (``--seed``), so a second run adds data instead of repeating it. Rendering and training take
-turns (``--gen-seconds``, then ``--minutes``): run together on one GPU, both crawled. The GPU hosts carry no
-OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no image codecs. What comes back:
+turns (``--gen-seconds``, then ``--minutes``): run together on one GPU, both crawled. Without a forward role
+(``--roles inverse``) the shards leave out the shading hints, which only the forward model reads. The GPU hosts
+carry no OpenCV/OpenEXR: HDRIs are read with Mitsuba's Bitmap, and the shards need no image codecs. What comes back:
 each role's EMA weights as a float16 renderer file, or int8 where float16 would exceed the 16 MiB a returned
 file may have (the ``medium`` forward model; the float32 file and the optimizer state exceed it too),
 ``summary.json``, and the training logs and validation grids in one ``logs.tar.gz`` (a device run returns at
@@ -51,6 +52,7 @@ def generate(args: argparse.Namespace) -> None:
 
         dr.set_thread_count(args.gen_threads)
     common = {"frames": args.frames, "resolution": 256, "variant": "gpu", "spp": args.spp, "layout": "shards"}
+    common["hints"] = not args.no_hints
     common["val_fraction"] = 0.25
     if args.worker == 0:
         make_dataset(args.data, scenes=args.val_scenes, seed=900_000, only_split="val", progress=False, **common)
@@ -64,6 +66,20 @@ def generate(args: argparse.Namespace) -> None:
         **common,
         train_hdri_dir=args.train_hdri_dir,
     )
+
+
+def generate_command(args: argparse.Namespace) -> list[str]:
+    """The command of one data-engine process (``--worker`` added per process). Without a forward role the shards
+    leave the shading hints out: the inverse trainer reads none, and their shadow marching shares the GPU with the
+    path tracing of every process."""
+    cmd = [sys.executable, __file__, "generate", "--out", str(args.out), "--data", str(args.data)]
+    cmd += ["--scenes", str(args.scenes), "--val-scenes", str(args.val_scenes), "--frames", str(args.frames)]
+    cmd += ["--spp", str(args.spp), "--seed", str(args.seed), "--gen-threads", str(args.gen_threads)]
+    if args.train_hdri_dir:
+        cmd += ["--train-hdri-dir", str(args.train_hdri_dir)]
+    if "forward" not in args.roles:
+        cmd += ["--no-hints"]
+    return cmd
 
 
 def count_clips(data: Path, split: str) -> int:
@@ -94,6 +110,7 @@ def main() -> None:
         "12 such processes rendered 4.7 frames/s on an H200 host, 12 of one thread 24)",
     )
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-hints", action="store_true", help=argparse.SUPPRESS)  # generate: generate_command
     parser.add_argument("--min-clips", type=int, default=24, help="training clips before the trainers start")
     parser.add_argument("--init", type=Path, default=None, help="folder with {role}.safetensors to continue from")
     parser.add_argument("--roles", nargs="+", default=["inverse", "forward"])
@@ -134,12 +151,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "4"}
     start = time.perf_counter()
-    gen_cmd = [sys.executable, __file__, "generate", "--out", str(args.out), "--data", str(args.data)]
-    gen_cmd += ["--scenes", str(args.scenes), "--val-scenes", str(args.val_scenes), "--frames", str(args.frames)]
-    gen_cmd += ["--spp", str(args.spp), "--seed", str(args.seed), "--gen-threads", str(args.gen_threads)]
+    gen_cmd = generate_command(args)
     gen_env = {**env, "OMP_NUM_THREADS": str(args.gen_threads)} if args.gen_threads else env
-    if args.train_hdri_dir:
-        gen_cmd += ["--train-hdri-dir", str(args.train_hdri_dir)]
     # clips already in a kept --data folder (an earlier call's) are not this call's rendering
     clips_before = count_clips(args.data, "train") + count_clips(args.data, "val")
     generators = []
@@ -192,6 +205,7 @@ def main() -> None:
         "val_clips": val_clips,
         "frames_per_clip": args.frames,
         "spp": args.spp,
+        "hints": "forward" in args.roles,
         "seed": args.seed,
         "init": str(args.init) if args.init else None,
         "pure_noise_fraction": args.pure_noise_fraction,

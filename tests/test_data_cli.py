@@ -146,3 +146,31 @@ def test_shards_keep_the_hdr_that_the_conditions_encode(tmp_path) -> None:
         stored = tensors["env_hdr"].float()  # (T, 3, H, W) float16 as stored
         area = environment_hdr(SceneSpec.from_dict(meta["scene"]), *stored.shape[-2:], method="area")
         torch.testing.assert_close(stored, area.permute(0, 3, 1, 2), rtol=2e-3, atol=1e-3)
+
+
+def test_shards_without_hints_hold_the_rest_and_serve_the_inverse_trainer(tmp_path, capsys) -> None:
+    """``make-data --no-hints``: the same shards less the shading hints (the forward model's condition, which the
+    inverse trainer never reads); an inverse bank loads them whole, and the folder layout refuses the flag."""
+    import torch
+
+    from diffusion_renderer.data.shards import FIXED_CAMERA_HINT, HINT_KEYS, read_shard
+    from diffusion_renderer.training.frames import INVERSE_KEYS, bank_keys, load_frame_bank
+
+    clip = ("--scenes", "1", "--frames", "2", "--layout", "shards")
+    assert make_data(tmp_path / "hints", *clip) == 0
+    assert make_data(tmp_path / "bare", *clip, "--no-hints") == 0
+    (with_hints, _), (bare, _) = (read_shard(next((tmp_path / d).rglob("*.safetensors"))) for d in ("hints", "bare"))
+    hint_keys = {k for k in with_hints if k.startswith((*HINT_KEYS, FIXED_CAMERA_HINT))}
+    assert hint_keys == {"shading", "shading_linear", FIXED_CAMERA_HINT, f"{FIXED_CAMERA_HINT}_linear"}
+    assert set(bare) == set(with_hints) - hint_keys
+    for key, value in bare.items():
+        assert torch.equal(value, with_hints[key]), key
+    for stops in (0.0, 0.5):  # with exposure augmentation the bank keeps rgb_linear in place of rgb
+        banks = [load_frame_bank(tmp_path / d, keys=bank_keys("inverse", stops)) for d in ("hints", "bare")]
+        assert set(INVERSE_KEYS) - {"rgb"} < set(banks[1].tensors) == set(banks[0].tensors)
+        assert all(torch.equal(banks[0].tensors[k], banks[1].tensors[k]) for k in banks[1].tensors)
+    capsys.readouterr()
+    assert make_data(tmp_path / "folder", "--scenes", "1", "--no-hints") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-hints (hints=False) is for the shards layout" in err[0]
+    assert not list((tmp_path / "folder").rglob("*.png"))

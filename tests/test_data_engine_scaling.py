@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, require_mitsuba
 
 require_mitsuba()
@@ -25,12 +27,16 @@ def run(tmp_path: Path, *args: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), done.stderr
 
 
-def test_processes_render_shards_and_are_counted(tmp_path: Path) -> None:
-    record, _ = run(tmp_path, "--variant", "llvm_ad_rgb", "--processes", "1", "--warmup", "12", "--seconds", "12")
+@pytest.mark.parametrize("hints", [True, False])
+def test_processes_render_shards_and_are_counted(tmp_path: Path, hints: bool) -> None:
+    flags = ["--variant", "llvm_ad_rgb", "--processes", "1", "--warmup", "12", "--seconds", "12"]
+    record, _ = run(tmp_path, *flags, *([] if hints else ["--no-hints"]))
     (trial,) = record["trials"]
-    assert record["benchmark"] == "data_engine_scaling" and trial["processes"] == 1
+    assert record["benchmark"] == "data_engine_scaling" and trial["processes"] == 1 and record["hints"] is hints
     assert trial["clips"] >= 1 and trial["failed_workers"] == []
     assert abs(trial["frames_per_second"] - trial["clips"] / trial["seconds"]) < 0.01  # 1-frame clips
+    assert {"rgb", "basecolor", "env_hdr"} <= set(trial["shard_keys"])  # what the trial's workers wrote
+    assert ("shading" in trial["shard_keys"]) is hints
 
 
 def test_a_trial_that_renders_nothing_says_why(tmp_path: Path) -> None:

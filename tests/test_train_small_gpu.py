@@ -163,3 +163,28 @@ def test_a_call_without_its_training_maps_stops_before_rendering(tmp_path: Path,
         train_small_gpu.main()
     assert stop.value.code == 2 and "maps: no such folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("roles", "hints"), [(["inverse"], False), (["inverse", "forward"], True), (["forward"], True)]
+)
+def test_generators_leave_the_hints_out_when_no_forward_model_trains(
+    tmp_path: Path, monkeypatch, roles: list[str], hints: bool
+) -> None:
+    """The data-engine processes a call starts render shards with the shading hints only when a forward model
+    trains on them: the inverse trainer reads none, and the hints' shadow marching takes GPU time from the path
+    tracing. Run here through the script's own parser and ``generate`` (Mitsuba stubbed out)."""
+    import data_engine
+    from diffusion_renderer.data import make_data
+
+    call = {"out": tmp_path / "o", "data": tmp_path / "d", "scenes": 4, "val_scenes": 4, "frames": 4, "spp": 8}
+    call |= {"seed": 7, "gen_threads": 0, "train_hdri_dir": None, "roles": roles}
+    cmd = train_small_gpu.generate_command(argparse.Namespace(**call))
+    assert ("--no-hints" in cmd) is not hints
+    calls: list[dict] = []
+    monkeypatch.setattr(make_data, "make_dataset", lambda out, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(data_engine, "use_mitsuba_hdr_reader", lambda: None)
+    monkeypatch.setattr(sys, "argv", [*cmd[1:], "--worker", "0"])  # after the interpreter
+    train_small_gpu.main()
+    assert [c["only_split"] for c in calls] == ["val", "train"]  # worker 0 renders the validation clips too
+    assert all(c["hints"] is hints and c["layout"] == "shards" and c["spp"] == 8 for c in calls)

@@ -32,6 +32,7 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         only_split=args.only_split,
         light_family=args.light_family,
         progress=not args.quiet,
+        hints=args.hints,
     )
     print(
         f"{report.written} clips written, {report.skipped} already there, "
@@ -72,6 +73,12 @@ def add_data_parsers(sub, set_defaults: Callable[[argparse.ArgumentParser, Calla
     )
     p.add_argument(
         "--layout", choices=("folder", "shards"), default="folder", help="PNG/EXR folders or training shards"
+    )
+    p.add_argument(
+        "--no-hints",
+        dest="hints",
+        action="store_false",
+        help="shards without the forward model's shading hints: inverse training data, rendered faster",
     )
     p.add_argument("--quiet", action="store_true")
     set_defaults(p, cmd_make_data)

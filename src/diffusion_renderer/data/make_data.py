@@ -112,6 +112,7 @@ def make_dataset(
     only_split: str | None = None,
     light_family: str | None = None,
     progress: bool = True,
+    hints: bool = True,
 ) -> MakeDataReport:
     """Generate ``scenes`` clips of ``frames`` frames at ``resolution``² into ``out`` (resumable).
 
@@ -122,6 +123,8 @@ def make_dataset(
     ``train_hdri_dir``: more maps for the training clips only (added to the training share of ``hdri_dir``).
     ``light_family``: light every training clip with that procedural family (``scenes.LIGHT_FAMILIES``; validation
     clips keep the held-out maps).
+    ``hints``: False writes shards without the forward model's shading hints (``encode_clip``): data for inverse
+    training alone, rendered without the hints' GPU time.
     """
     from diffusion_renderer.data.mitsuba_render import environment_hdr, render_clip
     from diffusion_renderer.data.scenes import sample_scene
@@ -136,6 +139,8 @@ def make_dataset(
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not hints and layout != "shards":  # folder clips store no hints: packing makes them (pack_folder)
+        raise ValueError("--no-hints (hints=False) is for the shards layout: folder clips store no hints")
     is_finished = is_packed
     if layout == "folder":  # PNG/EXR codecs imported only here: GPU hosts may lack OpenCV/OpenEXR
         from diffusion_renderer.data.storage import is_finished, write_clip, write_manifest
@@ -165,7 +170,7 @@ def make_dataset(
             write_clip(out, split, clip, buffers.rgb_linear, gbuffers, meta)
         else:
             env = environment_hdr(spec, resolution, resolution, method=OWN_MODEL_METHOD)
-            tensors = encode_clip(buffers.rgb_linear, gbuffers, env)
+            tensors = encode_clip(buffers.rgb_linear, gbuffers, env, hints=hints)
             write_shard(shard_path(out, split, clip), tensors, shard_meta(meta, clip, split))
         written += 1
         rendered_frames += frames

@@ -27,6 +27,9 @@ Tensors, each (T, C, H, W) and quantised like the package's image files (so a cl
   the forward trainer mixes it in (``--hint-fixed-camera``) so the model learns to render from both. Older shards
   lack it.
 
+Shards made with ``make-data --no-hints`` (``encode_clip(hints=False)``) hold neither hint: data for inverse
+training alone, rendered without the hints' shadow marching; a forward trainer that takes the hint refuses them.
+
 ``env_nrm`` is the same for every clip (``lighting.envmap.envmap_directions``) and not stored. The metadata holds
 the clip's meta record (seed, lighting, scene spec). Written atomically: a shard that exists is complete, which
 is how ``make-data --layout shards`` resumes and how a trainer reading a growing folder sees only whole clips.
@@ -113,12 +116,16 @@ def dequantize(key: str, value: torch.Tensor) -> torch.Tensor:
 
 
 def encode_clip(
-    rgb_linear: np.ndarray, gbuffers: Mapping[str, np.ndarray], env_hdr: torch.Tensor | None
+    rgb_linear: np.ndarray,
+    gbuffers: Mapping[str, np.ndarray],
+    env_hdr: torch.Tensor | None,
+    hints: bool = True,
 ) -> dict[str, torch.Tensor]:
     """One clip -> shard tensors. ``rgb_linear`` (T, H, W, 3) the rendered linear radiance (the models see its
     ``display_rgb``); ``gbuffers`` the passes and ``mask`` as the data engine stores them (T, H, W, C);
-    ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions and the shading
-    hint are stored too)."""
+    ``env_hdr`` (T, H, W, 3) the camera-frame HDR environment (with it, the lighting conditions are stored too,
+    and the shading hints unless ``hints`` is False: shards for inverse training alone, which reads no hint and
+    so need not wait for the hints' shadow marching)."""
     from diffusion_renderer.lighting.envmap import EnvironmentConditions
     from diffusion_renderer.render.hint import HINT_VERSION, HintCamera, hint_camera, shading_hints
 
@@ -132,13 +139,14 @@ def encode_clip(
         tensors["env_ldr"] = quantize("env_ldr", env.env_ldr.numpy())
         tensors["env_log"] = quantize("env_log", env.env_log.numpy())
         tensors["env_hdr"] = store_hdr(env_hdr)
+    if env_hdr is not None and hints:
         device = hint_device()
         frames = {key: torch.as_tensor(np.asarray(gbuffers[key], dtype=np.float32)) for key in GBUFFER_KEYS}
         # the fixed camera (no shadows) is what inference falls back to where the fit fails; then the two are one
         camera, fixed = hint_camera(frames, HINT_VERSION), HintCamera()
         cameras = [camera] if camera == fixed else [camera, fixed]
-        hints = shading_hints(frames, env_hdr.to(device), HINT_VERSION, cameras)  # (T, H, W, 3) linear each
-        for key, value in (("shading", hints[0]), (FIXED_CAMERA_HINT, hints[-1])):
+        shaded = shading_hints(frames, env_hdr.to(device), HINT_VERSION, cameras)  # (T, H, W, 3) linear each
+        for key, value in (("shading", shaded[0]), (FIXED_CAMERA_HINT, shaded[-1])):
             value = value.cpu()
             tensors[key] = quantize(key, display_rgb(value))
             tensors[f"{key}_linear"] = store_hdr(value)
