@@ -91,14 +91,18 @@ def engine_worker(args: argparse.Namespace) -> None:
 
 
 def count_shards(folder: Path) -> int:
-    return len(list(folder.glob("train/shards/scene_*.safetensors")))
+    from diffusion_renderer.data.shards import list_shards
+
+    return len(list_shards(folder, "train"))
 
 
 def shard_keys(folder: Path) -> list[str]:
     """The tensors a trial's shards hold (its first finished one): what the engine's time was spent on."""
     from safetensors import safe_open
 
-    for path in sorted(folder.glob("train/shards/scene_*.safetensors")):
+    from diffusion_renderer.data.shards import list_shards
+
+    for path in list_shards(folder, "train")[:1]:
         with safe_open(str(path), "pt") as shard:
             return sorted(shard.keys())
     return []

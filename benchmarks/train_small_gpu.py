@@ -68,16 +68,21 @@ def generate(args: argparse.Namespace) -> None:
     )
 
 
+def renders_hints(roles: list[str]) -> bool:
+    """Whether a call's shards carry the shading hints: only a forward model reads them, and their shadow marching
+    shares the GPU with the path tracing of every data-engine process."""
+    return "forward" in roles
+
+
 def generate_command(args: argparse.Namespace) -> list[str]:
-    """The command of one data-engine process (``--worker`` added per process). Without a forward role the shards
-    leave the shading hints out: the inverse trainer reads none, and their shadow marching shares the GPU with the
-    path tracing of every process."""
+    """The command of one data-engine process (``--worker`` added per process), ``--no-hints`` unless
+    :func:`renders_hints`."""
     cmd = [sys.executable, __file__, "generate", "--out", str(args.out), "--data", str(args.data)]
     cmd += ["--scenes", str(args.scenes), "--val-scenes", str(args.val_scenes), "--frames", str(args.frames)]
     cmd += ["--spp", str(args.spp), "--seed", str(args.seed), "--gen-threads", str(args.gen_threads)]
     if args.train_hdri_dir:
         cmd += ["--train-hdri-dir", str(args.train_hdri_dir)]
-    if "forward" not in args.roles:
+    if not renders_hints(args.roles):
         cmd += ["--no-hints"]
     return cmd
 
@@ -205,7 +210,7 @@ def main() -> None:
         "val_clips": val_clips,
         "frames_per_clip": args.frames,
         "spp": args.spp,
-        "hints": "forward" in args.roles,
+        "hints": renders_hints(args.roles),
         "seed": args.seed,
         "init": str(args.init) if args.init else None,
         "pure_noise_fraction": args.pure_noise_fraction,

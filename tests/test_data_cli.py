@@ -153,14 +153,14 @@ def test_shards_without_hints_hold_the_rest_and_serve_the_inverse_trainer(tmp_pa
     inverse trainer never reads); an inverse bank loads them whole, and the folder layout refuses the flag."""
     import torch
 
-    from diffusion_renderer.data.shards import FIXED_CAMERA_HINT, HINT_KEYS, read_shard
-    from diffusion_renderer.training.frames import INVERSE_KEYS, bank_keys, load_frame_bank
+    from diffusion_renderer.data.shards import FIXED_CAMERA_HINT, read_shard
+    from diffusion_renderer.training.frames import HINT_STORED, INVERSE_KEYS, bank_keys, load_frame_bank
 
     clip = ("--scenes", "1", "--frames", "2", "--layout", "shards")
     assert make_data(tmp_path / "hints", *clip) == 0
     assert make_data(tmp_path / "bare", *clip, "--no-hints") == 0
     (with_hints, _), (bare, _) = (read_shard(next((tmp_path / d).rglob("*.safetensors"))) for d in ("hints", "bare"))
-    hint_keys = {k for k in with_hints if k.startswith((*HINT_KEYS, FIXED_CAMERA_HINT))}
+    hint_keys = {k for k in with_hints if k.startswith(HINT_STORED)}
     assert hint_keys == {"shading", "shading_linear", FIXED_CAMERA_HINT, f"{FIXED_CAMERA_HINT}_linear"}
     assert set(bare) == set(with_hints) - hint_keys
     for key, value in bare.items():
