@@ -88,7 +88,9 @@ def generate_command(args: argparse.Namespace) -> list[str]:
 
 
 def count_clips(data: Path, split: str) -> int:
-    return len(list((data / split / "shards").glob("scene_*.safetensors")))
+    from diffusion_renderer.data.shards import list_shards
+
+    return len(list_shards(data, split))
 
 
 def main() -> None:
