@@ -11,8 +11,16 @@ tell the albedo's level from the light's strength (the data engine draws each cl
 this row is about what a single-image inverse model could give this forward model were it exact but for a level read
 from the frame.
 
+With ``--basecolor-gain STOPS [...]`` one row per value, ``predicted_basecolor_gain_+S``: every pass predicted, the
+basecolor scaled in linear by 2^S (clipped): what one constant calibration of the model's basecolor level would do
+to relighting. Choose S on one held-out set (``basecolor_scale.py``'s median log2 scale) and read it on another.
+``--rows`` renders only the named rows (default: all), which keeps such a sweep cheap. Every row also reports
+``log2_exposure``: the mean log2 of the eval's least-squares exposure gain (``psnr_exposure``'s; positive: the relit
+frame is too dark).
+
 Usage: python benchmarks/relight_ablation.py DATA --references DIR --out results/relight_ablation_cpu.json
-[--model tiny] [--max-clips N] [--level-fit results/basecolor_level_cpu.json]. DATA: a ``make-data`` folder with a
+[--model tiny] [--max-clips N] [--level-fit results/basecolor_level_cpu.json] [--basecolor-gain STOPS ...]
+[--rows ROW ...]. DATA: a ``make-data`` folder with a
 val split; ``--references``: the ``references`` folder of an ``eval relight`` run on it with the same
 ``--max-frames 1`` (rendered there when missing, which needs Mitsuba). Figures are mean PSNR / PSNR after the
 exposure gain / SSIM over the clips; the inverse model runs at its default ensemble (recorded as
@@ -26,7 +34,7 @@ import dataclasses
 import datetime as dt
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +58,24 @@ from diffusion_renderer.eval.evaluate import (
     render_forward,
     run_inverse,
 )
-from diffusion_renderer.eval.metrics import least_squares_scale
+from diffusion_renderer.eval.metrics import exposure_gain, least_squares_scale
 from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.io.errors import InputError
 
-REPORTED = ("psnr", "psnr_exposure", "ssim")
+REPORTED = ("psnr", "psnr_exposure", "ssim", "log2_exposure")
+
+
+def gain_row(stops: float) -> str:
+    """The row name of the predicted basecolor scaled by 2^``stops``."""
+    return f"predicted_basecolor_gain_{stops:+.2f}"
+
+
+def row_names(level: bool = False, gains: Sequence[float] = ()) -> list[str]:
+    """Every row's name, in :func:`clip_rows`' order: :func:`mixes`' rows, the level row, then the gain rows."""
+    names = ["all_ground_truth", "all_predicted"]
+    names += [f"{source}_{key}_only" for key in GBUFFER_KEYS for source in ("predicted", "ground_truth")]
+    names += ["predicted_basecolor_rescaled_only", *(["ground_truth_image_level"] if level else [])]
+    return names + [gain_row(stops) for stops in gains]
 
 
 def mixes(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray], scale: np.ndarray) -> dict[str, dict]:
@@ -82,9 +103,16 @@ def image_level_error(clip, level_fit: np.ndarray) -> float:
 
 
 def clip_rows(
-    inverse, forward, config: EvalConfig, name: str, target, level_fit: np.ndarray | None = None
+    inverse,
+    forward,
+    config: EvalConfig,
+    name: str,
+    target,
+    level_fit: np.ndarray | None = None,
+    gains: Sequence[float] = (),
+    only: Collection[str] | None = None,
 ) -> tuple[dict[str, dict], np.ndarray]:
-    """({row: metrics}, basecolor scale) of one clip."""
+    """({row: metrics}, basecolor scale) of one clip; ``only``: the rows to render (None: all)."""
     clip = cut_clip(read_clip(config.data, config.split, name), 1)
     reference = reference_frames(target, reference_path(config, name), config.variant, config.spp)
     gt = {key: clip.gbuffers[key] for key in GBUFFER_KEYS}
@@ -96,9 +124,14 @@ def clip_rows(
     if level_fit is not None:
         error = image_level_error(clip, level_fit)
         mixed["ground_truth_image_level"] = {**gt, "basecolor": relevelled(gt["basecolor"], error)}
+    for stops in gains:
+        mixed[gain_row(stops)] = {**pred, "basecolor": relevelled(pred["basecolor"], stops)}
     for row, gbuffers in mixed.items():
+        if only is not None and row not in only:
+            continue
         image = render_forward(forward, gbuffers, target, config)
-        rows[row] = image_metrics(image, reference, mask)[0]
+        metrics = image_metrics(image, reference, mask)[0]
+        rows[row] = {**metrics, "log2_exposure": float(np.log2(max(exposure_gain(image, reference), 1e-6)))}
     return rows, scale
 
 
@@ -122,10 +155,15 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--level-fit", type=Path, default=None, help="a basecolor_level.py results file")
+    parser.add_argument("--basecolor-gain", type=float, nargs="+", default=[], metavar="STOPS")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help="render only these rows")
     args = parser.parse_args()
     if args.references.name != REFERENCE_DIR:
         raise SystemExit(f"relight_ablation: error: {args.references}: expected a folder named {REFERENCE_DIR}")
     level_fit = read_level_fit(args.level_fit) if args.level_fit else None
+    unknown = sorted(set(args.rows or ()) - set(row_names(level_fit is not None, args.basecolor_gain)))
+    if unknown:
+        raise SystemExit(f"relight_ablation: error: --rows: no such row: {', '.join(unknown)}")
     # the eval's own configuration (default steps, seed, data resolution), its references read from their folder
     config = EvalConfig(args.data, args.references.parent, "relight", args.model, max_frames=1, progress=False)
     try:
@@ -143,7 +181,9 @@ def main() -> None:
     per_row: dict[str, list] = {}
     scales = []
     for name in tqdm(clips, desc="clips"):
-        rows, scale = clip_rows(inverse, forward, config, name, plan[name][0], level_fit)
+        rows, scale = clip_rows(
+            inverse, forward, config, name, plan[name][0], level_fit, args.basecolor_gain, args.rows
+        )
         scales.append(scale)
         for row, metrics in rows.items():
             per_row.setdefault(row, []).append(metrics)
@@ -159,6 +199,7 @@ def main() -> None:
         "inverse_ensemble": dataclasses.asdict(inverse.default_ensemble),  # the default run_inverse runs
         "rows": means,
         **({"level_fit": {"file": str(args.level_fit), "image_level": level_fit.tolist()}} if args.level_fit else {}),
+        **({"basecolor_gain_stops": args.basecolor_gain} if args.basecolor_gain else {}),
         "basecolor_scale_median_abs_log2": round(float(np.median(np.abs(np.log2(np.stack(scales))))), 3),
     }
     with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file

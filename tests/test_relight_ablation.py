@@ -50,3 +50,40 @@ def test_read_level_fit_takes_the_image_level_fit_or_exits_in_one_line(tmp_path:
             relight_ablation.read_level_fit(path)
         message = str(error.value)
         assert message.startswith(f"relight_ablation: error: {path}") and "\n" not in message
+
+
+def test_row_names_are_the_rows_clip_rows_renders_in_order() -> None:
+    shape = (1, 2, 2, 3)
+    pred = {key: np.full(shape, 0.25) for key in relight_ablation.GBUFFER_KEYS}
+    gt = {key: np.full(shape, 0.5) for key in relight_ablation.GBUFFER_KEYS}
+    rows = list(relight_ablation.mixes(pred, gt, np.ones(3)))
+    assert relight_ablation.row_names() == rows
+    names = relight_ablation.row_names(level=True, gains=(-0.25, 0.5))
+    assert names == [
+        *rows,
+        "ground_truth_image_level",
+        "predicted_basecolor_gain_-0.25",
+        "predicted_basecolor_gain_+0.50",
+    ]
+
+
+def test_clip_rows_renders_only_the_asked_rows_and_a_gain_moves_the_exposure(monkeypatch) -> None:
+    """A forward 'model' that shows the basecolor as the frame: the gain row's frame is 2^S brighter in linear light,
+    so the eval's exposure gain on it is S stops lower than the all-predicted row's."""
+    shape = (1, 4, 4, 3)
+    gt = {key: np.full(shape, 0.5) for key in relight_ablation.GBUFFER_KEYS}
+    pred = {key: np.full(shape, 0.3) for key in relight_ablation.GBUFFER_KEYS}
+    clip = SimpleNamespace(rgb=np.zeros(shape), gbuffers={**gt, "mask": np.ones((1, 4, 4, 1))})
+    monkeypatch.setattr(relight_ablation, "read_clip", lambda *args: clip)
+    monkeypatch.setattr(relight_ablation, "cut_clip", lambda clip, frames: clip)
+    monkeypatch.setattr(relight_ablation, "reference_frames", lambda *args: linear_to_srgb(np.full(shape, 0.2)))
+    monkeypatch.setattr(relight_ablation, "reference_path", lambda *args: None)
+    monkeypatch.setattr(relight_ablation, "run_inverse", lambda *args: dict(pred))
+    monkeypatch.setattr(relight_ablation, "render_forward", lambda forward, gbuffers, *args: gbuffers["basecolor"])
+    config = relight_ablation.EvalConfig(Path("data"), Path("out"), "relight", "tiny", max_frames=1, progress=False)
+    gain = relight_ablation.gain_row(0.5)
+    rows, scale = relight_ablation.clip_rows(None, None, config, "c", None, gains=(0.5,), only={"all_predicted", gain})
+    assert set(rows) == {"all_predicted", gain}
+    np.testing.assert_allclose(scale, 0.5 / 0.3)
+    shift = rows["all_predicted"]["log2_exposure"] - rows[gain]["log2_exposure"]
+    assert shift == pytest.approx(0.5, abs=1e-6)
