@@ -87,3 +87,13 @@ def test_clip_rows_renders_only_the_asked_rows_and_a_gain_moves_the_exposure(mon
     np.testing.assert_allclose(scale, 0.5 / 0.3)
     shift = rows["all_predicted"]["log2_exposure"] - rows[gain]["log2_exposure"]
     assert shift == pytest.approx(0.5, abs=1e-6)
+
+
+def test_an_unknown_row_exits_in_one_line_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out.json"
+    argv = ["relight_ablation.py", str(tmp_path), "--references", str(tmp_path / "references"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--basecolor-gain", "0.25", "--rows", "all_predicted", "no_such_row"])
+    with pytest.raises(SystemExit) as error:
+        relight_ablation.main()
+    assert str(error.value) == "relight_ablation: error: --rows: no such row: no_such_row"
+    assert not out.exists()
