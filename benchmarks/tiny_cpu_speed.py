@@ -1,8 +1,10 @@
 """Speed of the shipped `tiny` model on the CPU: relight one 256² image (inverse, 5 passes, + forward, 1 map).
 
 Usage: python benchmarks/tiny_cpu_speed.py --out benchmarks/results/tiny_cpu_speed.json [--threads 2] [--model SPEC]
+[--ensemble E [--ensemble-shift] [--ensemble-mirror]]
 Median of --repeats runs after a warm-up, model loading excluded; at the model's default steps and at 15, with the
-inverse ensemble the model records (and at the default steps without it, when it has one).
+inverse ensemble the model records (and at the default steps without it, when it has one; and with ``--ensemble``'s,
+when given: what a larger test-time ensemble costs).
 ``--model``: another pair of the same kind, e.g. a folder with the deep int4 pair (models/configs.py).
 """
 
@@ -34,6 +36,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="tiny", help="model spec of the pair (default: the shipped tiny)")
+    parser.add_argument("--ensemble", type=int, default=None, help="also time this inverse ensemble size")
+    parser.add_argument("--ensemble-shift", action="store_true", help="with --ensemble: shifted members")
+    parser.add_argument("--ensemble-mirror", action="store_true", help="with --ensemble: mirrored members")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -61,6 +66,11 @@ def main() -> None:
         figures[f"relight_256_steps{inverse.default_inference_steps}_ensemble1_s"] = timed(
             inverse.default_inference_steps
         )
+    if args.ensemble is not None:
+        inverse.default_ensemble = EnsembleSettings(args.ensemble, args.ensemble_mirror, args.ensemble_shift)
+        views = "".join(f"_{v}" for v, on in (("shift", args.ensemble_shift), ("mirror", args.ensemble_mirror)) if on)
+        key = f"relight_256_steps{inverse.default_inference_steps}_ensemble{args.ensemble}{views}_s"
+        figures[key] = timed(inverse.default_inference_steps)
     result = {
         "date": dt.date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
