@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from diffusion_renderer.apps.relight import relight
+from diffusion_renderer.io.atomic import atomic_file
 from diffusion_renderer.lighting.presets import load_envmap
 from diffusion_renderer.models.specs import load_model
 from diffusion_renderer.pipelines.pipeline_forward_rendering import ForwardRenderingPipeline
@@ -81,7 +82,8 @@ def main() -> None:
         **figures,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    with atomic_file(args.out) as tmp:  # a re-run never leaves half a results file
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 
