@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--ensemble-shift", action="store_true", help="with --ensemble: shifted members")
     parser.add_argument("--ensemble-mirror", action="store_true", help="with --ensemble: mirrored members")
     args = parser.parse_args()
+    if args.ensemble is not None and args.ensemble < 1:
+        parser.error(f"--ensemble {args.ensemble}: at least 1 sample")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     inverse = InverseRenderingPipeline.from_model(load_model(args.model, "inverse"))
