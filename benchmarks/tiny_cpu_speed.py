@@ -70,7 +70,9 @@ def main() -> None:
             inverse.default_inference_steps
         )
     if args.ensemble is not None:
-        inverse.default_ensemble = EnsembleSettings(args.ensemble, args.ensemble_mirror, args.ensemble_shift)
+        inverse.default_ensemble = EnsembleSettings(
+            size=args.ensemble, mirror=args.ensemble_mirror, shift=args.ensemble_shift
+        )
         views = "".join(f"_{v}" for v, on in (("shift", args.ensemble_shift), ("mirror", args.ensemble_mirror)) if on)
         key = f"relight_256_steps{inverse.default_inference_steps}_ensemble{args.ensemble}{views}_s"
         figures[key] = timed(inverse.default_inference_steps)
